@@ -1,0 +1,3 @@
+from autopack.cli import main
+
+main()
