@@ -1,0 +1,62 @@
+"""The `autopack` command line: parse, call the library, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from autopack import __version__
+from autopack.errors import EXIT_INTERRUPTED, AutopackError
+
+app = typer.Typer(
+    name="autopack",
+    help="Carry out a plan on a git repository, phase by phase: Claude writes each change, "
+    "autopack applies it in a worktree, runs the tests and keeps it only if nothing regressed.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"autopack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """autopack: autonomous, test-gated execution of multi-phase plans."""
+
+
+from autopack.cli import admin, run, status  # noqa: E402  (registers the commands)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every AutopackError becomes one stderr line and its exit code."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        app(args=argv, prog_name="autopack")
+    except AutopackError as exc:
+        print(f"autopack: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("autopack: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main", "admin", "run", "status"]

@@ -1,0 +1,76 @@
+"""`autopack run`: execute a plan (or resume a recorded run) and report what happened."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from autopack.cli import app
+from autopack.cli.options import DbOption, load
+from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+
+@app.command()
+def run(
+    plan: Annotated[Optional[Path], typer.Argument(help="The plan file (TOML).", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Resume a recorded run.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the phases in execution order; touch nothing.")] = False,
+    queue_only: Annotated[bool, typer.Option("--queue-only", help="Record the run with every phase queued; execute nothing.")] = False,
+    cassette: Annotated[Optional[Path], typer.Option("--cassette", help="Replay LLM responses from this cassette (offline).")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Give failed phases a new pass (and unskip their dependents).")] = False,
+    db: DbOption = None,
+) -> None:
+    """Carry out PLAN: each phase written by Claude, applied in a worktree, tested and judged.
+
+    Exit 0 when the run is complete, 1 when a phase failed, 2 for an invalid plan,
+    4 for an environment problem, 75 when another process is executing this run.
+    """
+    from autopack import launch, render
+    from autopack.plan import load_plan
+
+    settings = load(db)
+    if plan is None and run_id is None:
+        raise UsageError("give a plan file (autopack run PLAN) or a recorded run (autopack run --run-id ID)")
+    spec = load_plan(plan, default_max_attempts=settings.max_attempts) if plan is not None else None
+    if spec is not None and run_id is not None and run_id != spec.run.id:
+        raise UsageError(f"--run-id {run_id} does not match run.id '{spec.run.id}' in {plan}")
+    if dry_run:
+        if spec is None:
+            raise UsageError("--dry-run needs the plan file")
+        render.print_plan(spec)
+        return
+    for warning in spec.warnings if spec else ():
+        print(f"autopack: warning: {warning}", file=sys.stderr)
+
+    from autopack.store import open_store
+
+    if spec is not None:
+        builder, model = launch.make_builder(settings, spec, cassette)
+        store = open_store(settings.db)
+    else:
+        store = open_store(settings.db, create=False)
+        spec, _ = launch.resume_target(store, settings, run_id)
+        builder, model = launch.make_builder(settings, spec, cassette)
+    with store:
+        recorded = launch.recorded_run(store, spec)
+        if recorded is None:
+            recorded = launch.record_run(store, settings, spec)
+        if queue_only:
+            print(f"run {spec.run.id}: {len(spec.phases)} phases recorded as queued in {settings.db}")
+            return
+        observer = render.LiveObserver() if sys.stdout.isatty() else render.PlainObserver()
+        if isinstance(observer, render.LiveObserver):
+            with observer:
+                result = launch.execute(store, settings, spec, recorded, builder, model, observer,
+                                        retry_failed=retry_failed)
+        else:
+            result = launch.execute(store, settings, spec, recorded, builder, model, observer,
+                                    retry_failed=retry_failed)
+        from autopack.store.queries import run_status
+
+        status = run_status(store, result.run_id)
+    render.print_run_summary(status)
+    raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)

@@ -1,0 +1,435 @@
+"""The plan file (contract 1 in DESIGN.md): TOML -> validated, immutable PlanSpec.
+
+Every problem raises ``PlanError`` with one line:
+``<plan path>: <key path>: <what is wrong>; <what to do>``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import heapq
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from autopack.errors import PlanError
+
+CATEGORIES = ("feature", "bugfix", "tests", "docs", "refactor", "config")
+COMPLEXITIES = ("low", "medium", "high")
+RUN_ID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
+DEFAULT_TEST_COMMAND = "python -m pytest -q"
+MODEL_ROLES = ("builder", "doctor", "escalation")
+
+_ID_RE = re.compile(RUN_ID_PATTERN)
+_ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
+_TOP_KEYS = ("run", "phases")
+_RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassette",
+             "flags", "models", "limits", "type")
+_LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s")
+_PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
+               "acceptance", "depends_on", "allow_noop", "max_attempts")
+
+
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase of a plan, with defaults filled in."""
+
+    id: str
+    goal: str
+    category: str = "feature"
+    complexity: str = "medium"
+    scope: tuple[str, ...] | None = None  # None: no path restriction (omitted, or legacy text)
+    scope_text: str | None = None  # legacy free-text scope, shown to the builder
+    context: tuple[str, ...] = ()
+    deliverables: tuple[str, ...] = ()
+    acceptance: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    allow_noop: bool = False
+    max_attempts: int = 3
+    position: int = 0  # index in the plan file
+
+    def to_dict(self) -> dict[str, Any]:
+        """The phase as plan-file keys (``position`` is implied by the list order)."""
+        data: dict[str, Any] = {"id": self.id, "goal": self.goal, "category": self.category,
+                                "complexity": self.complexity}
+        if self.scope is not None:
+            data["scope"] = list(self.scope)
+        elif self.scope_text is not None:
+            data["scope"] = self.scope_text
+        data.update(context=list(self.context), deliverables=list(self.deliverables),
+                    acceptance=list(self.acceptance), depends_on=list(self.depends_on),
+                    allow_noop=self.allow_noop, max_attempts=self.max_attempts)
+        return data
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The ``[run]`` table; ``repo``/``cassette`` absolute, ``*_as_written`` as in the file."""
+
+    id: str
+    goal: str
+    repo: Path
+    base: str | None = None  # None: HEAD
+    test_command: str = DEFAULT_TEST_COMMAND
+    junit_xml: str | None = None
+    cassette: Path | None = None
+    flags: dict[str, str | bool | int | float] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, int | float] = field(default_factory=dict)
+    type: str | None = None
+    repo_as_written: str = "."
+    cassette_as_written: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run as plan-file keys, paths as written (relative to the plan file)."""
+        data: dict[str, Any] = {"id": self.id, "goal": self.goal, "repo": self.repo_as_written,
+                                "test_command": self.test_command}
+        optional = {"base": self.base, "junit_xml": self.junit_xml,
+                    "cassette": self.cassette_as_written, "type": self.type}
+        data.update({key: value for key, value in optional.items() if value is not None})
+        data.update(flags=dict(self.flags), models=dict(self.models), limits=dict(self.limits))
+        return data
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """A validated plan: the run, its phases in file order, and load warnings."""
+
+    path: Path  # the plan file, as given to load_plan / plan_from_dict
+    run: RunSpec
+    phases: tuple[PhaseSpec, ...]
+    warnings: tuple[str, ...] = ()
+
+    def phase(self, phase_id: str) -> PhaseSpec:
+        """The phase with this id; PlanError (with did-you-mean) if there is none."""
+        for phase in self.phases:
+            if phase.id == phase_id:
+                return phase
+        ids = [phase.id for phase in self.phases]
+        raise PlanError(f"{self.path}: no phase '{phase_id}'; {_suggest(phase_id, ids, 'phases')}")
+
+    def execution_order(self) -> list[PhaseSpec]:
+        """Phases in dependency order; among ready phases, plan order wins."""
+        waiting = {phase.id: set(phase.depends_on) for phase in self.phases}
+        by_id = {phase.id: phase for phase in self.phases}
+        ready = [(phase.position, phase.id) for phase in self.phases if not phase.depends_on]
+        heapq.heapify(ready)
+        order: list[PhaseSpec] = []
+        while ready:
+            _, phase_id = heapq.heappop(ready)
+            order.append(by_id[phase_id])
+            for other, deps in waiting.items():
+                if phase_id in deps:
+                    deps.discard(phase_id)
+                    if not deps:
+                        heapq.heappush(ready, (by_id[other].position, other))
+        return order
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able plan content; ``plan_from_dict(d, self.path)`` rebuilds an equal spec."""
+        return {"run": self.run.to_dict(), "phases": [phase.to_dict() for phase in self.phases]}
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical content: changes iff the plan's meaning changes."""
+        return _sha256_json(self.to_dict())
+
+    def comparable_hash(self) -> str:
+        """Like content_hash, but ignoring ``run.id`` and ``run.flags`` (for ab-test pairing)."""
+        data = self.to_dict()
+        del data["run"]["id"], data["run"]["flags"]
+        return _sha256_json(data)
+
+
+def load_plan(path: Path, *, default_max_attempts: int = 3) -> PlanSpec:
+    """Read, parse and validate a plan file; ``repo`` must be a directory, ``cassette`` a file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise PlanError(f"{path}: is a directory; pass the plan's .toml file") from None
+    except OSError as error:
+        raise PlanError(f"{path}: cannot read the file: {error.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise PlanError(f"{path}: not valid UTF-8 (line {line}, byte {error.start}); "
+                        "save the file as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PlanError(f"{path}: invalid TOML: {error}") from None
+    spec = plan_from_dict(data, path, default_max_attempts=default_max_attempts)
+    run = spec.run
+    if not run.repo.is_dir():
+        raise PlanError(f"{path}: run.repo: '{run.repo_as_written}' resolves to {run.repo}, which "
+                        "is not a directory; give the repository's path relative to the plan file")
+    if run.cassette is not None and not run.cassette.is_file():
+        raise PlanError(f"{path}: run.cassette: '{run.cassette_as_written}' resolves to "
+                        f"{run.cassette}, which is not a file; fix the path or record one "
+                        "with --record")
+    return spec
+
+
+def plan_from_dict(data: Any, path: Path, *, default_max_attempts: int = 3) -> PlanSpec:
+    """Validate parsed plan content (a TOML document or ``PlanSpec.to_dict()``).
+
+    Checks everything except that ``repo`` and ``cassette`` exist (``load_plan`` does), so a
+    plan stored in the database can be rebuilt after those files moved.
+    """
+    path = Path(path)
+    check = _Checker(str(path))
+    top = check.table(data, "", _TOP_KEYS, required=_TOP_KEYS)
+    run = _run_spec(check, top["run"], path.resolve().parent)
+    raw_phases = top["phases"]
+    if not isinstance(raw_phases, list) or not all(isinstance(p, dict) for p in raw_phases):
+        check.fail("phases",
+                   f"expected an array of tables ([[phases]]), got {_describe(raw_phases)}")
+    if not raw_phases:
+        check.fail("phases", "is empty; add at least one [[phases]] table")
+    phases = tuple(_phase_spec(check, raw, index, default_max_attempts)
+                   for index, raw in enumerate(raw_phases))
+    _check_dependencies(check, phases)
+    return PlanSpec(path=path, run=run, phases=phases, warnings=tuple(check.warnings))
+
+
+def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
+    run = check.table(raw, "run", _RUN_KEYS, required=("id", "goal"))
+    run_id = check.identifier(run["id"], "run.id")
+    repo_text = check.string(run.get("repo", "."), "run.repo")
+    cassette_text = check.optional_string(run, "cassette", "run")
+    flags = check.table(run.get("flags", {}), "run.flags", None)
+    for name, value in flags.items():
+        if not isinstance(value, str | bool | int | float):
+            check.fail(f"run.flags.{name}",
+                       f"expected a string, boolean or number, got {_describe(value)}")
+    models = check.table(run.get("models", {}), "run.models", MODEL_ROLES)
+    limits = check.table(run.get("limits", {}), "run.limits", _LIMIT_KEYS)
+    checked_limits: dict[str, int | float] = {}
+    if "max_cost_usd" in limits:
+        checked_limits["max_cost_usd"] = check.positive_number(limits["max_cost_usd"],
+                                                               "run.limits.max_cost_usd")
+    if "phase_timeout_s" in limits:
+        checked_limits["phase_timeout_s"] = check.integer(limits["phase_timeout_s"],
+                                                          "run.limits.phase_timeout_s", 1)
+    return RunSpec(
+        id=run_id,
+        goal=check.string(run["goal"], "run.goal"),
+        repo=(plan_dir / Path(repo_text).expanduser()).resolve(),
+        base=check.optional_string(run, "base", "run"),
+        test_command=check.string(run.get("test_command", DEFAULT_TEST_COMMAND),
+                                  "run.test_command"),
+        junit_xml=check.optional_string(run, "junit_xml", "run"),
+        cassette=None if cassette_text is None
+        else (plan_dir / Path(cassette_text).expanduser()).resolve(),
+        flags=dict(flags),
+        models={role: check.string(value, f"run.models.{role}") for role, value in models.items()},
+        limits=checked_limits,
+        type=check.optional_string(run, "type", "run"),
+        repo_as_written=repo_text,
+        cassette_as_written=cassette_text,
+    )
+
+
+def _phase_spec(check: _Checker, raw: dict, index: int, default_max_attempts: int) -> PhaseSpec:
+    where = f"phases[{index}]"
+    phase = check.table(raw, where, _PHASE_KEYS, required=("id", "goal"))
+    scope: tuple[str, ...] | None = None
+    scope_text: str | None = None
+    if isinstance(phase.get("scope"), str):
+        scope_text = check.string(phase["scope"], f"{where}.scope")
+        check.warnings.append(f"{check.shown}: {where}.scope: free-text scope is deprecated; "
+                              "list paths (file or dir/) to restrict edits")
+    elif "scope" in phase:
+        scope = check.paths(phase["scope"], f"{where}.scope")
+        if not scope:
+            check.fail(f"{where}.scope", "is an empty list; list the paths the builder may "
+                                         "change, or omit scope to allow any path")
+    return PhaseSpec(
+        id=check.identifier(phase["id"], f"{where}.id"),
+        goal=check.string(phase["goal"], f"{where}.goal"),
+        category=check.choice(phase.get("category", "feature"), f"{where}.category", CATEGORIES),
+        complexity=check.choice(phase.get("complexity", "medium"), f"{where}.complexity",
+                                COMPLEXITIES),
+        scope=scope,
+        scope_text=scope_text,
+        context=check.paths(phase.get("context", []), f"{where}.context"),
+        deliverables=check.paths(phase.get("deliverables", []), f"{where}.deliverables"),
+        acceptance=check.strings(phase.get("acceptance", []), f"{where}.acceptance"),
+        depends_on=check.strings(phase.get("depends_on", []), f"{where}.depends_on"),
+        allow_noop=check.boolean(phase.get("allow_noop", False), f"{where}.allow_noop"),
+        max_attempts=check.integer(phase.get("max_attempts", default_max_attempts),
+                                   f"{where}.max_attempts", 1),
+        position=index,
+    )
+
+
+def _check_dependencies(check: _Checker, phases: tuple[PhaseSpec, ...]) -> None:
+    first_index: dict[str, int] = {}
+    for phase in phases:
+        if phase.id in first_index:
+            check.fail(f"phases[{phase.position}].id", f"duplicate id '{phase.id}' (also "
+                       f"phases[{first_index[phase.id]}].id); phase ids must be unique")
+        first_index[phase.id] = phase.position
+    for phase in phases:
+        for number, dep in enumerate(phase.depends_on):
+            key = f"phases[{phase.position}].depends_on[{number}]"
+            if dep == phase.id:
+                check.fail(key, f"phase '{dep}' depends on itself; remove it")
+            if dep not in first_index:
+                hint = _suggest(dep, list(first_index), "phases")
+                check.fail(key, f"unknown phase '{dep}'; {hint}")
+    cycle = _find_cycle(phases)
+    if cycle:
+        check.fail(f"phases[{first_index[cycle[0]]}].depends_on",
+                   f"dependency cycle {' -> '.join(cycle)}; remove one of these dependencies")
+
+
+def _find_cycle(phases: tuple[PhaseSpec, ...]) -> list[str] | None:
+    """The first dependency cycle found (in plan order), as ``[a, b, ..., a]``."""
+    depends_on = {phase.id: phase.depends_on for phase in phases}
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(phase_id: str) -> list[str] | None:
+        path.append(phase_id)
+        for dep in depends_on[phase_id]:
+            if dep in path:
+                return path[path.index(dep):] + [dep]
+            if dep not in done and (cycle := visit(dep)):
+                return cycle
+        path.pop()
+        done.add(phase_id)
+        return None
+
+    for phase in phases:
+        if phase.id not in done and (cycle := visit(phase.id)):
+            return cycle
+    return None
+
+
+class _Checker:
+    """Typed access to raw plan values; every failure names the plan file and the key."""
+
+    def __init__(self, shown: str):
+        self.shown = shown
+        self.warnings: list[str] = []
+
+    def fail(self, key: str, problem: str) -> NoReturn:
+        raise PlanError(f"{self.shown}: {key}: {problem}")
+
+    def table(self, value: Any, key: str, allowed: tuple[str, ...] | None,
+              required: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A table whose keys are all in ``allowed`` (None: any) and include ``required``."""
+        if not isinstance(value, dict):
+            self.fail(key or "(top level)", f"expected a table, got {_describe(value)}")
+        prefix = f"{key}." if key else ""
+        for name in value:
+            if allowed is not None and name not in allowed:
+                self.fail(prefix + name, f"unknown key; {_suggest(name, allowed, 'keys')}")
+        for name in required:
+            if name not in value:
+                where = f"[{key}]" if key else "the file"
+                self.fail(prefix + name, f"required key is missing; add it to {where}")
+        return value
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            self.fail(key, f"expected a string, got {_describe(value)}")
+        if not value.strip():
+            self.fail(key, "is empty; give a value or remove the key")
+        if "\x00" in value:
+            self.fail(key, "contains a NUL character; remove it")
+        return value
+
+    def optional_string(self, table: dict[str, Any], name: str, where: str) -> str | None:
+        return self.string(table[name], f"{where}.{name}") if name in table else None
+
+    def strings(self, value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.fail(key, f"expected a list of strings, got {_describe(value)}")
+        return tuple(self.string(item, f"{key}[{number}]") for number, item in enumerate(value))
+
+    def paths(self, value: Any, key: str) -> tuple[str, ...]:
+        """Repository-relative POSIX paths; a trailing '/' marks a directory."""
+        paths = self.strings(value, key)
+        for number, text in enumerate(paths):
+            item = f"{key}[{number}]"
+            if "\\" in text:
+                self.fail(item, f"{text!r} contains a backslash; write POSIX paths with '/'")
+            if text.startswith("/") or re.match(r"[A-Za-z]:", text):
+                self.fail(item, f"{text!r} is absolute; write it relative to the repository root")
+            parts = text.rstrip("/").split("/")
+            if ".." in parts:
+                self.fail(item, f"{text!r} contains '..'; paths must stay inside the repository")
+            if "" in parts or "." in parts:
+                kept = "/".join(part for part in parts if part not in ("", "."))
+                if not kept:
+                    self.fail(item, f"{text!r} names the repository root; list files or "
+                                    "directories inside it")
+                fixed = kept + ("/" if text.endswith("/") else "")
+                self.fail(item, f"{text!r} is not a normalised path; write {fixed!r}")
+        return paths
+
+    def identifier(self, value: Any, key: str) -> str:
+        text = self.string(value, key)
+        if not _ID_RE.fullmatch(text):
+            slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).lstrip("._-")[:64].rstrip("-")
+            hint = f"; try '{slug}'" if slug and _ID_RE.fullmatch(slug) else ""
+            self.fail(key, f"{text!r} is not a valid id ({_ID_RULE}){hint}")
+        return text
+
+    def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
+        text = self.string(value, key)
+        if text not in choices:
+            close = difflib.get_close_matches(text, choices, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            self.fail(key, f"{text!r} is not one of {', '.join(choices)}{hint}")
+        return text
+
+    def boolean(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def integer(self, value: Any, key: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"expected an integer, got {_describe(value)}")
+        if value < minimum:
+            self.fail(key, f"must be at least {minimum}, got {value}")
+        return value
+
+    def positive_number(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(key, f"expected a number, got {_describe(value)}")
+        if not value > 0:
+            self.fail(key, f"must be greater than 0, got {value}")
+        return float(value)
+
+
+def _suggest(name: str, valid: Any, what: str) -> str:
+    """'did you mean ...?' when a close match exists, else the list of valid names."""
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"valid {what}: {', '.join(valid)}"
+
+
+def _describe(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+             dict: "table"}
+    kind = kinds.get(type(value), type(value).__name__)
+    shown = repr(value)
+    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"
+
+
+def _sha256_json(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

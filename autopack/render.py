@@ -1,0 +1,187 @@
+"""Terminal output: rich tables and a live view on a terminal, plain lines elsewhere.
+
+Only this module and ``autopack.cli`` import rich.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queued": "dim",
+               "executing": "cyan", "ci_running": "cyan", "gate": "cyan", "running": "cyan"}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=not sys.stdout.isatty())
+
+
+def _state(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def _cost(entry: dict[str, Any]) -> str:
+    text = f"${entry.get('cost_usd', 0.0):.4f}"
+    unpriced = entry.get("unpriced_calls", 0)
+    return f"{text} (+{unpriced} unpriced)" if unpriced else text
+
+
+def print_plan(plan: Any) -> None:
+    """`run --dry-run`: phases in execution order with scope, deliverables and dependencies."""
+    out = console()
+    out.print(f"run {plan.run.id}: {plan.run.goal}")
+    out.print(f"repository {plan.run.repo}  base {plan.run.base or 'HEAD'}  tests `{plan.run.test_command}`")
+    table = Table("#", "phase", "category", "scope", "deliverables", "depends on", "attempts")
+    for n, phase in enumerate(plan.execution_order(), 1):
+        scope = ", ".join(phase.scope) if phase.scope is not None else f"(free text) {phase.scope_text}"
+        table.add_row(str(n), f"{phase.id}\n[dim]{phase.goal}[/dim]", f"{phase.category}/{phase.complexity}",
+                      scope, ", ".join(phase.deliverables) or "-", ", ".join(phase.depends_on) or "-",
+                      str(phase.max_attempts))
+    out.print(table)
+    for warning in plan.warnings:
+        console(stderr=True).print(f"warning: {warning}")
+
+
+def print_runs(runs: list[dict[str, Any]]) -> None:
+    out = console()
+    if not runs:
+        out.print("no runs yet: `autopack run PLAN` starts one")
+        return
+    table = Table("run", "state", "phases", "tokens in/out", "cost", "updated")
+    for run in runs:
+        phases = " ".join(f"{n} {state}" for state, n in run["phases"].items())
+        tokens = f"{run['tokens']['input']:,}/{run['tokens']['output']:,}"
+        table.add_row(run["id"], _state(run["state"]), phases, tokens, _cost(run), _ago(run["updated_at"]))
+    out.print(table)
+
+
+def print_run_status(status: dict[str, Any]) -> None:
+    out = console()
+    run = status["run"]
+    out.print(Text.assemble(f"run {run['id']}  ", _state(run["state"]), f"  branch {run['branch']}"))
+    out.print(f"goal: {run['goal']}")
+    tokens = run["tokens"]
+    out.print(f"tokens: {tokens['input']:,} in, {tokens['output']:,} out, {tokens['cache_read']:,} cache read, "
+              f"{tokens['cache_write']:,} cache write   cost: {_cost(run)}")
+    for executor in run["executors"]:
+        out.print(f"executor pid {executor['pid']} on {executor['host']}: {executor['phase'] or '-'} "
+                  f"{executor['step'] or ''} (heartbeat {_ago(executor['heartbeat_at'])})")
+    out.print(phase_table(status["phases"]))
+
+
+def phase_table(phases: list[dict[str, Any]]) -> Table:
+    table = Table("phase", "state", "attempts", "commit", "verdict / why")
+    for phase in phases:
+        why = ""
+        if phase["decision"]:
+            why = "; ".join(phase["decision"].get("reasons", []))
+        if phase["state"] != "complete" and phase["last_failure"]:
+            failure = phase["last_failure"]
+            why = f"{failure['kind']}: {failure['message']}"
+        elif phase["state"] == "skipped":
+            why = f"a dependency did not complete ({', '.join(phase['depends_on'])})"
+        table.add_row(phase["id"], _state(phase["state"]), f"{phase['attempts']}",
+                      (phase["commit"] or "-")[:10], why)
+    return table
+
+
+def _ago(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
+
+
+class PlainObserver:
+    """Timestamped lines, for logs (cron, CI) and pipes."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream or sys.stdout
+
+    def notify(self, event: str, **data: Any) -> None:
+        line = describe(event, data)
+        if line:
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{stamp} {line}", file=self.stream, flush=True)
+
+
+def describe(event: str, data: dict[str, Any]) -> str | None:
+    """One line for an event, or None for events only the live view shows."""
+    if event == "run_started":
+        return f"run {data['run_id']}: {len(data['phases'])} phases"
+    if event == "attempt_started":
+        return f"{data['phase_id']}: attempt {data['attempt']} (of {data['max_attempts']} this pass)"
+    if event == "attempt_failed":
+        return f"{data['phase_id']}: attempt {data['attempt']} failed: {data['kind']}: {data['message']}"
+    if event == "phase_finished" and data["state"] == "complete":
+        return f"{data['phase_id']}: complete at {data['commit'][:10]}: {'; '.join(data['reasons'])}"
+    if event == "phase_finished":
+        return f"{data['phase_id']}: failed: {data['kind']}: {data['message']}"
+    if event == "recovered":
+        return f"{data['phase_id']}: recovered: {data['what']}"
+    if event == "requeued":
+        return f"requeued for a new pass: {', '.join(data['phase_ids'])}"
+    if event == "run_finished":
+        return f"run {data['run_id']} finished: " + ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
+    return None
+
+
+class LiveObserver:
+    """On a terminal: a live line (phase, step, attempt, elapsed, tokens, cost) above the log."""
+
+    def __init__(self) -> None:
+        self.console = console()
+        self.live = Live(console=self.console, refresh_per_second=4, transient=True)
+        self.started = time.monotonic()
+        self.phase = self.step = "-"
+        self.attempt = 0
+        self.tokens = [0, 0]
+        self.cost = 0.0
+
+    def __enter__(self) -> "LiveObserver":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(*exc)
+
+    def notify(self, event: str, **data: Any) -> None:
+        if event == "step":
+            self.phase, self.step, self.attempt = data["phase_id"], data["step"], data["attempt"]
+        elif event == "llm_call":
+            for call in data["calls"]:
+                self.tokens[0] += call.usage.input_tokens
+                self.tokens[1] += call.usage.output_tokens
+                self.cost += call.cost_usd or 0.0
+        line = describe(event, data)
+        if line:
+            style = "red" if "failed" in line.split(":")[1] else "green" if "complete" in line else ""
+            self.console.print(Text(line, style=style) if event in ("phase_finished", "attempt_failed") else line)
+        self.live.update(self._status())
+
+    def _status(self) -> Text:
+        elapsed = int(time.monotonic() - self.started)
+        return Text(f"{self.phase}  {self.step}  attempt {self.attempt}  {elapsed // 60}:{elapsed % 60:02d}  "
+                    f"tokens {self.tokens[0]:,}/{self.tokens[1]:,}  ${self.cost:.4f}", style="cyan")
+
+
+def print_run_summary(status: dict[str, Any]) -> None:
+    """The end of `autopack run`: every phase, and for each failed one why."""
+    out = console()
+    run = status["run"]
+    out.print(phase_table(status["phases"]))
+    out.print(Text.assemble(f"run {run['id']}: ", _state(run["state"]),
+                            f"  branch {run['branch']}  cost {_cost(run)}"))
+    if run["state"] != "complete":
+        out.print(f"inspect: autopack status {run['id']}   retry failed phases: "
+                  f"autopack run --run-id {run['id']} --retry-failed")

@@ -1,0 +1,279 @@
+"""The phase state machine: one attempt, one phase, one run.
+
+queued -> executing -> ci_running -> gate -> complete | failed (DESIGN.md). The runner
+is given its collaborators (store, workspace, builder, observer) and holds the run's
+lock while it works, so it is the only executor of this run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from autopack.edits import EditError, apply_edits
+from autopack.errors import Interrupted
+from autopack.failures import Failure, digest
+from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
+from autopack.llm.builder import BuilderRequest, collect_files
+from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
+
+PROTECTED_PATHS = (".git", ".autopack")
+# A builder or environment failure that another attempt in this pass cannot fix.
+ENDS_PASS = ("api_error", "cassette_exhausted")
+
+
+class Observer(Protocol):
+    """Receives progress events; the CLI renders them, tests may record them."""
+
+    def notify(self, event: str, **data: Any) -> None: ...
+
+
+class SilentObserver:
+    def notify(self, event: str, **data: Any) -> None:
+        pass
+
+
+@dataclass
+class RunContext:
+    """Everything one run's execution needs, passed in rather than looked up."""
+
+    store: Any
+    run: Any  # store.models.Run
+    plan: Any  # plan.PlanSpec
+    workspace: Any  # workspace.Workspace
+    builder: Any  # llm.builder.Builder
+    settings: Any  # config.Settings
+    executor_id: str
+    artifacts: Path
+    observer: Observer = field(default_factory=SilentObserver)
+    builder_model: str = ""
+
+    @property
+    def test_command(self) -> str:
+        return self.plan.run.test_command
+
+    @property
+    def test_timeout_s(self) -> float:
+        return float(self.plan.run.limits.get("phase_timeout_s") or self.settings.phase_timeout_s)
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    complete: bool
+    failure: Failure | None = None
+    digest: str | None = None
+    decision: dict | None = None
+
+
+def execute_run(ctx: RunContext) -> dict[str, int]:
+    """Claim and execute the run's phases until none is ready; returns phase counts by state."""
+    run_id = ctx.run.id
+    ctx.observer.notify("run_started", run_id=run_id, phases=[p.phase_id for p in ctx.store.phases(run_id)])
+    ctx.store.skip_blocked(run_id)
+    while True:
+        phase = ctx.store.claim_next(run_id, ctx.executor_id, ctx.settings.lease_s)
+        if phase is None:
+            break
+        execute_phase(ctx, phase)
+        ctx.store.skip_blocked(run_id)
+    counts: dict[str, int] = {}
+    for phase in ctx.store.phases(run_id):
+        counts[phase.state] = counts.get(phase.state, 0) + 1
+    ctx.observer.notify("run_finished", run_id=run_id, counts=counts)
+    return counts
+
+
+def execute_phase(ctx: RunContext, phase: Any) -> str:
+    """One pass over a claimed phase: up to max_attempts attempts. Returns the final state."""
+    spec = ctx.plan.phase(phase.phase_id)
+    previous = _previous_digest(phase)
+    attempts_left = phase.max_attempts - phase.pass_attempts
+    outcome: AttemptOutcome | None = None
+    for _ in range(max(attempts_left, 1)):
+        outcome = run_attempt(ctx, phase, spec, previous)
+        if outcome.complete:
+            return "complete"
+        previous = outcome.digest
+        if outcome.failure.kind in ENDS_PASS:
+            break
+    failure = outcome.failure
+    ctx.store.fail_phase(phase.pk, state="failed", kind=failure.kind, message=failure.message,
+                         fingerprint=failure.fingerprint, decision=outcome.decision)
+    ctx.observer.notify("phase_finished", phase_id=phase.phase_id, state="failed",
+                        kind=failure.kind, message=failure.message)
+    return "failed"
+
+
+def _previous_digest(phase: Any) -> str | None:
+    """A new pass over a failed phase starts from what its last failure taught."""
+    if not phase.failure_kind:
+        return None
+    return digest(Failure(phase.failure_kind, phase.failure_message or ""), phase.decision)
+
+
+def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | None) -> AttemptOutcome:
+    """One attempt: baseline, builder, apply, tests, finalize, then commit or reset."""
+    store, ws = ctx.store, ctx.workspace
+    attempt = store.start_attempt(phase.pk, ctx.executor_id, ctx.builder_model)
+    started = time.monotonic()
+    timings = {"builder_ms": 0, "tests_ms": 0}
+    notify = ctx.observer.notify
+    notify("attempt_started", phase_id=phase.phase_id, attempt=attempt.number, max_attempts=phase.max_attempts)
+    try:
+        ws.reset_clean()
+        _step(ctx, phase, attempt, "baseline")
+        baseline = _baseline(ctx, attempt.id, timings)
+
+        _step(ctx, phase, attempt, "builder")
+        t0 = time.monotonic()
+        files, omitted = collect_files(ws.project_root, spec.scope, spec.context,
+                                       max_bytes=ctx.settings.context_max_bytes)
+        request = BuilderRequest(
+            run_goal=ctx.plan.run.goal, phase_id=spec.id, phase_goal=spec.goal, category=spec.category,
+            complexity=spec.complexity, acceptance=spec.acceptance, scope=spec.scope,
+            scope_text=spec.scope_text, deliverables=spec.deliverables, files=files,
+            omitted_files=omitted, attempt=attempt.number, failure_digest=previous_digest,
+        )
+        result = ctx.builder.build(request)
+        timings["builder_ms"] = int((time.monotonic() - t0) * 1000)
+        store.record_calls(ctx.run.id, phase.phase_id, attempt.id, "builder", result.calls)
+        notify("llm_call", phase_id=phase.phase_id, calls=result.calls)
+        if result.failure_kind:
+            return _fail(ctx, phase, attempt, started, timings, Failure(result.failure_kind, result.message))
+
+        _step(ctx, phase, attempt, "apply")
+        try:
+            stats = apply_edits(ws.project_root, list(result.ops), spec.scope, PROTECTED_PATHS)
+        except EditError as exc:
+            evidence = "\n".join(exc.reasons)
+            return _fail(ctx, phase, attempt, started, timings, Failure("apply_error", str(exc), evidence))
+        tree_sha = ws.stage_all()
+        files_changed = len(ws.staged_files())
+        store.update_attempt(attempt.id, apply_stats={**stats.to_dict(), "files_changed": files_changed},
+                             tree_sha=tree_sha)
+
+        _step(ctx, phase, attempt, "tests", state="ci_running")
+        report, test_run_id = _run_suite(ctx, attempt.id, "attempt", tree_sha, timings)
+        rerun = _confirm_failures(ctx, attempt.id, baseline, report, timings)
+
+        _step(ctx, phase, attempt, "finalize", state="gate")
+        decision = decide(baseline, report, rerun=rerun, files_changed=files_changed,
+                          deliverables_missing=missing_deliverables(ws.project_root, spec.deliverables),
+                          allow_noop=spec.allow_noop)
+        decision_dict = decision.to_dict()
+        if decision.verdict != "complete":
+            failing = [o for o in report.outcomes if o.test_id in set(decision.delta.new_failures)
+                       | set(decision.delta.collection_errors)]
+            failure = Failure(decision.failure_kind or "regression", "; ".join(decision.reasons))
+            return _fail(ctx, phase, attempt, started, timings, failure, decision_dict,
+                         digest(failure, decision_dict, failing, report.output_tail))
+
+        _step(ctx, phase, attempt, "commit")
+        store.update_attempt(attempt.id, decision=decision_dict)  # before the commit: recovery reads it
+        commit = ws.commit_staged(
+            f"autopack: {ctx.run.id} / {phase.phase_id} (attempt {attempt.number})\n\n{spec.goal}",
+            {"Autopack-Run": ctx.run.id, "Autopack-Phase": phase.phase_id,
+             "Autopack-Attempt": str(attempt.number)},
+        )
+        store.save_baseline(tree_sha, ctx.test_command, test_run_id)
+        store.finish_attempt(attempt.id, "complete", commit=commit, **_times(started, timings))
+        store.complete_phase(phase.pk, commit, decision_dict)
+        notify("phase_finished", phase_id=phase.phase_id, state="complete", commit=commit,
+               reasons=decision.reasons, attempt=attempt.number)
+        return AttemptOutcome(True, decision=decision_dict)
+    except KeyboardInterrupt:
+        _interrupted(ctx, phase, attempt, started, timings)
+        raise Interrupted("interrupted: the attempt was recorded as interrupted and the worktree reset") from None
+
+
+def _step(ctx: RunContext, phase: Any, attempt: Any, step: str, state: str | None = None) -> None:
+    ctx.store.set_step(phase.pk, attempt.id, step, state)
+    ctx.store.update_executor(ctx.executor_id, run_id=ctx.run.id, phase_id=phase.phase_id, step=step)
+    ctx.observer.notify("step", phase_id=phase.phase_id, attempt=attempt.number, step=step)
+
+
+def _times(started: float, timings: dict[str, int]) -> dict[str, int]:
+    return {**timings, "wall_ms": int((time.monotonic() - started) * 1000)}
+
+
+def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> TestReport:
+    """Outcomes at the branch head, from the cache when this tree was tested before."""
+    tree_sha = ctx.workspace.head_tree()
+    cached = ctx.store.baseline_for(tree_sha, ctx.test_command)
+    if cached is not None:
+        return ctx.store.test_report(cached)
+    report, test_run_id = _run_suite(ctx, attempt_id, "baseline", tree_sha, timings)
+    ctx.store.save_baseline(tree_sha, ctx.test_command, test_run_id)
+    ctx.workspace.reset_clean()  # the suite may leave files behind; the builder starts clean
+    return report
+
+
+def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None,
+               timings: dict[str, int], select: tuple[str, ...] = ()) -> tuple[TestReport, int]:
+    log_path = ctx.artifacts / "logs" / f"attempt-{attempt_id}-{kind}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    report = run_tests(
+        ctx.test_command, ctx.workspace.project_root, timeout_s=ctx.test_timeout_s, log_path=log_path,
+        junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml",
+        junit_xml=ctx.plan.run.junit_xml, select=select,
+        output_cap_bytes=ctx.settings.max_output_bytes, env_allow=ctx.settings.env_allow,
+    )
+    timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
+    test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)
+    ctx.observer.notify("tests", kind=kind, counts=report.counts(), exit_code=report.exit_code)
+    return report, test_run_id
+
+
+def _confirm_failures(ctx: RunContext, attempt_id: int, baseline: TestReport, report: TestReport,
+                      timings: dict[str, int]) -> TestReport | None:
+    """Re-run only the newly failing tests (pytest), or the whole suite for other runners."""
+    suspects = new_failures_to_confirm(baseline, report)
+    if not suspects or report.timed_out:
+        return None
+    if is_pytest(ctx.test_command):
+        node_ids = tuple(n for n in (pytest_node_id(o) for o in suspects) if n)
+        if not node_ids:
+            return None
+        return _run_suite(ctx, attempt_id, "rerun", None, timings, select=node_ids)[0]
+    return _run_suite(ctx, attempt_id, "rerun", None, timings)[0]
+
+
+def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
+          failure: Failure, decision: dict | None = None, text: str | None = None) -> AttemptOutcome:
+    """Save the attempt's change as a patch, reset the worktree, record the failure."""
+    patch_path = _save_patch(ctx, phase.phase_id, attempt.number)
+    ctx.workspace.reset_clean()
+    ctx.store.finish_attempt(attempt.id, "failed", failure_kind=failure.kind, failure_message=failure.message,
+                             failure_fingerprint=failure.fingerprint, decision=decision,
+                             patch_path=str(patch_path) if patch_path else None, **_times(started, timings))
+    ctx.store.set_step(phase.pk, None, "failed", state="executing")
+    ctx.observer.notify("attempt_failed", phase_id=phase.phase_id, attempt=attempt.number,
+                        kind=failure.kind, message=failure.message)
+    return AttemptOutcome(False, failure, text or digest(failure, decision), decision)
+
+
+def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
+    ctx.workspace.stage_all()
+    patch = ctx.workspace.staged_patch()
+    if not patch.strip():
+        return None
+    path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{number}.patch"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(patch, encoding="utf-8")
+    return path
+
+
+def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int]) -> None:
+    """Ctrl-C / SIGTERM: keep the record, leave the phase queued and the worktree clean."""
+    failure = Failure("interrupted", "interrupted by the user or a signal")
+    _save_patch(ctx, phase.phase_id, attempt.number)
+    ctx.workspace.reset_clean()
+    ctx.store.finish_attempt(attempt.id, "interrupted", failure_kind=failure.kind,
+                             failure_message=failure.message, **_times(started, timings))
+    ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
+                         fingerprint=failure.fingerprint, decision=None)
+    ctx.observer.notify("attempt_failed", phase_id=phase.phase_id, attempt=attempt.number,
+                        kind=failure.kind, message=failure.message)

@@ -1,0 +1,84 @@
+"""The SQLite engine: pragmas, transaction modes and error translation.
+
+SQLite specifics live here and nowhere else. Write transactions start with
+``BEGIN IMMEDIATE`` so two processes never both read-then-write the same rows;
+read transactions use a plain ``BEGIN`` and never block writers under WAL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session
+
+from autopack.errors import EnvironmentProblem
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def make_engine(path: Path) -> Engine:
+    """An engine for the database file at ``path`` with WAL, busy timeout and foreign keys."""
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            pass  # read-only directory: stays in rollback-journal mode, reads still work
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "BEGIN")
+        conn.exec_driver_sql(mode)
+
+    return engine
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
+    """A session in one ``BEGIN IMMEDIATE`` transaction, committed on success."""
+    with translate_errors(engine), Session(
+        engine.execution_options(sqlite_begin="BEGIN IMMEDIATE"), expire_on_commit=False
+    ) as session:
+        with session.begin():
+            yield session
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for reads; objects stay usable after it closes."""
+    with translate_errors(engine), Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@contextmanager
+def translate_errors(engine: Engine) -> Iterator[None]:
+    """Turn SQLite's low-level failures into one-line environment errors."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise EnvironmentProblem(f"{engine.url.database}: {_first_line(exc)}") from exc
+    except DatabaseError as exc:
+        raise EnvironmentProblem(
+            f"{engine.url.database}: {_first_line(exc)}; is this an autopack database?"
+        ) from exc
+
+
+def _first_line(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__

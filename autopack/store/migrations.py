@@ -1,0 +1,155 @@
+"""Ordered, named schema migrations, recorded in the ``_migrations`` table.
+
+A new database is created at the latest schema with every migration recorded as
+applied. An existing one gets its pending migrations in order, each in one
+transaction together with its record, after a backup copy is written next to it.
+Add a migration by appending a decorated function; never edit or reorder one that
+has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import Connection, inspect, insert, select
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from autopack.errors import EnvironmentProblem, MigrationNeeded
+from autopack.store import models
+from autopack.store.db import make_engine, translate_errors
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = []
+
+
+def migration(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_initial(conn: Connection) -> None:
+    """The schema of autopack 0.1.0; every database starts here, so it has nothing to change."""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    exists: bool
+    applied: tuple[str, ...]
+    pending: tuple[str, ...]
+    unknown: tuple[str, ...]  # recorded, but not known to this autopack: a newer version wrote it
+
+    @property
+    def fresh(self) -> bool:
+        return not self.applied
+
+
+def inspect_database(path: Path) -> MigrationStatus:
+    """What the file at ``path`` has and needs, without changing it."""
+    names = tuple(name for name, _ in MIGRATIONS)
+    if not path.exists() or path.stat().st_size == 0:
+        return MigrationStatus(False, (), names, ())
+    uri = f"file:{path}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=60)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "_migrations" not in tables:
+                if tables:
+                    raise EnvironmentProblem(
+                        f"{path}: not an autopack database (no _migrations table); "
+                        "use --db to point at another file"
+                    )
+                return MigrationStatus(True, (), names, ())
+            applied = tuple(row[0] for row in conn.execute("SELECT name FROM _migrations"))
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise EnvironmentProblem(f"{path}: cannot read the database: {exc}") from exc
+    known = set(names)
+    return MigrationStatus(
+        True,
+        tuple(n for n in names if n in applied),
+        tuple(n for n in names if n not in applied),
+        tuple(n for n in applied if n not in known),
+    )
+
+
+def check_current(path: Path, status: MigrationStatus) -> None:
+    """Refuse a database from a newer autopack, or one that needs ``autopack migrate``."""
+    if status.unknown:
+        raise EnvironmentProblem(
+            f"{path} was written by a newer autopack (unknown migrations: "
+            f"{', '.join(status.unknown)}); upgrade autopack to use it"
+        )
+    if status.pending and not status.fresh:
+        raise MigrationNeeded(
+            f"{path} needs migrating ({len(status.pending)} pending); "
+            f"run `autopack migrate --db {path}` (a backup is written first)"
+        )
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    created: bool
+    applied: tuple[str, ...]
+    backup: Path | None
+
+
+def migrate(path: Path) -> MigrationResult:
+    """Bring the database at ``path`` to the latest schema; a no-op when it is current."""
+    status = inspect_database(path)
+    if status.unknown:
+        check_current(path, status)
+    if status.exists and not status.fresh and not status.pending:
+        return MigrationResult(False, (), None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    backup = backup_database(path) if status.exists and not status.fresh else None
+    engine = make_engine(path)
+    try:
+        with translate_errors(engine):
+            created, applied = _apply(engine)
+    finally:
+        engine.dispose()
+    return MigrationResult(created, applied, backup)
+
+
+def _apply(engine: Engine) -> tuple[bool, tuple[str, ...]]:
+    immediate = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+    table = models.AppliedMigration.__table__
+    with immediate.begin() as conn:
+        if not inspect(conn).has_table("_migrations"):
+            SQLModel.metadata.create_all(conn)
+            now = datetime.now(timezone.utc)
+            conn.execute(insert(table), [{"name": n, "applied_at": now} for n, _ in MIGRATIONS])
+            return True, tuple(n for n, _ in MIGRATIONS)
+    applied: list[str] = []
+    for name, fn in MIGRATIONS:
+        with immediate.begin() as conn:  # one transaction: the change and its record
+            done = conn.execute(select(table.c.name).where(table.c.name == name)).first()
+            if done:
+                continue
+            fn(conn)
+            conn.execute(insert(table), [{"name": name, "applied_at": datetime.now(timezone.utc)}])
+            applied.append(name)
+    return False, tuple(applied)
+
+
+def backup_database(path: Path) -> Path:
+    """Copy the database (consistently, via SQLite's backup API) to a timestamped file beside it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.backup-{stamp}")
+    source = sqlite3.connect(path, timeout=60)
+    try:
+        dest = sqlite3.connect(target)
+        try:
+            source.backup(dest)
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    return target

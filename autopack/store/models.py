@@ -1,0 +1,249 @@
+"""Tables of the state store.
+
+Every timestamp is stored in UTC and read back timezone-aware. JSON columns hold
+values that are read whole (plan specs, decisions, apply stats), never queried into.
+"""
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A datetime column that always round-trips as timezone-aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Optional[datetime], dialect) -> Optional[datetime]:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def _when(nullable: bool = False, index: bool = False) -> Any:
+    kwargs = {"default_factory": utcnow} if not nullable else {"default": None}
+    return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index), **kwargs)
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class Run(SQLModel, table=True):
+    """One execution of a plan: its spec as recorded, where it works, and who made it."""
+
+    __tablename__ = "runs"
+
+    id: str = Field(primary_key=True)
+    goal: str
+    plan_path: str
+    plan_hash: str = Field(index=True)
+    comparable_hash: str
+    plan: dict = _json(nullable=False)
+    flags: dict = _json(nullable=False)
+    repo_root: str
+    subdir: str = ""
+    base_commit: str
+    branch: str
+    worktree: str
+    autopack_version: str
+    created_at: datetime = _when(index=True)
+    updated_at: datetime = _when()
+
+
+class Phase(SQLModel, table=True):
+    """A phase of a run: its spec, state, current claim and the outcome of its last attempt."""
+
+    __tablename__ = "phases"
+    __table_args__ = (
+        UniqueConstraint("run_id", "phase_id"),
+        Index("ix_phases_state_run", "state", "run_id"),
+    )
+
+    pk: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    phase_id: str
+    position: int
+    spec: dict = _json(nullable=False)
+    state: str = "queued"
+    attempts: int = 0
+    pass_attempts: int = 0
+    max_attempts: int = 3
+    commit: Optional[str] = None
+    decision: Optional[dict] = _json()
+    failure_kind: Optional[str] = None
+    failure_fingerprint: Optional[str] = None
+    failure_message: Optional[str] = None
+    claimed_by: Optional[str] = None
+    lease_expires_at: Optional[datetime] = _when(nullable=True)
+    updated_at: datetime = _when()
+
+
+class PhaseDependency(SQLModel, table=True):
+    """`depends_on` edges, so claims can check dependencies in SQL."""
+
+    __tablename__ = "phase_dependencies"
+
+    phase_pk: int = Field(foreign_key="phases.pk", primary_key=True)
+    depends_on_pk: int = Field(foreign_key="phases.pk", primary_key=True, index=True)
+
+
+class Attempt(SQLModel, table=True):
+    """One try at a phase: what the builder did, what the tests said, what was decided."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("phase_pk", "number"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    phase_pk: int = Field(foreign_key="phases.pk", index=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    number: int
+    executor_id: Optional[str] = None
+    state: str = "running"
+    step: str = "starting"
+    model: Optional[str] = None
+    failure_kind: Optional[str] = None
+    failure_fingerprint: Optional[str] = None
+    failure_message: Optional[str] = None
+    apply_stats: Optional[dict] = _json()
+    decision: Optional[dict] = _json()
+    tree_sha: Optional[str] = None
+    commit: Optional[str] = None
+    patch_path: Optional[str] = None
+    builder_ms: int = 0
+    tests_ms: int = 0
+    wall_ms: int = 0
+    test_runs: int = 0
+    started_at: datetime = _when()
+    finished_at: Optional[datetime] = _when(nullable=True)
+
+
+class SuiteRun(SQLModel, table=True):
+    """One execution of the project's test command (baseline, attempt or re-run)."""
+
+    __tablename__ = "test_runs"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    attempt_id: Optional[int] = Field(default=None, foreign_key="attempts.id", index=True)
+    kind: str
+    tree_sha: Optional[str] = None
+    command: str
+    exit_code: Optional[int] = None
+    timed_out: bool = False
+    duration_s: float = 0.0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    total: int = 0
+    junit_error: Optional[str] = None
+    output_tail: str = ""
+    output_bytes: int = 0
+    output_truncated: bool = False
+    log_path: Optional[str] = None
+    created_at: datetime = _when()
+
+
+class SuiteOutcome(SQLModel, table=True):
+    """The outcome of one test in one test run."""
+
+    __tablename__ = "test_outcomes"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    test_run_id: int = Field(foreign_key="test_runs.id", index=True)
+    test_id: str
+    outcome: str
+    file: Optional[str] = None
+    message: str = ""
+    duration_s: float = 0.0
+    collection_error: bool = False
+
+
+class Baseline(SQLModel, table=True):
+    """Cache: the test run that holds the outcomes for a (tree, test command) pair."""
+
+    __tablename__ = "baselines"
+
+    tree_sha: str = Field(primary_key=True)
+    command_hash: str = Field(primary_key=True)
+    test_run_id: int = Field(foreign_key="test_runs.id")
+    created_at: datetime = _when()
+
+
+class LlmCall(SQLModel, table=True):
+    """The ledger: one row per API request, with its tokens and cost."""
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_run_role", "run_id", "role"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id")
+    phase_id: Optional[str] = None
+    attempt_id: Optional[int] = Field(default=None, foreign_key="attempts.id")
+    role: str
+    model: str
+    max_tokens: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    stop_reason: Optional[str] = None
+    latency_ms: int = 0
+    request_id: Optional[str] = None
+    cost_usd: Optional[float] = None
+    status: str = "ok"
+    error: Optional[str] = None
+    created_at: datetime = _when()
+
+
+class Executor(SQLModel, table=True):
+    """A live or finished autopack process, with its heartbeat and what it is doing."""
+
+    __tablename__ = "executors"
+
+    id: str = Field(primary_key=True)
+    pid: int
+    host: str
+    command: str
+    run_id: Optional[str] = None
+    phase_id: Optional[str] = None
+    step: Optional[str] = None
+    started_at: datetime = _when()
+    heartbeat_at: datetime = _when(index=True)
+    stopped_at: Optional[datetime] = _when(nullable=True)
+
+
+class Event(SQLModel, table=True):
+    """Things worth keeping that are not state: rescues, interruptions, warnings."""
+
+    __tablename__ = "events"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    phase_id: Optional[str] = None
+    attempt_id: Optional[int] = None
+    kind: str
+    data: Optional[dict] = _json()
+    created_at: datetime = _when()
+
+
+class AppliedMigration(SQLModel, table=True):
+    """The `_migrations` table: which named migrations this database has had."""
+
+    __tablename__ = "_migrations"
+
+    name: str = Field(primary_key=True)
+    applied_at: datetime = _when()

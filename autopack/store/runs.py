@@ -1,0 +1,386 @@
+"""Writes to the state store: runs, phases, claims, attempts, test runs, ledger, executors.
+
+Every method is one transaction. State changes that must not race (claims, rescues)
+are single statements or ``BEGIN IMMEDIATE`` transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, exists, func, update
+from sqlalchemy.orm import aliased
+from sqlmodel import select
+
+from autopack import __version__
+from autopack.errors import UsageError
+from autopack.store.db import make_engine, read_session, write_session
+from autopack.store.models import (
+    Attempt,
+    Baseline,
+    Event,
+    Executor,
+    LlmCall,
+    Phase,
+    PhaseDependency,
+    Run,
+    SuiteOutcome,
+    SuiteRun,
+)
+
+ACTIVE_STATES = ("executing", "ci_running", "gate")
+TERMINAL_STATES = ("complete", "failed", "skipped")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def command_hash(command: str) -> str:
+    return hashlib.sha256(command.encode()).hexdigest()[:32]
+
+
+class Store:
+    """The state store of one database file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.engine = make_engine(path)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs -------------------------------------------------------------------------
+
+    def create_run(self, *, plan: Any, repo_root: Path, subdir: str, base_commit: str,
+                   branch: str, worktree: Path) -> Run:
+        """Record a run and its phases, all queued, in one transaction."""
+        with write_session(self.engine) as session:
+            if session.get(Run, plan.run.id) is not None:
+                raise UsageError(f"run '{plan.run.id}' already exists")
+            run = Run(
+                id=plan.run.id, goal=plan.run.goal, plan_path=str(plan.path.resolve()),
+                plan_hash=plan.content_hash(), comparable_hash=plan.comparable_hash(),
+                plan=plan.to_dict(), flags=dict(plan.run.flags), repo_root=str(repo_root),
+                subdir=subdir, base_commit=base_commit, branch=branch, worktree=str(worktree),
+                autopack_version=__version__,
+            )
+            session.add(run)
+            session.flush()
+            by_id: dict[str, Phase] = {}
+            for spec in plan.phases:
+                phase = Phase(run_id=run.id, phase_id=spec.id, position=spec.position,
+                              spec=spec.to_dict(), max_attempts=spec.max_attempts)
+                session.add(phase)
+                by_id[spec.id] = phase
+            session.flush()
+            for spec in plan.phases:
+                for dep in spec.depends_on:
+                    session.add(PhaseDependency(phase_pk=by_id[spec.id].pk, depends_on_pk=by_id[dep].pk))
+            return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        with read_session(self.engine) as session:
+            return session.get(Run, run_id)
+
+    def phases(self, run_id: str) -> list[Phase]:
+        with read_session(self.engine) as session:
+            return list(session.exec(select(Phase).where(Phase.run_id == run_id).order_by(Phase.position)))
+
+    def phase(self, run_id: str, phase_id: str) -> Phase | None:
+        with read_session(self.engine) as session:
+            return session.exec(
+                select(Phase).where(Phase.run_id == run_id, Phase.phase_id == phase_id)
+            ).first()
+
+    def attempts(self, phase_pk: int) -> list[Attempt]:
+        with read_session(self.engine) as session:
+            return list(session.exec(select(Attempt).where(Attempt.phase_pk == phase_pk).order_by(Attempt.number)))
+
+    # -- claims -----------------------------------------------------------------------
+
+    def claim_next(self, run_id: str, executor_id: str, lease_s: float) -> Phase | None:
+        """Atomically claim the first queued phase (plan order) whose dependencies are complete."""
+        dep = aliased(Phase)
+        blocked = (
+            exists()
+            .where(PhaseDependency.phase_pk == Phase.pk)
+            .where(PhaseDependency.depends_on_pk == dep.pk)
+            .where(dep.state != "complete")
+        )
+        candidate = (
+            select(Phase.pk)
+            .where(Phase.run_id == run_id, Phase.state == "queued", ~blocked)
+            .order_by(Phase.position)
+            .limit(1)
+            .scalar_subquery()
+        )
+        return self._claim(and_(Phase.pk == candidate), executor_id, lease_s)
+
+    def claim(self, run_id: str, phase_id: str, executor_id: str, lease_s: float) -> Phase | None:
+        """Atomically claim one named phase if it is queued."""
+        return self._claim(and_(Phase.run_id == run_id, Phase.phase_id == phase_id), executor_id, lease_s)
+
+    def _claim(self, where: Any, executor_id: str, lease_s: float) -> Phase | None:
+        now = utcnow()
+        stmt = (
+            update(Phase)
+            .where(where, Phase.state == "queued")
+            .values(state="executing", claimed_by=executor_id,
+                    lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
+            .returning(Phase)
+        )
+        with write_session(self.engine) as session:
+            return session.execute(stmt).scalars().first()
+
+    def rescue_run(self, run_id: str) -> list[str]:
+        """Put every phase of a run left mid-attempt back to queued; their attempts become abandoned.
+
+        Only called by the holder of the run's lock, so any claim found is a dead executor's.
+        """
+        now = utcnow()
+        with write_session(self.engine) as session:
+            stale = list(session.exec(
+                select(Phase).where(Phase.run_id == run_id, Phase.state.in_(ACTIVE_STATES))
+            ))
+            for phase in stale:
+                self._abandon_attempts(session, phase, now, "abandoned",
+                                       "the executor stopped mid-attempt (killed or crashed)")
+                session.add(Event(run_id=run_id, phase_id=phase.phase_id, kind="rescued",
+                                  data={"claimed_by": phase.claimed_by, "state": phase.state}))
+                phase.state, phase.claimed_by, phase.lease_expires_at = "queued", None, None
+                phase.updated_at = now
+                session.add(phase)
+            return [p.phase_id for p in stale]
+
+    @staticmethod
+    def _abandon_attempts(session: Any, phase: Phase, now: datetime, state: str, message: str) -> None:
+        running = session.exec(select(Attempt).where(Attempt.phase_pk == phase.pk, Attempt.state == "running"))
+        for attempt in running:
+            attempt.state, attempt.failure_kind, attempt.failure_message = state, state, message
+            attempt.finished_at = now
+            session.add(attempt)
+
+    def extend_leases(self, executor_id: str, lease_s: float) -> None:
+        now = utcnow()
+        with write_session(self.engine) as session:
+            session.execute(
+                update(Phase).where(Phase.claimed_by == executor_id, Phase.state.in_(ACTIVE_STATES))
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+            session.execute(update(Executor).where(Executor.id == executor_id).values(heartbeat_at=now))
+
+    # -- phase transitions ------------------------------------------------------------
+
+    def set_step(self, phase_pk: int, attempt_id: int | None, step: str, state: str | None = None) -> None:
+        now = utcnow()
+        with write_session(self.engine) as session:
+            if state is not None:
+                session.execute(update(Phase).where(Phase.pk == phase_pk).values(state=state, updated_at=now))
+            if attempt_id is not None:
+                session.execute(update(Attempt).where(Attempt.id == attempt_id).values(step=step))
+
+    def start_attempt(self, phase_pk: int, executor_id: str, model: str | None) -> Attempt:
+        with write_session(self.engine) as session:
+            phase = session.get(Phase, phase_pk)
+            phase.attempts += 1
+            phase.pass_attempts += 1
+            phase.updated_at = utcnow()
+            attempt = Attempt(phase_pk=phase_pk, run_id=phase.run_id, number=phase.attempts,
+                              executor_id=executor_id, model=model)
+            session.add(phase)
+            session.add(attempt)
+            session.flush()
+            return attempt
+
+    def update_attempt(self, attempt_id: int, **fields: Any) -> None:
+        with write_session(self.engine) as session:
+            session.execute(update(Attempt).where(Attempt.id == attempt_id).values(**fields))
+
+    def finish_attempt(self, attempt_id: int, state: str, **fields: Any) -> None:
+        """Close an attempt: ``state`` is complete, failed, interrupted or abandoned."""
+        with write_session(self.engine) as session:
+            session.execute(update(Attempt).where(Attempt.id == attempt_id)
+                            .values(state=state, finished_at=utcnow(), **fields))
+
+    def complete_phase(self, phase_pk: int, commit: str, decision: dict) -> list[str]:
+        """Mark a phase complete; its skipped dependents whose dependencies are all fine go back to queued."""
+        now = utcnow()
+        with write_session(self.engine) as session:
+            phase = session.get(Phase, phase_pk)
+            phase.state, phase.commit, phase.decision = "complete", commit, decision
+            phase.failure_kind = phase.failure_fingerprint = phase.failure_message = None
+            phase.claimed_by, phase.lease_expires_at, phase.updated_at = None, None, now
+            session.add(phase)
+            session.flush()
+            return self._unskip(session, phase.run_id, now)
+
+    def fail_phase(self, phase_pk: int, *, state: str, kind: str, message: str,
+                   fingerprint: str | None, decision: dict | None) -> None:
+        """End a phase's pass: ``state`` is failed, or queued when the attempt was interrupted."""
+        with write_session(self.engine) as session:
+            phase = session.get(Phase, phase_pk)
+            phase.state, phase.failure_kind, phase.failure_message = state, kind, message
+            phase.failure_fingerprint, phase.decision = fingerprint, decision
+            phase.claimed_by, phase.lease_expires_at, phase.updated_at = None, None, utcnow()
+            session.add(phase)
+
+    def skip_blocked(self, run_id: str) -> list[str]:
+        """Queued phases whose dependency failed or was skipped become skipped (transitively)."""
+        skipped: list[str] = []
+        with write_session(self.engine) as session:
+            while True:
+                dep = aliased(Phase)
+                blocked = list(session.exec(
+                    select(Phase).where(
+                        Phase.run_id == run_id, Phase.state == "queued",
+                        exists().where(PhaseDependency.phase_pk == Phase.pk,
+                                       PhaseDependency.depends_on_pk == dep.pk,
+                                       dep.state.in_(("failed", "skipped"))),
+                    )
+                ))
+                if not blocked:
+                    return skipped
+                for phase in blocked:
+                    phase.state, phase.updated_at = "skipped", utcnow()
+                    session.add(phase)
+                    skipped.append(phase.phase_id)
+                session.flush()
+
+    def _unskip(self, session: Any, run_id: str, now: datetime) -> list[str]:
+        dep = aliased(Phase)
+        ready = list(session.exec(
+            select(Phase).where(
+                Phase.run_id == run_id, Phase.state == "skipped",
+                ~exists().where(PhaseDependency.phase_pk == Phase.pk,
+                                PhaseDependency.depends_on_pk == dep.pk,
+                                dep.state.in_(("failed", "skipped"))),
+            )
+        ))
+        for phase in ready:
+            phase.state, phase.pass_attempts, phase.updated_at = "queued", 0, now
+            session.add(phase)
+        return [p.phase_id for p in ready]
+
+    def requeue_failed(self, run_id: str, phase_ids: Iterable[str] | None = None) -> list[str]:
+        """Start a new pass for failed phases (all, or the named ones); their dependents unskip."""
+        now = utcnow()
+        with write_session(self.engine) as session:
+            query = select(Phase).where(Phase.run_id == run_id, Phase.state == "failed")
+            if phase_ids is not None:
+                query = query.where(Phase.phase_id.in_(list(phase_ids)))
+            failed = list(session.exec(query))
+            for phase in failed:
+                phase.state, phase.pass_attempts, phase.updated_at = "queued", 0, now
+                session.add(phase)
+            session.flush()
+            return [p.phase_id for p in failed] + self._unskip(session, run_id, now)
+
+    # -- test runs and baselines ------------------------------------------------------
+
+    def record_test_run(self, run_id: str, attempt_id: int | None, kind: str,
+                        tree_sha: str | None, report: Any, log_path: Path | None) -> int:
+        counts = report.counts()
+        with write_session(self.engine) as session:
+            row = SuiteRun(
+                run_id=run_id, attempt_id=attempt_id, kind=kind, tree_sha=tree_sha,
+                command=report.command, exit_code=report.exit_code, timed_out=report.timed_out,
+                duration_s=report.duration_s, passed=counts["passed"], failed=counts["failed"],
+                errors=counts["error"], skipped=counts["skipped"], total=counts["total"],
+                junit_error=report.junit_error, output_tail=report.output_tail,
+                output_bytes=report.output_bytes, output_truncated=report.output_truncated,
+                log_path=str(log_path) if log_path else None,
+            )
+            session.add(row)
+            session.flush()
+            session.add_all(
+                SuiteOutcome(test_run_id=row.id, test_id=o.test_id, outcome=o.outcome, file=o.file,
+                             message=o.message, duration_s=o.duration_s, collection_error=o.collection_error)
+                for o in report.outcomes
+            )
+            if attempt_id is not None:
+                session.execute(update(Attempt).where(Attempt.id == attempt_id)
+                                .values(test_runs=Attempt.test_runs + 1))
+            return row.id
+
+    def test_report(self, test_run_id: int) -> Any:
+        """Rebuild the TestReport of a recorded test run."""
+        from autopack.testrun import TestOutcome, TestReport
+
+        with read_session(self.engine) as session:
+            row = session.get(SuiteRun, test_run_id)
+            outcomes = session.exec(select(SuiteOutcome).where(SuiteOutcome.test_run_id == test_run_id)
+                                    .order_by(SuiteOutcome.id))
+            return TestReport(
+                command=row.command, exit_code=row.exit_code, timed_out=row.timed_out,
+                duration_s=row.duration_s,
+                outcomes=tuple(TestOutcome(test_id=o.test_id, outcome=o.outcome, file=o.file,
+                                           message=o.message, duration_s=o.duration_s,
+                                           collection_error=o.collection_error) for o in outcomes),
+                output_tail=row.output_tail, output_bytes=row.output_bytes,
+                output_truncated=row.output_truncated, junit_error=row.junit_error,
+            )
+
+    def baseline_for(self, tree_sha: str, command: str) -> int | None:
+        with read_session(self.engine) as session:
+            row = session.get(Baseline, (tree_sha, command_hash(command)))
+            return row.test_run_id if row else None
+
+    def save_baseline(self, tree_sha: str, command: str, test_run_id: int) -> None:
+        with write_session(self.engine) as session:
+            if session.get(Baseline, (tree_sha, command_hash(command))) is None:
+                session.add(Baseline(tree_sha=tree_sha, command_hash=command_hash(command),
+                                     test_run_id=test_run_id))
+
+    # -- ledger, executors, events ----------------------------------------------------
+
+    def record_calls(self, run_id: str, phase_id: str | None, attempt_id: int | None,
+                     role: str, calls: Sequence[Any]) -> None:
+        with write_session(self.engine) as session:
+            session.add_all(
+                LlmCall(run_id=run_id, phase_id=phase_id, attempt_id=attempt_id, role=role,
+                        model=c.model, max_tokens=c.max_tokens, input_tokens=c.usage.input_tokens,
+                        output_tokens=c.usage.output_tokens, cache_read_tokens=c.usage.cache_read_tokens,
+                        cache_write_tokens=c.usage.cache_write_tokens, stop_reason=c.stop_reason,
+                        latency_ms=c.latency_ms, request_id=c.request_id, cost_usd=c.cost_usd,
+                        status=c.status, error=c.error)
+                for c in calls
+            )
+
+    def register_executor(self, pid: int, host: str, command: str, run_id: str | None) -> str:
+        import uuid
+
+        executor_id = uuid.uuid4().hex[:16]
+        with write_session(self.engine) as session:
+            session.add(Executor(id=executor_id, pid=pid, host=host, command=command, run_id=run_id))
+        return executor_id
+
+    def update_executor(self, executor_id: str, **fields: Any) -> None:
+        with write_session(self.engine) as session:
+            session.execute(update(Executor).where(Executor.id == executor_id)
+                            .values(heartbeat_at=utcnow(), **fields))
+
+    def stop_executor(self, executor_id: str) -> None:
+        now = utcnow()
+        with write_session(self.engine) as session:
+            session.execute(update(Executor).where(Executor.id == executor_id)
+                            .values(stopped_at=now, heartbeat_at=now, phase_id=None, step=None))
+
+    def add_event(self, run_id: str, kind: str, data: dict | None = None,
+                  phase_id: str | None = None, attempt_id: int | None = None) -> None:
+        with write_session(self.engine) as session:
+            session.add(Event(run_id=run_id, kind=kind, data=data, phase_id=phase_id, attempt_id=attempt_id))
+
+    def run_cost(self, run_id: str) -> float:
+        with read_session(self.engine) as session:
+            total = session.exec(select(func.sum(LlmCall.cost_usd)).where(LlmCall.run_id == run_id)).one()
+            return float(total or 0.0)
