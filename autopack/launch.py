@@ -65,19 +65,19 @@ def make_builder(settings: Any, plan: PlanSpec, cassette_path: Path | None):
 
 def record_run(store: Any, settings: Any, plan: PlanSpec):
     """Create the run's record (all phases queued) after checking its repository and base."""
-    from autopack.workspace import locate_repo, resolve_ref, branch_exists
+    from autopack.workspace import Workspace, locate_repo, resolve_ref
 
     location = locate_repo(plan.run.repo)
     base_commit = resolve_ref(location.toplevel, plan.run.base)
     branch = f"autopack/{plan.run.id}"
-    if branch_exists(location.toplevel, branch):
+    worktree = settings.worktrees_dir / plan.run.id
+    if Workspace(location.toplevel, worktree, branch, location.subdir).branch_exists():
         raise UsageError(
             f"branch {branch} already exists in {location.toplevel} but no run '{plan.run.id}' is recorded "
             f"in {settings.db}; delete the branch (git branch -D {branch}) or give the plan a new run.id"
         )
     return store.create_run(plan=plan, repo_root=location.toplevel, subdir=location.subdir,
-                            base_commit=base_commit, branch=branch,
-                            worktree=settings.worktrees_dir / plan.run.id)
+                            base_commit=base_commit, branch=branch, worktree=worktree)
 
 
 def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,

@@ -262,7 +262,7 @@ def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
         return None
     path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{number}.patch"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(patch, encoding="utf-8")
+    path.write_bytes(patch.encode("utf-8", "surrogateescape"))
     return path
 
 

@@ -107,7 +107,9 @@ def migrate(path: Path) -> MigrationResult:
         check_current(path, status)
     if status.exists and not status.fresh and not status.pending:
         return MigrationResult(False, (), None)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True)
+        (path.parent / ".gitignore").write_text("# autopack's state: never committed\n*\n")
     backup = backup_database(path) if status.exists and not status.fresh else None
     engine = make_engine(path)
     try:

@@ -84,7 +84,7 @@ def run_status(store: Store, run_id: str) -> dict[str, Any] | None:
         phases = list(session.exec(select(Phase).where(Phase.run_id == run_id).order_by(Phase.position)))
         usage = _usage_dict(session.exec(select(*_usage_columns()).where(LlmCall.run_id == run_id)).one())
         completing = dict(session.exec(
-            select(Attempt.phase_pk, Attempt.model).where(Attempt.run_id == run_id, Attempt.state == "complete")))
+            select(Attempt.phase_pk, Attempt.model).where(Attempt.run_id == run_id, Attempt.state == "complete")).all())
         executors = list(session.exec(
             select(Executor).where(Executor.run_id == run_id, Executor.stopped_at.is_(None))))
     by_state: dict[str, int] = defaultdict(int)

@@ -1,0 +1,158 @@
+"""Replay recorded Messages API responses (contract 3) through the SDK's HTTP transport.
+
+A cassette is JSONL, one line per HTTP exchange, keyed by (role, phase, attempt).
+Every HTTP request the real anthropic client makes for a key consumes that key's next
+unused line, in file order, so the SDK's own retries (429/529 ...) consume several.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from autopack.errors import CassetteError
+
+ROLES = ("builder", "doctor")
+EXHAUSTED_HEADER = "x-autopack-cassette"  # set to "exhausted" on the synthetic 400 served past the end
+# Recorded framing headers would contradict the re-serialised body, so they are not replayed.
+_FRAMING_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+
+
+@dataclass(frozen=True)
+class CassetteEntry:
+    """One recorded exchange: the key it answers and the HTTP response to serve."""
+
+    role: str
+    phase: str
+    attempt: int
+    status: int
+    headers: dict[str, str]
+    body: dict | str
+    line: int
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry_problem(record: object) -> str | None:
+    """Why a decoded line is not a valid cassette entry (None when it is)."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    for key in ("role", "phase", "attempt", "response"):
+        if key not in record:
+            return f"missing key '{key}'"
+    role, phase, attempt, response = record["role"], record["phase"], record["attempt"], record["response"]
+    if role not in ROLES:
+        return f"role {role!r} is not builder or doctor"
+    if not isinstance(phase, str) or not phase:
+        return f"phase must be a non-empty string, got {phase!r}"
+    if not _is_int(attempt) or attempt < 1:
+        return f"attempt must be an integer >= 1, got {attempt!r}"
+    if "request" in record and not isinstance(record["request"], dict):
+        return "request must be an object when present"
+    if not isinstance(response, dict):
+        return f"response must be an object, got {type(response).__name__}"
+    for key in ("status", "body"):
+        if key not in response:
+            return f"missing key 'response.{key}'"
+    status, body, headers = response["status"], response["body"], response.get("headers", {})
+    if not _is_int(status) or not 100 <= status <= 599:
+        return f"response.status must be an HTTP status code, got {status!r}"
+    if not isinstance(body, (dict, str)):
+        return f"response.body must be an object (or a string for an error), got {type(body).__name__}"
+    if isinstance(body, str) and status < 400:
+        return f"response.body must be an object for status {status}; a string body is only for errors"
+    if not isinstance(headers, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in headers.items()
+    ):
+        return "response.headers must be an object of string values"
+    return None
+
+
+class Cassette:
+    """Recorded responses, consumed in file order per (role, phase, attempt); thread-safe."""
+
+    def __init__(self, entries: list[CassetteEntry], source: str = "cassette"):
+        self.entries = tuple(entries)
+        self.source = source
+        self._queues: dict[tuple[str, str, int], list[CassetteEntry]] = defaultdict(list)
+        for entry in self.entries:
+            self._queues[(entry.role, entry.phase, entry.attempt)].append(entry)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path) -> Cassette:
+        """Read and validate a JSONL cassette; raise CassetteError naming file:line on the first bad line."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as problem:
+            raise CassetteError(f"{path}: cannot read cassette: {problem.strerror or problem}") from problem
+        except UnicodeDecodeError as problem:
+            raise CassetteError(f"{path}: cassette is not UTF-8 text ({problem.reason})") from problem
+        entries = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as problem:
+                raise CassetteError(f"{path}:{number}: not valid JSON ({problem.msg}, column {problem.colno})") from None
+            problem = _entry_problem(record)
+            if problem:
+                raise CassetteError(f"{path}:{number}: {problem}")
+            response = record["response"]
+            entries.append(CassetteEntry(
+                role=record["role"], phase=record["phase"], attempt=record["attempt"],
+                status=response["status"], headers=dict(response.get("headers", {})),
+                body=response["body"], line=number,
+            ))
+        return cls(entries, source=str(path))
+
+    def remaining(self, role: str, phase: str, attempt: int) -> int:
+        """How many unused responses are left for this key."""
+        with self._lock:
+            return len(self._queues.get((role, phase, attempt), ()))
+
+    def has_next(self, role: str, phase: str, attempt: int) -> bool:
+        return self.remaining(role, phase, attempt) > 0
+
+    def _take(self, role: str, phase: str, attempt: int) -> CassetteEntry | None:
+        with self._lock:
+            queue = self._queues.get((role, phase, attempt))
+            return queue.pop(0) if queue else None
+
+    def transport(self, role: str, phase: str, attempt: int):
+        """An ``httpx2.MockTransport`` that answers each request with this key's next entry.
+
+        Past the end it answers HTTP 400 (never retried by the SDK) whose error message says
+        the cassette is exhausted and which carries ``x-autopack-cassette: exhausted``.
+        """
+        import httpx2
+
+        def handle(request: httpx2.Request) -> httpx2.Response:
+            entry = self._take(role, phase, attempt)
+            if entry is None:
+                message = f"cassette exhausted for {role}/{phase}/{attempt}"
+                return httpx2.Response(
+                    400,
+                    json={"type": "error", "error": {"type": "invalid_request_error", "message": message}},
+                    headers={EXHAUSTED_HEADER: "exhausted", "request-id": "req_cassette_exhausted"},
+                )
+            return _response(httpx2, entry)
+
+        return httpx2.MockTransport(handle)
+
+
+def _response(httpx2, entry: CassetteEntry):
+    headers = {key.lower(): value for key, value in entry.headers.items() if key.lower() not in _FRAMING_HEADERS}
+    headers.setdefault("request-id", f"req_cassette_line_{entry.line}")
+    if isinstance(entry.body, dict):
+        headers.setdefault("content-type", "application/json")
+        return httpx2.Response(entry.status, content=json.dumps(entry.body).encode(), headers=headers)
+    headers.setdefault("content-type", "text/plain; charset=utf-8")
+    return httpx2.Response(entry.status, content=entry.body.encode(), headers=headers)

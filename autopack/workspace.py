@@ -1,0 +1,319 @@
+"""Git worktrees for runs: the only module that imports git (GitPython).
+
+Each run works in its own worktree on branch ``autopack/<run-id>``; the user's
+checkout (its HEAD, branch, index and working tree) is never touched. The project
+may be a subdirectory of the repository: the worktree holds the whole repository
+and the project lives at ``worktree / subdir``.
+
+Every git call goes through :func:`_git`, which runs the git CLI through GitPython
+(no ``Repo`` objects, so no lingering ``git cat-file`` processes), disables the
+user's hooks, commit signing, fsmonitor daemons and auto-gc, and turns a failure
+into a one-line :class:`~autopack.errors.AutopackError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from autopack.errors import EnvironmentProblem, UsageError
+
+COMMIT_IDENTITY_ENV = {
+    "GIT_AUTHOR_NAME": "autopack",
+    "GIT_AUTHOR_EMAIL": "autopack@localhost",
+    "GIT_COMMITTER_NAME": "autopack",
+    "GIT_COMMITTER_EMAIL": "autopack@localhost",
+}
+
+# Passed as `-c` to every call: no user hooks (pre-commit, post-checkout, ...), no
+# signing prompts, no background processes outliving the call.
+_SAFE_CONFIG = (
+    f"core.hooksPath={os.devnull}",
+    "commit.gpgSign=false",
+    "core.fsmonitor=false",
+    "gc.auto=0",
+)
+_TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+
+
+@dataclass(frozen=True)
+class RepoLocation:
+    """Where a project lives: the git toplevel and the project's path inside it."""
+
+    toplevel: Path  # absolute git toplevel of the main checkout
+    subdir: str  # POSIX path of the project dir relative to toplevel ("" at the toplevel)
+
+
+@dataclass(frozen=True)
+class _GitResult:
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_line(self) -> str:
+        """The first non-empty line git wrote to stderr."""
+        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
+        return lines[0] if lines else f"exit status {self.status}"
+
+
+@dataclass(frozen=True)
+class _Registration:
+    """One entry of `git worktree list --porcelain`."""
+
+    path: Path
+    branch: str | None  # "refs/heads/..." or None when detached/bare
+
+
+def _gitpython() -> ModuleType:
+    try:
+        import git
+    except ImportError as error:  # GitPython raises ImportError when git is missing
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise EnvironmentProblem(
+            f"git is not installed or not on PATH ({first_line}); install git"
+        ) from None
+    return git
+
+
+def _git(
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    strip: bool = True,
+) -> _GitResult:
+    """Run `git -C cwd args...`; raise EnvironmentProblem on failure when `check`."""
+    # GitPython silently falls back to the process cwd when its working dir is
+    # missing; `-C` plus this check make sure git never runs anywhere else.
+    if not cwd.is_dir():
+        raise EnvironmentProblem(f"{cwd} does not exist or is not a directory")
+    git = _gitpython()
+    config = [arg for item in _SAFE_CONFIG for arg in ("-c", item)]
+    command = [git.Git.GIT_PYTHON_GIT_EXECUTABLE, "-C", str(cwd), "--literal-pathspecs"]
+    try:
+        status, stdout, stderr = git.Git(str(cwd)).execute(
+            [*command, *config, *args],
+            with_extended_output=True,
+            with_exceptions=False,
+            env=dict(env) if env else None,
+            strip_newline_in_stdout=strip,
+        )
+    except git.GitCommandNotFound:
+        raise EnvironmentProblem(
+            f"git is not installed or not on PATH (running `git {args[0]}`); install git"
+        ) from None
+    result = _GitResult(status, stdout, stderr)
+    if check and status != 0:
+        raise EnvironmentProblem(f"git {args[0]} failed in {cwd}: {result.error_line}")
+    return result
+
+
+def locate_repo(project_dir: Path) -> RepoLocation:
+    """Find the git repository that holds `project_dir` and the project's path in it."""
+    project_dir = Path(project_dir).absolute()
+    if not project_dir.is_dir():
+        raise UsageError(f"{project_dir} is not a directory; fix run.repo")
+    found = _git(project_dir, "rev-parse", "--show-toplevel", "--show-prefix", check=False)
+    if found.status != 0:
+        if "not a git repository" in found.stderr:
+            raise UsageError(
+                f"{project_dir} is not inside a git repository; "
+                "run `git init` there or fix run.repo"
+            )
+        raise UsageError(f"cannot use {project_dir} as a git work tree: {found.error_line}")
+    lines = found.stdout.splitlines()
+    toplevel = Path(lines[0])
+    subdir = lines[1].strip("/") if len(lines) > 1 else ""
+    has_commit = _git(toplevel, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+    if has_commit.status != 0:
+        raise UsageError(f"the git repository {toplevel} has no commits; commit something first")
+    return RepoLocation(toplevel=toplevel, subdir=subdir)
+
+
+def resolve_ref(toplevel: Path, ref: str | None) -> str:
+    """The commit sha `ref` names (a branch, tag or commit; None means HEAD)."""
+    name = "HEAD" if ref is None else ref
+    found = None
+    if name.strip() and not name.startswith("-"):
+        found = _git(
+            Path(toplevel), "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", check=False
+        )
+    if found is None or found.status != 0 or not found.stdout.strip():
+        raise UsageError(f"base '{name}' is not a branch, tag or commit in {toplevel}")
+    return found.stdout.strip()
+
+
+def _message_with_trailers(message: str, trailers: Mapping[str, str]) -> str:
+    body = message.strip()
+    if not body:
+        raise ValueError("a commit message must not be empty")
+    lines = []
+    for key, value in trailers.items():
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"invalid commit trailer key {key!r}")
+        lines.append(f"{key}: {' '.join(str(value).split())}")
+    return f"{body}\n\n" + "\n".join(lines) if lines else body
+
+
+class Workspace:
+    """One run's git worktree on its own branch; file operations happen inside it."""
+
+    def __init__(self, toplevel: Path, worktree: Path, branch: str, subdir: str = "") -> None:
+        self.toplevel = Path(toplevel)
+        self.worktree = Path(worktree).absolute()
+        self.branch = branch
+        self.subdir = subdir.strip("/")
+
+    def __repr__(self) -> str:
+        return f"Workspace(worktree={str(self.worktree)!r}, branch={self.branch!r})"
+
+    @property
+    def project_root(self) -> Path:
+        """The project directory inside the worktree."""
+        return self.worktree / self.subdir if self.subdir else self.worktree
+
+    def _in_worktree(
+        self, *args: str, env: Mapping[str, str] | None = None, strip: bool = True
+    ) -> _GitResult:
+        return _git(self.worktree, *args, env=env, strip=strip)
+
+    def _in_toplevel(self, *args: str) -> _GitResult:
+        return _git(self.toplevel, *args)
+
+    def _registrations(self) -> list[_Registration]:
+        listing = self._in_toplevel("worktree", "list", "--porcelain").stdout
+        found = []
+        for block in listing.split("\n\n"):
+            fields = {}
+            for line in block.splitlines():
+                name, _, value = line.partition(" ")
+                fields[name] = value
+            if "worktree" in fields:
+                found.append(_Registration(Path(fields["worktree"]), fields.get("branch")))
+        return found
+
+    def _is_our_path(self, path: Path) -> bool:
+        return path.resolve() == self.worktree.resolve()
+
+    def ensure(self, base_commit: str) -> None:
+        """Make the worktree usable, creating the branch at `base_commit` if needed.
+
+        Idempotent; recreates a worktree whose directory was deleted. Never touches
+        the main checkout's working tree or its current branch.
+        """
+        if not self.branch_exists():
+            self._in_toplevel("branch", "--no-track", self.branch, base_commit)
+        ref = f"refs/heads/{self.branch}"
+        registrations = self._registrations()
+        ours = next((r for r in registrations if self._is_our_path(r.path)), None)
+        occupied = self.worktree.exists() and not (
+            self.worktree.is_dir() and not any(self.worktree.iterdir())
+        )
+        if occupied:
+            if ours is None:
+                raise UsageError(
+                    f"{self.worktree} exists but is not a git worktree of {self.toplevel}; "
+                    "move it away or delete it"
+                )
+            if ours.branch != ref:
+                raise UsageError(
+                    f"worktree {self.worktree} is on {ours.branch or 'a detached HEAD'}, "
+                    f"not {ref}; remove it with `git worktree remove {self.worktree}`"
+                )
+            return
+        # A registration whose `.git` file is gone is what `git worktree prune` clears.
+        stale = [r for r in registrations if not (r.path / ".git").exists()]
+        if any(r is ours or r.branch == ref for r in stale):
+            self._in_toplevel("worktree", "prune")
+        checked_out = [r for r in registrations if r.branch == ref and r not in stale]
+        elsewhere = next((r for r in checked_out if r is not ours), None)
+        if elsewhere is not None:
+            raise UsageError(
+                f"branch {self.branch} is already checked out at {elsewhere.path}; "
+                "switch that checkout to another branch or remove that worktree"
+            )
+        self.worktree.parent.mkdir(parents=True, exist_ok=True)
+        self._in_toplevel("worktree", "add", "--quiet", str(self.worktree), self.branch)
+
+    def head(self) -> str:
+        """The commit sha at the branch head."""
+        return self._in_worktree("rev-parse", "--verify", "HEAD").stdout.strip()
+
+    def head_tree(self) -> str:
+        """The tree sha of HEAD."""
+        return self._in_worktree("rev-parse", "--verify", "HEAD^{tree}").stdout.strip()
+
+    def branch_exists(self) -> bool:
+        """Whether the run branch exists in the repository."""
+        ref = f"refs/heads/{self.branch}"
+        return _git(self.toplevel, "rev-parse", "--verify", "--quiet", ref, check=False).status == 0
+
+    def reset_clean(self) -> None:
+        """Discard every change and untracked file in the worktree; keep ignored files."""
+        self._in_worktree("reset", "--hard", "--quiet", "HEAD")
+        self._in_worktree("clean", "-fd", "--quiet")
+
+    def stage_all(self) -> str:
+        """Stage every change under the project (new files included); return the tree sha."""
+        self._in_worktree("add", "--all", "--", self.subdir or ".")
+        return self._in_worktree("write-tree").stdout.strip()
+
+    def staged_files(self) -> list[str]:
+        """Paths (relative to the project root) that differ between the index and HEAD."""
+        listing = self._in_worktree(
+            "diff", "--cached", "--name-only", "--no-renames", "-z", "--", self.subdir or "."
+        ).stdout
+        prefix = f"{self.subdir}/" if self.subdir else ""
+        return [name.removeprefix(prefix) for name in listing.split("\0") if name]
+
+    def staged_patch(self) -> str:
+        """The staged change as a binary-safe patch that `git apply` accepts at the worktree root.
+
+        Non-UTF-8 bytes are kept as surrogate escapes:
+        ``patch.encode("utf-8", "surrogateescape")`` gives git's exact bytes.
+        """
+        return self._in_worktree(
+            "diff", "--cached", "--binary", "--no-color", "--no-ext-diff", "--no-textconv",
+            "--src-prefix=a/", "--dst-prefix=b/",
+            strip=False,
+        ).stdout
+
+    def commit_staged(self, message: str, trailers: Mapping[str, str]) -> str:
+        """Commit exactly the index (empty commits allowed); return the new commit sha.
+
+        The message is `message`, a blank line, then one "Key: value" line per trailer.
+        """
+        full_message = _message_with_trailers(message, trailers)
+        self._in_worktree(
+            "commit", "--quiet", "--no-verify", "--allow-empty", "--cleanup=whitespace",
+            "-m", full_message,
+            env=COMMIT_IDENTITY_ENV,
+        )
+        return self.head()
+
+    def head_trailers(self) -> dict[str, str]:
+        """The trailers of the HEAD commit message ({} if none)."""
+        text = self._in_worktree(
+            "log", "-1", "--no-show-signature", "--format=%(trailers:only,unfold)", "HEAD"
+        ).stdout
+        trailers = {}
+        for line in text.splitlines():
+            key, separator, value = line.partition(":")
+            if separator and key.strip():
+                trailers[key.strip()] = value.strip()
+        return trailers
+
+    def remove(self) -> None:
+        """Remove the worktree directory and its registration; the branch is kept."""
+        ours = next((r for r in self._registrations() if self._is_our_path(r.path)), None)
+        if ours is None:
+            return
+        if self.worktree.exists():
+            self._in_toplevel("worktree", "remove", "--force", str(self.worktree))
+        else:
+            self._in_toplevel("worktree", "prune")
