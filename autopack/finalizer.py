@@ -13,15 +13,6 @@ from typing import Any, Literal, Sequence
 from autopack.testrun import TestOutcome, TestReport
 
 BROKEN = frozenset({"failed", "error"})
-FAILURE_KINDS = (
-    "timeout",
-    "collection_error",
-    "regression",
-    "tests_removed",
-    "report_invalid",
-    "deliverables_missing",
-    "no_op",
-)
 IDS_PER_REASON = 5
 
 
@@ -85,8 +76,9 @@ def decide(
     deliverables_missing: Sequence[str],
     allow_noop: bool,
 ) -> Decision:
-    """Judge one attempt. FAILED when any rule fires (each adds a reason); ``failure_kind``
-    is the most important one, in the order of FAILURE_KINDS."""
+    """Judge one attempt. FAILED when any rule fires, each adding a reason; the rules run
+    in priority order, so ``failure_kind`` is the first one's: timeout, collection_error,
+    regression, tests_removed, report_invalid, deliverables_missing, no_op."""
     usable = not report.timed_out and report.junit_error is None
     delta = _delta(baseline, report, rerun) if usable else Delta((), (), (), (), (), ())
     counts = report.counts()
@@ -95,11 +87,12 @@ def decide(
     if report.timed_out:
         problems.append(("timeout", f"the test command timed out after {report.duration_s:.0f} s"))
     if delta.collection_errors:
-        problems.append(("collection_error", "new collection/import errors: " + _ids(delta.collection_errors)))
+        problems.append(("collection_error", f"new collection/import errors: {_ids(delta.collection_errors)}"))
     if delta.new_failures:
-        problems.append(("regression", "new failures (confirmed by a re-run): " + _ids(delta.new_failures)))
+        confirmed = "failed again on re-run" if rerun is not None else "not re-run"
+        problems.append(("regression", f"newly failing tests ({confirmed}): {_ids(delta.new_failures)}"))
     if delta.removed:
-        problems.append(("tests_removed", "tests that passed in the baseline are gone: " + _ids(delta.removed)))
+        problems.append(("tests_removed", f"tests that passed in the baseline are gone: {_ids(delta.removed)}"))
     if not report.timed_out:
         problems.extend(("report_invalid", reason) for reason in _report_problems(report, counts))
     if deliverables_missing:
@@ -109,7 +102,6 @@ def decide(
 
     absolute = {"exit_code": report.exit_code, "timed_out": report.timed_out, **counts}
     if problems:
-        problems.sort(key=lambda problem: FAILURE_KINDS.index(problem[0]))
         reasons = tuple(reason for _, reason in problems)
         return Decision("failed", reasons, delta, problems[0][0], absolute)
     return Decision("complete", _completion_reasons(delta, counts, files_changed), delta, None, absolute)
@@ -139,7 +131,13 @@ def _delta(baseline: TestReport, report: TestReport, rerun: TestReport | None) -
     baseline_collection_errors = set(baseline.collection_errors())
     to_confirm = {outcome.test_id for outcome in new_failures_to_confirm(baseline, report)}
 
-    new_failures, flaky, fixed, still_failing, newly_skipped, added, collection_errors = ([] for _ in range(7))
+    new_failures: list[str] = []
+    flaky: list[str] = []
+    fixed: list[str] = []
+    still_failing: list[str] = []
+    newly_skipped: list[str] = []
+    added: list[str] = []
+    collection_errors: list[str] = []
     for test_id, outcome in now.items():
         previous = before.get(test_id)
         if previous is None:
@@ -157,7 +155,7 @@ def _delta(baseline: TestReport, report: TestReport, rerun: TestReport | None) -
             fixed.append(test_id)
         elif previous.outcome == "passed" and outcome.outcome == "skipped":
             newly_skipped.append(test_id)
-    removed = [test_id for test_id, outcome in before.items() if outcome.outcome == "passed" and test_id not in now]
+    removed = [test_id for test_id, old in before.items() if old.outcome == "passed" and test_id not in now]
     return Delta(
         new_failures=tuple(new_failures),
         fixed=tuple(fixed),

@@ -201,8 +201,9 @@ def run_tests(
 ) -> TestReport:
     """Run ``command`` in ``cwd`` and report per-test outcomes.
 
-    pytest commands get ``--junitxml=<junit_path> -o junit_family=xunit1`` and the
-    ``select`` node ids appended; other commands must write JUnit XML to ``junit_xml``
+    pytest commands get ``--junitxml=<junit_path> -o junit_family=xunit1
+    --continue-on-collection-errors`` (so one broken module does not hide every other
+    outcome) and the ``select`` node ids appended; other commands must write JUnit XML to ``junit_xml``
     (a file, a directory of ``*.xml`` or a glob, relative to ``cwd``). Output goes to
     ``log_path``, capped at ``output_cap_bytes``. The whole process group is killed
     when the command exits, times out, or autopack is interrupted.
@@ -211,7 +212,8 @@ def run_tests(
     if is_pytest(command):
         junit_file = Path(junit_path).resolve()
         junit_file.parent.mkdir(parents=True, exist_ok=True)
-        extra = [f"--junitxml={junit_file}", "-o", "junit_family=xunit1", *select]
+        extra = [f"--junitxml={junit_file}", "-o", "junit_family=xunit1",
+                 "--continue-on-collection-errors", *select]
         command = " ".join([command, *(shlex.quote(arg) for arg in extra)])
         report_root, pattern = junit_file.parent, glob.escape(junit_file.name)
     else:
@@ -315,7 +317,9 @@ def _testcase_outcome(case: Any, path: Path) -> TestOutcome:
 
 
 def _merge(first: TestOutcome, second: TestOutcome) -> TestOutcome:
-    worse, other = (second, first) if _SEVERITY[second.outcome] > _SEVERITY[first.outcome] else (first, second)
+    worse, other = (first, second)
+    if _SEVERITY[second.outcome] > _SEVERITY[first.outcome]:
+        worse, other = second, first
     message = "\n".join(text for text in (worse.message, other.message) if text)
     return TestOutcome(
         test_id=first.test_id,
