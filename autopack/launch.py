@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from autopack.errors import UsageError
 from autopack.lock import Heartbeat, RunLock
@@ -80,33 +81,49 @@ def record_run(store: Any, settings: Any, plan: PlanSpec):
                             base_commit=base_commit, branch=branch, worktree=worktree)
 
 
+def run_lock(settings: Any, run_id: str) -> RunLock:
+    return RunLock(state_dir(settings) / "locks", run_id)
+
+
+@contextmanager
+def executor(store: Any, settings: Any, run_id: str | None = None) -> Iterator[str]:
+    """This process as a recorded executor with a heartbeat that extends its leases."""
+    executor_id = store.register_executor(os.getpid(), socket.gethostname(), " ".join(sys.argv), run_id)
+    try:
+        with Heartbeat(lambda: store.extend_leases(executor_id, settings.lease_s), settings.heartbeat_s):
+            yield executor_id
+    finally:
+        store.stop_executor(executor_id)
+
+
+def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
+             observer: Any, executor_id: str) -> Any:
+    """A ready RunContext for a run whose lock the caller holds: worktree ensured, state recovered."""
+    from autopack.runner import RunContext
+    from autopack.workspace import Workspace
+
+    workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
+    workspace.ensure(run.base_commit)
+    recover(store, run, workspace, observer)
+    return RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
+                      settings=settings, executor_id=executor_id,
+                      artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
+                      builder_model=model)
+
+
 def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
             observer: Any, *, retry_failed: bool = False) -> RunResult:
     """Run the recorded run under its lock: recover, optionally requeue failures, execute."""
-    from autopack.runner import RunContext, execute_run
+    from autopack.runner import execute_run
     from autopack.store.queries import derive_run_state
-    from autopack.workspace import Workspace
 
-    lock = RunLock(state_dir(settings) / "locks", run.id)
-    lock.acquire()
-    executor_id = store.register_executor(os.getpid(), socket.gethostname(), " ".join(sys.argv), run.id)
-    try:
-        with Heartbeat(lambda: store.extend_leases(executor_id, settings.lease_s), settings.heartbeat_s):
-            workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
-            workspace.ensure(run.base_commit)
-            recover(store, run, workspace, observer)
-            if retry_failed:
-                requeued = store.requeue_failed(run.id)
-                if requeued:
-                    observer.notify("requeued", phase_ids=requeued)
-            ctx = RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
-                             settings=settings, executor_id=executor_id,
-                             artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
-                             builder_model=model)
-            counts = execute_run(ctx)
-    finally:
-        store.stop_executor(executor_id)
-        lock.release()
+    with run_lock(settings, run.id), executor(store, settings, run.id) as executor_id:
+        ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id)
+        if retry_failed:
+            requeued = store.requeue_failed(run.id)
+            if requeued:
+                observer.notify("requeued", phase_ids=requeued)
+        counts = execute_run(ctx)
     return RunResult(run.id, derive_run_state(counts), counts, created=False)
 
 
