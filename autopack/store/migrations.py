@@ -36,6 +36,18 @@ def m001_initial(conn: Connection) -> None:
     """The schema of autopack 0.1.0; every database starts here, so it has nothing to change."""
 
 
+@migration
+def m002_parking_budgets_and_ledger_detail(conn: Connection) -> None:
+    """Parked phases and escalated budgets; predicted tokens and HTTP status per LLM call."""
+    for table, column, kind in (
+        ("phases", "parked_reason", "VARCHAR"),
+        ("phases", "escalated_budget", "INTEGER"),
+        ("llm_calls", "predicted_tokens", "INTEGER"),
+        ("llm_calls", "http_status", "INTEGER"),
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

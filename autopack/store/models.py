@@ -88,6 +88,8 @@ class Phase(SQLModel, table=True):
     failure_message: Optional[str] = None
     claimed_by: Optional[str] = None
     lease_expires_at: Optional[datetime] = _when(nullable=True)
+    parked_reason: Optional[str] = None
+    escalated_budget: Optional[int] = None
     updated_at: datetime = _when()
 
 
@@ -204,6 +206,8 @@ class LlmCall(SQLModel, table=True):
     latency_ms: int = 0
     request_id: Optional[str] = None
     cost_usd: Optional[float] = None
+    predicted_tokens: Optional[int] = None
+    http_status: Optional[int] = None
     status: str = "ok"
     error: Optional[str] = None
     created_at: datetime = _when()

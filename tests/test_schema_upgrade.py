@@ -1,0 +1,45 @@
+"""A database made by an older autopack, once migrated, has exactly the schema of a fresh one."""
+
+import sqlite3
+
+import pytest
+
+from autopack.errors import MigrationNeeded
+from autopack.store import migrate, open_store
+
+M002_COLUMNS = [("phases", "parked_reason"), ("phases", "escalated_budget"),
+                ("llm_calls", "predicted_tokens"), ("llm_calls", "http_status")]
+
+
+def schema(path):
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {t: sorted((c[1], c[2], c[3]) for c in conn.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        conn.close()
+
+
+def make_m001_database(path):
+    """Fresh database, then undo m002 by hand: what autopack 0.1.0's first release wrote."""
+    migrate(path)
+    conn = sqlite3.connect(path)
+    for table, column in M002_COLUMNS:
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+    conn.execute("DELETE FROM _migrations WHERE name = 'm002_parking_budgets_and_ledger_detail'")
+    conn.commit()
+    conn.close()
+
+
+def test_old_database_is_refused_until_migrated_then_matches_fresh(tmp_path):
+    fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
+    migrate(fresh)
+    make_m001_database(old)
+    with pytest.raises(MigrationNeeded, match="autopack migrate"):
+        open_store(old)
+    result = migrate(old)
+    assert result.applied == ("m002_parking_budgets_and_ledger_detail",)
+    assert result.backup is not None and result.backup.exists()
+    assert "parked_reason" not in {c[0] for c in schema(result.backup)["phases"]}
+    assert schema(old) == schema(fresh)
+    open_store(old).close()
