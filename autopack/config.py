@@ -68,6 +68,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "before another executor may rescue it", minimum=1),
     SettingSpec("heartbeat_s", int, 15, "seconds between executor heartbeats (less than "
                 "lease_s)", minimum=1),
+    SettingSpec("park_after_identical_failures", int, 3, "drains park a phase whose last N "
+                "failures share a fingerprint", minimum=2),
+    SettingSpec("park_after_attempts", int, 12, "drains park a phase after this many attempts in "
+                "all", minimum=1),
     SettingSpec("env_allow", list, [], "fnmatch patterns of environment variables passed to "
                 "the test command despite scrubbing"),
 )
@@ -91,6 +95,8 @@ class Settings:
     api_max_retries: int
     lease_s: int
     heartbeat_s: int
+    park_after_identical_failures: int
+    park_after_attempts: int
     env_allow: tuple[str, ...]
     config_file: Path | None
     sources: dict[str, str]  # setting name -> "flag" | "env" | "<file path>" | "default"

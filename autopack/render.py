@@ -185,3 +185,111 @@ def print_run_summary(status: dict[str, Any]) -> None:
     if run["state"] != "complete":
         out.print(f"inspect: autopack status {run['id']}   retry failed phases: "
                   f"autopack run --run-id {run['id']} --retry-failed")
+
+
+class _Quiet:
+    def notify(self, event: str, **data: Any) -> None:
+        pass
+
+    def __enter__(self) -> "_Quiet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _PlainContext(PlainObserver):
+    def __enter__(self) -> "_PlainContext":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class DrainLiveObserver(LiveObserver):
+    """On a terminal: phases done, completed, failed, elapsed and cost, above a line per phase."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.completed = self.failed = 0
+
+    def notify(self, event: str, **data: Any) -> None:
+        if event == "phase_finished":
+            if data["state"] == "complete":
+                self.completed += 1
+            else:
+                self.failed += 1
+        super().notify(event, **data)
+
+    def _status(self) -> Text:
+        line = super()._status()
+        line.append(f"   phases done {self.completed + self.failed}: {self.completed} complete, {self.failed} failed")
+        return line
+
+
+def drain_observer(quiet: bool) -> Any:
+    """The drain's progress: live on a terminal, timestamped lines in logs, nothing with --quiet."""
+    if quiet:
+        return _Quiet()
+    return DrainLiveObserver() if sys.stdout.isatty() else _PlainContext()
+
+
+def print_candidates(candidates: list[Any]) -> None:
+    """`drain --dry-run`: the order a drain would take, and why."""
+    out = console()
+    if not candidates:
+        out.print("nothing to drain")
+        return
+    table = Table("#", "run", "phase", "state", "why here")
+    for n, c in enumerate(candidates, 1):
+        table.add_row(str(n), c.phase.run_id, c.phase.phase_id, _state(c.phase.state), f"[{c.rank}] {c.reason}")
+    out.print(table)
+
+
+def print_drain_summary(summary: dict[str, Any]) -> None:
+    out = console()
+    if summary["phases"]:
+        table = Table("run", "phase", "state", "attempts", "why")
+        for p in summary["phases"]:
+            why = "; ".join(p["reasons"]) if p["state"] == "complete" else f"{p['failure_kind']}: {p['message']}"
+            if p.get("parked"):
+                why += f" [parked: {p['parked']}]"
+            table.add_row(p["run_id"], p["phase_id"], _state(p["state"]), str(p["attempts"]), why)
+        out.print(table)
+    line = (f"drained {summary['processed']} phases: {summary['completed']} complete, {summary['failed']} failed"
+            f"; stopped: {summary['stop_reason']}")
+    if summary.get("cost_usd"):
+        line += f"; cost ${summary['cost_usd']:.4f}"
+    if summary.get("busy_runs"):
+        line += f"; skipped busy runs: {', '.join(summary['busy_runs'])}"
+    if "run" in summary:
+        line += f"; run {summary['run']['id']} is {summary['run']['state']}"
+    out.print(line)
+
+
+def write_drain_junit(summary: dict[str, Any], path: Any) -> None:
+    """Each drained phase as a JUnit testcase (failure message = the verdict's reasons)."""
+    import xml.etree.ElementTree as ET
+
+    phases = summary["phases"]
+    failures = sum(p["state"] != "complete" for p in phases)
+    suite = ET.Element("testsuite", name="autopack drain", tests=str(len(phases)), failures=str(failures),
+                       errors="0", skipped="0", time=f"{sum(p['duration_s'] for p in phases):.3f}")
+    for p in phases:
+        case = ET.SubElement(suite, "testcase", classname=p["run_id"], name=p["phase_id"], time=f"{p['duration_s']:.3f}")
+        if p["state"] != "complete":
+            failure = ET.SubElement(case, "failure", type=p["failure_kind"] or "failed",
+                                    message=f"{p['failure_kind']}: {p['message']}")
+            failure.text = "\n".join(p["reasons"]) or p["message"]
+    root = ET.Element("testsuites", tests=str(len(phases)), failures=str(failures))
+    root.append(suite)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def print_pick_explanation(scores: list[Any], weights: dict[str, float]) -> None:
+    out = console()
+    table = Table("run", "type", "score", *[f"{k} (x{w:g})" for k, w in weights.items()])
+    for s in scores:
+        table.add_row(s.run_id, f"{s.run_type} ({s.type_source})", f"{s.score:.2f}",
+                      *[f"{s.components[k]:.2f}" for k in weights])
+    out.print(table)

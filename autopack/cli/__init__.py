@@ -39,7 +39,7 @@ def _root(
     """autopack: autonomous, test-gated execution of multi-phase plans."""
 
 
-from autopack.cli import admin, run, status  # noqa: E402  (registers the commands)
+from autopack.cli import admin, drain, run, status  # noqa: E402  (registers the commands)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

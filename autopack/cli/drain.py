@@ -1,0 +1,187 @@
+"""`autopack drain`, `autopack drain-one` and `autopack pick-next`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from autopack.cli import app
+from autopack.cli.options import DbOption, JsonOption, load
+from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from autopack.drain import DrainOptions
+
+
+@app.command()
+def drain(
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Drain only this run; exit 0 only if it ends complete.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Stop after this many phases.")] = 10,
+    max_consecutive_zero_yield: Annotated[Optional[int], typer.Option("--max-consecutive-zero-yield", min=1, help="Stop after K phases in a row without a completion.")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0, help="Stop claiming work after this many minutes.")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="Stop claiming work once this drain has spent USD.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the ordered candidates with the reason for each position; change nothing.")] = False,
+    include_parked: Annotated[bool, typer.Option("--include-parked", help="Also drain parked phases.")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Drain up to N runs at once, each in its own process.")] = 1,
+    as_json: JsonOption = False,
+    junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write each drained phase as a JUnit testcase.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Execute drainable phases (queued, or failed and not parked) across runs, most urgent first.
+
+    Safe to start from cron while another drain runs: locked runs are skipped, claims are
+    atomic. Exit 0 when everything drained completed (or there was nothing to do), 1 when a
+    phase failed or run --run-id is not complete, 75 when --run-id's run is locked.
+    """
+    from autopack import render
+    from autopack.drain import DrainOptions, Drainer, plan_candidates
+    from autopack.store import open_store
+
+    settings = load(db)
+    options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
+                           max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
+    store = open_store(settings.db, create=False)
+    if store is None:
+        if run_id:
+            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        _finish({"schema": 1, "processed": 0, "completed": 0, "failed": 0, "stop_reason": "no database yet",
+                 "phases": []}, as_json, junit_xml, quiet)
+        return
+    with store:
+        if run_id and store.get_run(run_id) is None:
+            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        if dry_run:
+            candidates = plan_candidates(store, options)
+            if as_json:
+                print(json.dumps({"schema": 1, "candidates": [
+                    {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
+                     "rank": c.rank, "reason": c.reason} for n, c in enumerate(candidates, 1)]}, indent=2))
+            else:
+                render.print_candidates(candidates)
+            return
+        if workers > 1:
+            summary = _drain_in_workers(workers, options, settings.db)
+        else:
+            observer = render.drain_observer(quiet)
+            with observer:
+                report = Drainer(store, settings, options, observer).drain()
+            summary = report.to_dict()
+        if run_id:
+            from autopack.store.queries import run_status
+
+            summary["run"] = {"id": run_id, "state": run_status(store, run_id)["run"]["state"]}
+    code = _finish(summary, as_json, junit_xml, quiet)
+    raise typer.Exit(code)
+
+
+def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -> int:
+    from autopack import render
+
+    if junit_xml:
+        render.write_drain_junit(summary, junit_xml)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        render.print_drain_summary(summary)
+    if "run" in summary:
+        return EXIT_OK if summary["run"]["state"] == "complete" else EXIT_FAILED
+    return EXIT_FAILED if summary["failed"] else EXIT_OK
+
+
+def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
+    """N `autopack drain` processes over the same store; their JSON summaries merged."""
+    import subprocess
+
+    args = ["--db", str(db), "--batch-size", str(max(1, -(-options.batch_size // workers))), "--json", "--quiet"]
+    for flag, value in (("--run-id", options.run_id), ("--max-consecutive-zero-yield", options.max_consecutive_zero_yield),
+                        ("--max-minutes", options.max_minutes), ("--max-cost", options.max_cost_usd)):
+        if value is not None:
+            args += [flag, str(value)]
+    if options.include_parked:
+        args.append("--include-parked")
+    procs = [subprocess.Popen([sys.executable, "-m", "autopack", "drain", *args], stdout=subprocess.PIPE, text=True)
+             for _ in range(workers)]
+    merged: dict = {"schema": 1, "processed": 0, "completed": 0, "failed": 0, "phases": [], "busy_runs": [],
+                    "stop_reason": "", "workers": workers, "cost_usd": 0.0}
+    reasons = set()
+    for proc in procs:
+        out, _ = proc.communicate()
+        try:
+            part = json.loads(out)
+        except ValueError:
+            raise UsageError(f"a drain worker exited {proc.returncode} without a summary") from None
+        for key in ("processed", "completed", "failed", "cost_usd"):
+            merged[key] += part.get(key, 0)
+        merged["phases"] += part.get("phases", [])
+        merged["busy_runs"] = sorted(set(merged["busy_runs"]) | set(part.get("busy_runs", [])))
+        reasons.add(part.get("stop_reason", ""))
+    merged["stop_reason"] = "; ".join(sorted(r for r in reasons if r))
+    return merged
+
+
+@app.command("drain-one")
+def drain_one(
+    run_id: Annotated[str, typer.Option("--run-id", help="The run.")],
+    phase_id: Annotated[str, typer.Option("--phase-id", help="The phase to give one pass.")],
+    force: Annotated[bool, typer.Option("--force", help="Run a complete phase again.")] = False,
+    as_json: JsonOption = False,
+    db: DbOption = None,
+) -> None:
+    """One pass at exactly one phase (a failed phase is requeued). Exit 0 iff it ends complete."""
+    from autopack import drain as drains
+    from autopack import render
+    from autopack.store import open_store
+
+    settings = load(db)
+    store = open_store(settings.db, create=False)
+    if store is None:
+        raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+    with store:
+        observer = render.drain_observer(as_json)
+        with observer:
+            result = drains.drain_one(store, settings, run_id, phase_id, force=force, observer=observer)
+    summary = drains.DrainReport(results=[result], stop_reason="one phase").to_dict()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        render.print_drain_summary(summary)
+    raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)
+
+
+@app.command("pick-next")
+def pick_next(
+    output_format: Annotated[str, typer.Option("--format", help="text: run_id<TAB>run_type; json: the choice and its score.")] = "text",
+    explain: Annotated[bool, typer.Option("--explain", help="Show each score component for the top 5 runs.")] = False,
+    db: DbOption = None,
+) -> None:
+    """The run to drain next (deterministic). Nothing to drain: empty output, exit 0."""
+    from autopack import render
+    from autopack.picker import WEIGHTS, score_runs
+    from autopack.store import open_store
+
+    if output_format not in ("text", "json"):
+        raise UsageError(f"--format: '{output_format}' is not text or json")
+    settings = load(db)
+    store = open_store(settings.db, create=False)
+    scores = []
+    if store is not None:
+        with store:
+            scores = score_runs(store)
+    best = scores[0] if scores else None
+    if output_format == "json":
+        payload = {"schema": 1, "run_id": best.run_id if best else None, "run_type": best.run_type if best else None,
+                   "score": round(best.score, 3) if best else None}
+        if explain:
+            payload["top"] = [s.to_dict() for s in scores[:5]]
+            payload["weights"] = WEIGHTS
+        print(json.dumps(payload, indent=2))
+        return
+    if best:
+        print(f"{best.run_id}\t{best.run_type}")
+    if explain:
+        render.print_pick_explanation(scores[:5], WEIGHTS)

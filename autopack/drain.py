@@ -1,0 +1,297 @@
+"""Drains: execute drainable phases across runs, safely under cron overlap, exactly in CI.
+
+Drainable: queued phases whose dependencies are complete, and failed phases that are
+not parked (each gets a new pass of up to max_attempts attempts). A run whose lock is
+held by another process is skipped, never waited for; a run is never skipped because
+one of its phases is queued.
+
+Priority (first drained first):
+  0 transient failures: api_error, timeout, interrupted, abandoned, unknown
+  1 collection errors
+  2 missing deliverables, no-op
+  3 apply errors (apply_error, malformed)
+  4 regressions (regression, tests_removed)
+  5 the rest: other failures, then queued phases never attempted
+Ties: oldest failure first, then run creation order, then plan order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from autopack.errors import AutopackError, Busy, UsageError
+
+RANKS = {
+    "api_error": 0, "timeout": 0, "interrupted": 0, "abandoned": 0, "unknown": 0,
+    "collection_error": 1,
+    "deliverables_missing": 2, "no_op": 2,
+    "apply_error": 3, "malformed": 3,
+    "regression": 4, "tests_removed": 4,
+}
+RANK_LABELS = ("transient failure", "collection error", "missing deliverables / no-op", "apply error",
+               "regression", "other")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    phase: Any  # store.drains.DrainablePhase
+    rank: int
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.phase.run_id}/{self.phase.phase_id}"
+
+
+def prioritise(phases: list[Any]) -> list[Candidate]:
+    """Order drainable phases by the documented priority, each with the reason for its place."""
+    candidates = []
+    for p in phases:
+        if p.state == "failed":
+            rank = RANKS.get(p.failure_kind or "unknown", 5)
+            reason = f"{RANK_LABELS[rank]}: failed with {p.failure_kind or 'unknown'}"
+            if p.parked_reason:
+                reason += f" (parked: {p.parked_reason})"
+        else:
+            rank, reason = 5, "queued, not attempted in this pass yet"
+        candidates.append(Candidate(p, rank, reason))
+    far_future = 1e18
+    return sorted(candidates, key=lambda c: (
+        c.rank, c.phase.state != "failed",
+        c.phase.failed_at.timestamp() if c.phase.failed_at else far_future,
+        c.phase.run_created_at.timestamp(), c.phase.run_id, c.phase.position))
+
+
+@dataclass(frozen=True)
+class DrainOptions:
+    run_id: str | None = None
+    batch_size: int = 10
+    max_consecutive_zero_yield: int | None = None
+    max_minutes: float | None = None
+    max_cost_usd: float | None = None
+    include_parked: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    run_id: str
+    phase_id: str
+    state: str
+    attempts: int
+    kind: str | None
+    message: str
+    reasons: tuple[str, ...]
+    duration_s: float
+    parked: str | None = None
+
+
+@dataclass
+class DrainReport:
+    results: list[PhaseResult] = field(default_factory=list)
+    stop_reason: str = ""
+    busy_runs: list[str] = field(default_factory=list)
+    unavailable_runs: dict[str, str] = field(default_factory=dict)
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+
+    @property
+    def completed(self) -> int:
+        return sum(r.state == "complete" for r in self.results)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.state != "complete" for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": 1, "processed": len(self.results), "completed": self.completed, "failed": self.failed,
+            "stop_reason": self.stop_reason, "busy_runs": self.busy_runs,
+            "unavailable_runs": self.unavailable_runs, "cost_usd": round(self.cost_usd, 6),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "phases": [{"run_id": r.run_id, "phase_id": r.phase_id, "state": r.state, "attempts": r.attempts,
+                        "failure_kind": r.kind, "message": r.message, "reasons": list(r.reasons),
+                        "duration_s": round(r.duration_s, 3), "parked": r.parked} for r in self.results],
+        }
+
+
+def plan_candidates(store: Any, options: DrainOptions) -> list[Candidate]:
+    from autopack.store.drains import drainable_phases
+
+    return prioritise(drainable_phases(store, options.run_id, options.include_parked))
+
+
+class Drainer:
+    """One drain: a batch loop over candidates, under each run's lock in turn."""
+
+    def __init__(self, store: Any, settings: Any, options: DrainOptions, observer: Any,
+                 clock: Callable[[], float] = time.monotonic):
+        self.store, self.settings, self.options, self.observer = store, settings, options, observer
+        self.clock = clock
+        self.report = DrainReport()
+        self._builders: dict[str, tuple[Any, Any, str]] = {}
+
+    def drain(self) -> DrainReport:
+        from autopack.launch import executor
+
+        started = self.clock()
+        self.rescue_stale()
+        skip: set[str] = set()
+        zero_yield = 0
+        with executor(self.store, self.settings) as executor_id:
+            while True:
+                self.report.elapsed_s = self.clock() - started
+                self.report.cost_usd = self._cost(executor_id)
+                stop = self._stop_reason(zero_yield)
+                if stop:
+                    self.report.stop_reason = stop
+                    break
+                candidates = [c for c in plan_candidates(self.store, self.options) if c.phase.run_id not in skip]
+                if not candidates:
+                    self.report.stop_reason = "nothing left to drain"
+                    break
+                result = self._drain_candidate(candidates[0], executor_id, skip)
+                if result is None:
+                    continue
+                self.report.results.append(result)
+                zero_yield = 0 if result.state == "complete" else zero_yield + 1
+        self.report.elapsed_s = self.clock() - started
+        return self.report
+
+    def _stop_reason(self, zero_yield: int) -> str | None:
+        o = self.options
+        if len(self.report.results) >= o.batch_size:
+            return f"batch size {o.batch_size} reached"
+        if o.max_consecutive_zero_yield and zero_yield >= o.max_consecutive_zero_yield:
+            return f"{zero_yield} consecutive phases without a completion"
+        if o.max_minutes is not None and self.report.elapsed_s >= o.max_minutes * 60:
+            return f"time budget of {o.max_minutes:g} min used"
+        if o.max_cost_usd is not None and self.report.cost_usd >= o.max_cost_usd:
+            return f"cost cap reached: spent ${self.report.cost_usd:.4f} of ${o.max_cost_usd:.4f}"
+        return None
+
+    def _cost(self, executor_id: str) -> float:
+        from autopack.store.drains import executor_cost
+
+        return executor_cost(self.store, executor_id)
+
+    def _drain_candidate(self, candidate: Candidate, executor_id: str, skip: set[str]) -> PhaseResult | None:
+        from autopack.launch import open_run, run_lock
+
+        run_id = candidate.phase.run_id
+        lock = run_lock(self.settings, run_id)
+        try:
+            lock.acquire()
+        except Busy:
+            if self.options.run_id:
+                raise
+            skip.add(run_id)
+            self.report.busy_runs.append(run_id)
+            self.observer.notify("run_busy", run_id=run_id)
+            return None
+        try:
+            try:
+                run, plan, builder, model = self._run_parts(run_id)
+            except AutopackError as exc:
+                if self.options.run_id:
+                    raise
+                skip.add(run_id)
+                self.report.unavailable_runs[run_id] = str(exc)
+                self.observer.notify("run_unavailable", run_id=run_id, message=str(exc))
+                return None
+            ctx = open_run(self.store, self.settings, plan, run, builder, model, self.observer, executor_id)
+            return self._execute(ctx, candidate, executor_id)
+        finally:
+            lock.release()
+
+    def _run_parts(self, run_id: str) -> tuple[Any, Any, Any, str]:
+        from autopack.launch import make_builder, resume_target
+
+        if run_id not in self._builders:
+            plan, run = resume_target(self.store, self.settings, run_id)
+            builder, model = make_builder(self.settings, plan, None)
+            self._builders[run_id] = (plan, builder, model)
+        plan, builder, model = self._builders[run_id]
+        return self.store.get_run(run_id), plan, builder, model
+
+    def _execute(self, ctx: Any, candidate: Candidate, executor_id: str) -> PhaseResult | None:
+        from autopack.store.drains import requeue_phase
+
+        phase = self.store.phase(candidate.phase.run_id, candidate.phase.phase_id)
+        if phase.state == "failed":
+            requeue_phase(self.store, phase.pk)
+        return execute_claimed(ctx, phase.pk, executor_id, self.settings, self.observer)
+
+    def rescue_stale(self) -> None:
+        """Rescue claims whose lease expired with a silent executor, for runs nobody holds."""
+        from autopack.launch import run_lock
+        from autopack.store.drains import stale_claims
+        from autopack.store.runs import utcnow
+
+        for run_id in sorted({r for r, _, _ in stale_claims(self.store, utcnow(), self.settings.lease_s)}):
+            lock = run_lock(self.settings, run_id)
+            try:
+                lock.acquire()
+            except Busy:
+                continue
+            try:
+                for phase_id in self.store.rescue_run(run_id):
+                    self.observer.notify("recovered", phase_id=f"{run_id}/{phase_id}",
+                                         what="expired lease of a dead executor; phase requeued")
+            finally:
+                lock.release()
+
+
+def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, observer: Any) -> PhaseResult | None:
+    """Claim a queued phase and give it one pass; None when someone else claimed it first."""
+    from autopack.runner import execute_phase
+    from autopack.store.drains import park_if_stuck
+
+    store = ctx.store
+    phase = next(p for p in store.phases(ctx.run.id) if p.pk == phase_pk)
+    claimed = store.claim(ctx.run.id, phase.phase_id, executor_id, settings.lease_s)
+    if claimed is None:
+        return None
+    started = time.monotonic()
+    state = execute_phase(ctx, claimed)
+    store.skip_blocked(ctx.run.id)
+    parked = None
+    if state == "failed":
+        parked = park_if_stuck(store, claimed.pk, identical=settings.park_after_identical_failures,
+                               max_attempts=settings.park_after_attempts)
+        if parked:
+            observer.notify("parked", phase_id=claimed.phase_id, reason=parked)
+    final = store.phase(ctx.run.id, claimed.phase_id)
+    reasons = tuple((final.decision or {}).get("reasons", ()))
+    return PhaseResult(ctx.run.id, final.phase_id, final.state, final.attempts, final.failure_kind,
+                       final.failure_message or "", reasons, time.monotonic() - started, parked)
+
+
+def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: bool, observer: Any) -> PhaseResult:
+    """One pass at exactly this phase: a failed phase is requeued; a complete one only with force."""
+    from autopack.launch import executor, make_builder, open_run, resume_target, run_lock
+    from autopack.store.drains import requeue_phase, unmet_dependencies
+
+    plan, run = resume_target(store, settings, run_id)
+    phase = store.phase(run_id, phase_id)
+    if phase is None:
+        known = ", ".join(p.phase_id for p in store.phases(run_id))
+        raise UsageError(f"run '{run_id}' has no phase '{phase_id}' (phases: {known})")
+    builder, model = make_builder(settings, plan, None)
+    with run_lock(settings, run_id), executor(store, settings, run_id) as executor_id:
+        ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id)
+        phase = store.phase(run_id, phase_id)
+        if phase.state == "complete" and not force:
+            raise UsageError(f"phase '{phase_id}' of run '{run_id}' is already complete (commit "
+                             f"{(phase.commit or '')[:10]}); use --force to run it again")
+        unmet = unmet_dependencies(store, phase.pk)
+        if unmet:
+            raise UsageError(f"phase '{phase_id}' depends on {', '.join(unmet)}, not complete yet; "
+                             f"drain those first")
+        if phase.state != "queued":
+            requeue_phase(store, phase.pk)
+        result = execute_claimed(ctx, phase.pk, executor_id, settings, observer)
+    if result is None:
+        raise Busy(f"phase '{phase_id}' of run '{run_id}' was claimed by another executor; try again later")
+    return result
