@@ -61,7 +61,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 minimum=1),
     SettingSpec("context_max_bytes", int, 200_000, "total bytes of scope and context files "
                 "shown to the builder", minimum=0),
-    SettingSpec("builder_max_tokens", int, 16_000, "max_tokens of a builder call", minimum=1),
+    SettingSpec("builder_max_tokens_cap", int, 64000, "largest max_tokens of a builder call, "
+                "escalation included (budgets are estimated per phase below it)", minimum=1024),
+    SettingSpec("escalation_after_failures", int, 0, "use the escalation model after this many "
+                "failed attempts in a pass (0: only for a pass's last attempt)", minimum=0),
+    SettingSpec("doctor_max_per_phase", int, 2, "doctor diagnoses per phase (durable across "
+                "passes)", minimum=0),
+    SettingSpec("doctor_max_per_run", int, 10, "doctor diagnoses per run", minimum=0),
     SettingSpec("api_max_retries", int, 2, "retries of a failed API request (429, 5xx, "
                 "connection errors)", minimum=0),
     SettingSpec("lease_s", int, 120, "seconds a claimed phase stays leased without a heartbeat "
@@ -91,7 +97,10 @@ class Settings:
     phase_timeout_s: int
     max_output_bytes: int
     context_max_bytes: int
-    builder_max_tokens: int
+    builder_max_tokens_cap: int
+    escalation_after_failures: int
+    doctor_max_per_phase: int
+    doctor_max_per_run: int
     api_max_retries: int
     lease_s: int
     heartbeat_s: int

@@ -50,35 +50,76 @@ def resume_target(store: Any, settings: Any, run_id: str) -> tuple[PlanSpec, Any
     return plan_from_dict(run.plan, Path(run.plan_path), default_max_attempts=settings.max_attempts), run
 
 
-def make_builder(settings: Any, plan: PlanSpec, cassette_path: Path | None):
-    """The builder for this run: the cassette's, or the live API's (which needs a key)."""
+def make_builder(settings: Any, plan: PlanSpec, cassette_path: Path | None, record_path: Path | None = None):
+    """The builder for this run: the cassette's, or the live API's (which needs a key).
+
+    With ``record_path`` every live exchange is also written there as a cassette.
+    """
     from autopack.llm.builder import ClaudeBuilder
-    from autopack.llm.cassette import Cassette
+    from autopack.llm.cassette import Cassette, CassetteRecorder
     from autopack.llm.client import make_client_factory
 
     path = cassette_path or plan.run.cassette
     cassette = Cassette.load(path) if path else None
-    factory = make_client_factory(cassette=cassette, api_key=os.environ.get("ANTHROPIC_API_KEY") or None,
-                                  max_retries=settings.api_max_retries)
+    api_key = os.environ.get("ANTHROPIC_API_KEY") or None
+    if record_path is not None and cassette is not None:
+        raise UsageError(f"--record {record_path}: recording needs a live run, but a cassette ({path}) is "
+                         "selected; remove run.cassette / --cassette to record")
+    recorder = CassetteRecorder(record_path) if record_path is not None else None
+    factory = make_client_factory(cassette=cassette, api_key=api_key, max_retries=settings.api_max_retries,
+                                  recorder=recorder)
     model = plan.run.models.get("builder") or settings.builder_model
-    return ClaudeBuilder(factory, model=model, max_tokens=settings.builder_max_tokens, cassette=cassette), model
+    cap = settings.builder_max_tokens_cap
+    return ClaudeBuilder(factory, model=model, max_tokens=cap, cassette=cassette, budget_cap=cap), model
 
 
-def record_run(store: Any, settings: Any, plan: PlanSpec):
-    """Create the run's record (all phases queued) after checking its repository and base."""
+def model_warnings(settings: Any, plan: PlanSpec) -> list[str]:
+    """One warning per configured model the SDK lists as deprecated, naming its end-of-life date."""
+    from autopack.llm.client import deprecation_warning
+
+    models = {plan.run.models.get(role) or getattr(settings, f"{role}_model")
+              for role in ("builder", "doctor", "escalation")}
+    return [w for w in (deprecation_warning(m) for m in sorted(models)) if w]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """Where a new run will work: checked before the database or the repository is touched."""
+
+    toplevel: Path
+    subdir: str
+    base_commit: str
+    branch: str
+    worktree: Path
+
+
+def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
+    """Check the plan's repository, base ref and run branch; errors name the plan file and key."""
     from autopack.workspace import Workspace, locate_repo, resolve_ref
 
-    location = locate_repo(plan.run.repo)
-    base_commit = resolve_ref(location.toplevel, plan.run.base)
+    try:
+        location = locate_repo(plan.run.repo)
+    except UsageError as exc:
+        raise UsageError(f"{plan.path}: run.repo: {exc}") from None
+    try:
+        base_commit = resolve_ref(location.toplevel, plan.run.base)
+    except UsageError as exc:
+        raise UsageError(f"{plan.path}: run.base: {exc}") from None
     branch = f"autopack/{plan.run.id}"
     worktree = settings.worktrees_dir / plan.run.id
     if Workspace(location.toplevel, worktree, branch, location.subdir).branch_exists():
         raise UsageError(
-            f"branch {branch} already exists in {location.toplevel} but no run '{plan.run.id}' is recorded "
-            f"in {settings.db}; delete the branch (git branch -D {branch}) or give the plan a new run.id"
+            f"{plan.path}: run.id: branch {branch} already exists in {location.toplevel} but no run "
+            f"'{plan.run.id}' is recorded in {settings.db}; delete the branch (git branch -D {branch}) "
+            "or give the plan a new run.id"
         )
-    return store.create_run(plan=plan, repo_root=location.toplevel, subdir=location.subdir,
-                            base_commit=base_commit, branch=branch, worktree=worktree)
+    return NewRun(location.toplevel, location.subdir, base_commit, branch, worktree)
+
+
+def record_run(store: Any, plan: PlanSpec, target: NewRun):
+    """Create the run's record, all phases queued, for a checked target."""
+    return store.create_run(plan=plan, repo_root=target.toplevel, subdir=target.subdir,
+                            base_commit=target.base_commit, branch=target.branch, worktree=target.worktree)
 
 
 def run_lock(settings: Any, run_id: str) -> RunLock:
@@ -97,28 +138,43 @@ def executor(store: Any, settings: Any, run_id: str | None = None) -> Iterator[s
 
 
 def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
-             observer: Any, executor_id: str) -> Any:
+             observer: Any, executor_id: str, extra_caps: tuple = ()) -> Any:
     """A ready RunContext for a run whose lock the caller holds: worktree ensured, state recovered."""
+    from autopack.caps import CostCap
+    from autopack.llm.doctor import Doctor
     from autopack.runner import RunContext
     from autopack.workspace import Workspace
 
     workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
     workspace.ensure(run.base_commit)
     recover(store, run, workspace, observer)
+    caps = tuple(extra_caps)
+    if plan.run.limits.get("max_cost_usd"):
+        caps += (CostCap("run.limits.max_cost_usd", float(plan.run.limits["max_cost_usd"]),
+                         lambda: store.run_cost(run.id)),)
+    doctor = Doctor(builder.client_factory, model=plan.run.models.get("doctor") or settings.doctor_model,
+                    cassette=builder.cassette)
     return RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
                       settings=settings, executor_id=executor_id,
                       artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
-                      builder_model=model)
+                      builder_model=model,
+                      escalation_model=plan.run.models.get("escalation") or settings.escalation_model,
+                      doctor=doctor, cost_caps=caps)
 
 
 def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
-            observer: Any, *, retry_failed: bool = False) -> RunResult:
+            observer: Any, *, retry_failed: bool = False, max_cost_usd: float | None = None) -> RunResult:
     """Run the recorded run under its lock: recover, optionally requeue failures, execute."""
     from autopack.runner import execute_run
     from autopack.store.queries import derive_run_state
 
     with run_lock(settings, run.id), executor(store, settings, run.id) as executor_id:
-        ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id)
+        caps = ()
+        if max_cost_usd is not None:
+            from autopack.caps import CostCap
+
+            caps = (CostCap("--max-cost", max_cost_usd, lambda: store.run_cost(run.id)),)
+        ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id, caps)
         if retry_failed:
             requeued = store.requeue_failed(run.id)
             if requeued:

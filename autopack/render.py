@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queued": "dim",
@@ -20,7 +20,19 @@ STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queue
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=not sys.stdout.isatty())
+    # markup=False: goals, test ids and failure messages are user text; "[/x]" in one must print as is.
+    return Console(stderr=stderr, highlight=False, markup=False, emoji=False,
+                   soft_wrap=not sys.stdout.isatty())
+
+
+def _id_column(header: str, ids: list[str]) -> Column:
+    """A column wide enough that ids (which scripts grep for) are never cut, even at 80 columns."""
+    return Column(header, min_width=max([len(header), *map(len, ids)]))
+
+
+def _path_column(header: str) -> Column:
+    """Paths wrap onto the next line instead of being cut with an ellipsis."""
+    return Column(header, overflow="fold", min_width=len(header))
 
 
 def _state(state: str) -> Text:
@@ -38,46 +50,112 @@ def print_plan(plan: Any) -> None:
     out = console()
     out.print(f"run {plan.run.id}: {plan.run.goal}")
     out.print(f"repository {plan.run.repo}  base {plan.run.base or 'HEAD'}  tests `{plan.run.test_command}`")
-    table = Table("#", "phase", "category", "scope", "deliverables", "depends on", "attempts")
+    table = Table("#", _id_column("phase", [phase.id for phase in plan.phases]), "category",
+                  _path_column("scope"), _path_column("deliverables"), "depends on", "attempts")
     for n, phase in enumerate(plan.execution_order(), 1):
-        scope = ", ".join(phase.scope) if phase.scope is not None else f"(free text) {phase.scope_text}"
-        table.add_row(str(n), f"{phase.id}\n[dim]{phase.goal}[/dim]", f"{phase.category}/{phase.complexity}",
-                      scope, ", ".join(phase.deliverables) or "-", ", ".join(phase.depends_on) or "-",
-                      str(phase.max_attempts))
+        scope = "\n".join(phase.scope) if phase.scope is not None else f"(free text) {phase.scope_text}"
+        table.add_row(str(n), Text.assemble(phase.id, "\n", (phase.goal, "dim")),
+                      f"{phase.category}\n{phase.complexity}", scope, "\n".join(phase.deliverables) or "-",
+                      ", ".join(phase.depends_on) or "-", str(phase.max_attempts))
     out.print(table)
     for warning in plan.warnings:
         console(stderr=True).print(f"warning: {warning}")
 
 
-def print_runs(runs: list[dict[str, Any]]) -> None:
-    out = console()
+def print_runs(runs: list[dict[str, Any]], activity: dict[str, Any] | None = None) -> None:
+    console().print(status_view({"runs": runs, **(activity or {})}))
+
+
+def status_view(snapshot: dict[str, Any]) -> Any:
+    """The list view (runs, executors at work, stale executors, waiting phases), or one run's view."""
+    from rich.console import Group
+
+    if "run" in snapshot:
+        return Group(*_run_status_parts(snapshot))
+    runs = snapshot.get("runs", [])
     if not runs:
-        out.print("no runs yet: `autopack run PLAN` starts one")
-        return
+        return Text("no runs yet: `autopack run PLAN` starts one")
     table = Table("run", "state", "phases", "tokens in/out", "cost", "updated")
     for run in runs:
         phases = " ".join(f"{n} {state}" for state, n in run["phases"].items())
         tokens = f"{run['tokens']['input']:,}/{run['tokens']['output']:,}"
         table.add_row(run["id"], _state(run["state"]), phases, tokens, _cost(run), _ago(run["updated_at"]))
-    out.print(table)
+    parts: list[Any] = [table]
+    if snapshot.get("executors"):
+        executors = Table("executor pid", "host", "run", "phase", "step", "heartbeat", title="at work")
+        for e in snapshot["executors"]:
+            executors.add_row(str(e["pid"]), e["host"], e["run"] or "-", e["phase"] or "-", e["step"] or "-",
+                              f"{e['heartbeat_age_s']:.0f}s ago")
+        parts.append(executors)
+    for e in snapshot.get("stale_executors", []):
+        parts.append(Text(f"stale: executor pid {e['pid']} on {e['host']} (run {e['run'] or '-'}) has not "
+                          f"sent a heartbeat for {e['heartbeat_age_s']:.0f}s; the next drain or run rescues its work",
+                          style="yellow"))
+    waiting = snapshot.get("waiting_phases", [])
+    if waiting:
+        parts.append(Text(f"{len(waiting)} phase(s) queued with no executor at work, the oldest for "
+                          f"{waiting[0]['queued_for_s'] // 60} min ({waiting[0]['run']}/{waiting[0]['phase']}): "
+                          "`autopack drain` executes them", style="yellow"))
+    return Group(*parts)
+
+
+def print_stats(report: dict[str, Any]) -> None:
+    """`status --stats`: telemetry over the store (or one run)."""
+    out = console()
+    scope = f"run {report['run_id']}" if report.get("run_id") else "all runs"
+    if not report.get("builder_calls"):
+        out.print(f"no builder calls recorded yet ({scope})")
+        return
+    doctor = report["doctor"]
+    lines = [
+        f"telemetry for {scope}",
+        f"builder calls: {report['builder_calls']}, truncated: {report['truncated_calls']} "
+        f"(rate {report['truncation_rate']:.1%})",
+        f"escalations: {report['escalations']}, completed after escalation: {report['completed_after_escalation']}",
+        f"doctor: {doctor['calls']} calls, {doctor['skipped']} skipped "
+        f"({', '.join(f'{k}: {v}' for k, v in doctor['skipped_by_reason'].items()) or '-'}), "
+        f"~{doctor['tokens_avoided']:,} tokens avoided",
+        f"cache hit ratio: {report['cache_hit_ratio']:.1%}" if report["cache_hit_ratio"] is not None else "cache: -",
+        f"cost: ${report['cost_usd']:.4f}" + (f" (+{report['unpriced_calls']} unpriced calls)" if report["unpriced_calls"] else "")
+        + (f", ${report['cost_per_completed_phase']:.4f} per completed phase" if report["cost_per_completed_phase"] else ""),
+    ]
+    for line in lines:
+        out.print(line)
+    if report["estimation_smape"]:
+        table = Table("category", "complexity", "calls", "estimation error (SMAPE)", title="token budget estimates")
+        for row in report["estimation_smape"]:
+            table.add_row(row["category"], row["complexity"], str(row["calls"]), f"{row['smape']:.1%}")
+        out.print(table)
+    if report["failure_kinds"]:
+        table = Table("failure kind", "attempts", title="failures")
+        for kind, n in report["failure_kinds"].items():
+            table.add_row(kind, str(n))
+        out.print(table)
 
 
 def print_run_status(status: dict[str, Any]) -> None:
-    out = console()
+    console().print(status_view(status))
+
+
+def _run_status_parts(status: dict[str, Any]) -> list[Any]:
     run = status["run"]
-    out.print(Text.assemble(f"run {run['id']}  ", _state(run["state"]), f"  branch {run['branch']}"))
-    out.print(f"goal: {run['goal']}")
     tokens = run["tokens"]
-    out.print(f"tokens: {tokens['input']:,} in, {tokens['output']:,} out, {tokens['cache_read']:,} cache read, "
-              f"{tokens['cache_write']:,} cache write   cost: {_cost(run)}")
+    parts: list[Any] = [
+        Text.assemble(f"run {run['id']}  ", _state(run["state"]), f"  branch {run['branch']}"),
+        Text(f"goal: {run['goal']}"),
+        Text(f"tokens: {tokens['input']:,} in, {tokens['output']:,} out, {tokens['cache_read']:,} cache read, "
+             f"{tokens['cache_write']:,} cache write   cost: {_cost(run)}"),
+    ]
     for executor in run["executors"]:
-        out.print(f"executor pid {executor['pid']} on {executor['host']}: {executor['phase'] or '-'} "
-                  f"{executor['step'] or ''} (heartbeat {_ago(executor['heartbeat_at'])})")
-    out.print(phase_table(status["phases"]))
+        parts.append(Text(f"executor pid {executor['pid']} on {executor['host']}: {executor['phase'] or '-'} "
+                          f"{executor['step'] or ''} (heartbeat {_ago(executor['heartbeat_at'])})"))
+    parts.append(phase_table(status["phases"]))
+    return parts
 
 
 def phase_table(phases: list[dict[str, Any]]) -> Table:
-    table = Table("phase", "state", "attempts", "commit", "verdict / why")
+    table = Table(_id_column("phase", [phase["id"] for phase in phases]), "state", "attempts", "commit",
+                  "verdict / why")
     for phase in phases:
         why = ""
         if phase["decision"]:
@@ -225,6 +303,11 @@ class DrainLiveObserver(LiveObserver):
         line = super()._status()
         line.append(f"   phases done {self.completed + self.failed}: {self.completed} complete, {self.failed} failed")
         return line
+
+
+def run_observer() -> Any:
+    """`autopack run`'s progress: the live view on a terminal, timestamped lines otherwise."""
+    return LiveObserver() if sys.stdout.isatty() else _PlainContext()
 
 
 def drain_observer(quiet: bool) -> Any:

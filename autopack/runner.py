@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from autopack.advice import advise
+from autopack.caps import CostCap, CostCapReached, estimate_call_usd
 from autopack.edits import EditError, apply_edits
 from autopack.errors import Interrupted
 from autopack.failures import Failure, digest
@@ -21,7 +23,7 @@ from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
 
 PROTECTED_PATHS = (".git", ".autopack")
 # A builder or environment failure that another attempt in this pass cannot fix.
-ENDS_PASS = ("api_error", "cassette_exhausted")
+ENDS_PASS = ("api_error", "cassette_exhausted", "context_window")
 
 
 class Observer(Protocol):
@@ -49,6 +51,9 @@ class RunContext:
     artifacts: Path
     observer: Observer = field(default_factory=SilentObserver)
     builder_model: str = ""
+    escalation_model: str = ""  # the model ladder's top rung: the last attempt of a pass
+    doctor: Any = None  # llm.doctor.Doctor, or None to go without diagnoses
+    cost_caps: tuple[CostCap, ...] = ()
 
     @property
     def test_command(self) -> str:
@@ -65,6 +70,9 @@ class AttemptOutcome:
     failure: Failure | None = None
     digest: str | None = None
     decision: dict | None = None
+    attempt: Any = None
+    output_tail: str = ""
+    failing: tuple = ()
 
 
 def execute_run(ctx: RunContext) -> dict[str, int]:
@@ -91,19 +99,34 @@ def execute_phase(ctx: RunContext, phase: Any) -> str:
     previous = _previous_digest(phase)
     attempts_left = phase.max_attempts - phase.pass_attempts
     outcome: AttemptOutcome | None = None
-    for _ in range(max(attempts_left, 1)):
-        outcome = run_attempt(ctx, phase, spec, previous)
+    attempts_left = max(attempts_left, 1)
+    for n in range(attempts_left):
+        last = n == attempts_left - 1
+        model = _model_for(ctx, phase, last)
+        outcome = run_attempt(ctx, phase, spec, previous, model)
         if outcome.complete:
             return "complete"
-        previous = outcome.digest
         if outcome.failure.kind in ENDS_PASS:
             break
+        previous = outcome.digest
+        if not last:
+            previous = advise(ctx, phase, spec, outcome.attempt, outcome.failure, outcome.digest,
+                              outcome.output_tail, outcome.failing)
     failure = outcome.failure
     ctx.store.fail_phase(phase.pk, state="failed", kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=outcome.decision)
     ctx.observer.notify("phase_finished", phase_id=phase.phase_id, state="failed",
                         kind=failure.kind, message=failure.message)
     return "failed"
+
+
+def _model_for(ctx: RunContext, phase: Any, last: bool) -> str:
+    """The model ladder: the builder model, the escalation model for a pass's last attempt
+    (when the pass has more than one) or after `escalation_after_failures` failures in the pass."""
+    after = ctx.settings.escalation_after_failures
+    failures_so_far = ctx.store.phase(ctx.run.id, phase.phase_id).pass_attempts
+    escalate = (last and phase.max_attempts > 1) or (after > 0 and failures_so_far >= after)
+    return ctx.escalation_model if escalate and ctx.escalation_model else ctx.builder_model
 
 
 def _previous_digest(phase: Any) -> str | None:
@@ -113,10 +136,12 @@ def _previous_digest(phase: Any) -> str | None:
     return digest(Failure(phase.failure_kind, phase.failure_message or ""), phase.decision)
 
 
-def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | None) -> AttemptOutcome:
+def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | None,
+                model: str | None = None) -> AttemptOutcome:
     """One attempt: baseline, builder, apply, tests, finalize, then commit or reset."""
     store, ws = ctx.store, ctx.workspace
-    attempt = store.start_attempt(phase.pk, ctx.executor_id, ctx.builder_model)
+    model = model or ctx.builder_model
+    attempt = store.start_attempt(phase.pk, ctx.executor_id, model)
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
     notify = ctx.observer.notify
@@ -134,12 +159,20 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
             run_goal=ctx.plan.run.goal, phase_id=spec.id, phase_goal=spec.goal, category=spec.category,
             complexity=spec.complexity, acceptance=spec.acceptance, scope=spec.scope,
             scope_text=spec.scope_text, deliverables=spec.deliverables, files=files,
-            omitted_files=omitted, attempt=attempt.number, failure_digest=previous_digest,
+            omitted_files=omitted, attempt=attempt.number, failure_digest=previous_digest, model=model,
         )
-        result = ctx.builder.build(request)
+        budget = _budget(ctx, phase, spec, files)
+        estimate = estimate_call_usd(model, sum(map(len, files.values())) + len(previous_digest or ""),
+                                     budget.max_tokens)
+        for cap in ctx.cost_caps:
+            cap.check(estimate)
+        store.update_attempt(attempt.id, budget=budget.max_tokens, budget_source=budget.source)
+        result = ctx.builder.build(request, budget.max_tokens)
         timings["builder_ms"] = int((time.monotonic() - t0) * 1000)
         store.record_calls(ctx.run.id, phase.phase_id, attempt.id, "builder", result.calls)
         notify("llm_call", phase_id=phase.phase_id, calls=result.calls)
+        if result.escalation is not None:
+            _record_escalation(ctx, phase, attempt, result.escalation)
         if result.failure_kind:
             return _fail(ctx, phase, attempt, started, timings, Failure(result.failure_kind, result.message))
 
@@ -168,7 +201,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
                        | set(decision.delta.collection_errors)]
             failure = Failure(decision.failure_kind or "regression", "; ".join(decision.reasons))
             return _fail(ctx, phase, attempt, started, timings, failure, decision_dict,
-                         digest(failure, decision_dict, failing, report.output_tail))
+                         digest(failure, decision_dict, failing, report.output_tail),
+                         output_tail=report.output_tail, failing=tuple(failing))
 
         _step(ctx, phase, attempt, "commit")
         store.update_attempt(attempt.id, decision=decision_dict)  # before the commit: recovery reads it
@@ -184,8 +218,37 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
                reasons=decision.reasons, attempt=attempt.number)
         return AttemptOutcome(True, decision=decision_dict)
     except KeyboardInterrupt:
-        _interrupted(ctx, phase, attempt, started, timings)
+        _interrupted(ctx, phase, attempt, started, timings, Failure("interrupted", "interrupted by the user or a signal"))
         raise Interrupted("interrupted: the attempt was recorded as interrupted and the worktree reset") from None
+    except CostCapReached as exc:
+        _interrupted(ctx, phase, attempt, started, timings, Failure("cost_cap", str(exc)))
+        raise
+
+
+def _budget(ctx: RunContext, phase: Any, spec: Any, files: dict[str, str]) -> Any:
+    """This attempt's max_tokens: a persisted escalated budget, history, or the heuristic."""
+    from autopack.llm.budget import estimate_budget
+    from autopack.store.budgets import escalated_budget, output_history
+
+    scope_files = {p: c for p, c in files.items() if spec.scope is None or any(
+        p == s or (s.endswith("/") and p.startswith(s)) for s in spec.scope)}
+    return estimate_budget(
+        category=spec.category, complexity=spec.complexity, deliverables=len(spec.deliverables),
+        scope_files=len(scope_files), scope_bytes=sum(len(c) for c in scope_files.values()),
+        history=output_history(ctx.store, spec.category, spec.complexity),
+        persisted=escalated_budget(ctx.store, phase.pk), cap=ctx.settings.builder_max_tokens_cap,
+    )
+
+
+def _record_escalation(ctx: RunContext, phase: Any, attempt: Any, escalation: Any) -> None:
+    """Persist the escalated budget on the phase (later attempts and drains start from it)."""
+    from autopack.store.budgets import set_escalated_budget
+
+    set_escalated_budget(ctx.store, phase.pk, escalation.new)
+    ctx.store.add_event(ctx.run.id, "escalation", {
+        "reason": escalation.reason, "utilisation": round(escalation.utilisation, 4),
+        "base": escalation.base, "new": escalation.new}, phase.phase_id, attempt.id)
+    ctx.observer.notify("escalation", phase_id=phase.phase_id, base=escalation.base, new=escalation.new)
 
 
 def _step(ctx: RunContext, phase: Any, attempt: Any, step: str, state: str | None = None) -> None:
@@ -242,7 +305,8 @@ def _confirm_failures(ctx: RunContext, attempt_id: int, baseline: TestReport, re
 
 
 def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
-          failure: Failure, decision: dict | None = None, text: str | None = None) -> AttemptOutcome:
+          failure: Failure, decision: dict | None = None, text: str | None = None,
+          output_tail: str = "", failing: tuple = ()) -> AttemptOutcome:
     """Save the attempt's change as a patch, reset the worktree, record the failure."""
     patch_path = _save_patch(ctx, phase.phase_id, attempt.number)
     ctx.workspace.reset_clean()
@@ -252,7 +316,7 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
     ctx.store.set_step(phase.pk, None, "failed", state="executing")
     ctx.observer.notify("attempt_failed", phase_id=phase.phase_id, attempt=attempt.number,
                         kind=failure.kind, message=failure.message)
-    return AttemptOutcome(False, failure, text or digest(failure, decision), decision)
+    return AttemptOutcome(False, failure, text or digest(failure, decision), decision, attempt, output_tail, failing)
 
 
 def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
@@ -266,12 +330,13 @@ def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
     return path
 
 
-def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int]) -> None:
-    """Ctrl-C / SIGTERM: keep the record, leave the phase queued and the worktree clean."""
-    failure = Failure("interrupted", "interrupted by the user or a signal")
+def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
+                 failure: Failure) -> None:
+    """Ctrl-C / SIGTERM / a cost cap: keep the record, leave the phase queued and the worktree clean."""
     _save_patch(ctx, phase.phase_id, attempt.number)
     ctx.workspace.reset_clean()
-    ctx.store.finish_attempt(attempt.id, "interrupted", failure_kind=failure.kind,
+    ctx.store.finish_attempt(attempt.id, "interrupted" if failure.kind == "interrupted" else "cancelled",
+                             failure_kind=failure.kind,
                              failure_message=failure.message, **_times(started, timings))
     ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=None)

@@ -69,8 +69,14 @@ class CapturingFactory:
 
         self.keys.append((role, phase, attempt))
 
+        from autopack.llm.wire import message_to_sse
+
         def handle(request):
-            self.requests.append(json.loads(request.content))
+            sent = json.loads(request.content)
+            self.requests.append(sent)
+            if sent.get("stream"):
+                return httpx2.Response(200, content=message_to_sse(self.body),
+                                       headers={"content-type": "text/event-stream"})
             return httpx2.Response(200, json=self.body)
 
         return anthropic.Anthropic(api_key="test", max_retries=0, timeout=600.0,
@@ -96,6 +102,7 @@ def test_request_shape_tools_cache_control_files_and_failure_digest():
     (sent,) = factory.requests
     assert sent["model"] == "claude-opus-5-5"
     assert sent["max_tokens"] == 32000
+    assert sent["stream"] is True  # above the SDK's non-streaming limit
     assert [tool["name"] for tool in sent["tools"]] == ["write_file", "edit_file", "delete_file"]
     assert sent["tools"] == json.loads(json.dumps(TOOL_DEFINITIONS))
     assert "tool_choice" not in sent
@@ -128,11 +135,12 @@ def test_a_file_containing_backtick_fences_gets_a_longer_fence():
 
 
 def test_max_tokens_stop_is_truncated_and_its_edits_are_never_parsed(tmp_path):
-    result = replay(tmp_path, message_body(WRITE_OPS, stop_reason="max_tokens"))
+    cut = message_body(WRITE_OPS, stop_reason="max_tokens")
+    result = replay(tmp_path, cut, cut)
     assert (result.failure_kind, result.ops) == ("truncated", None)
-    assert "max_tokens=4096" in result.message
-    assert result.calls[0].stop_reason == "max_tokens"
-    assert result.calls[0].status == "ok"
+    assert "max_tokens=4096" in result.message and "max_tokens=8192" in result.message
+    assert [call.stop_reason for call in result.calls] == ["max_tokens", "max_tokens"]
+    assert [call.status for call in result.calls] == ["ok", "ok"]
 
 
 def test_refusal(tmp_path):

@@ -143,7 +143,7 @@ def test_sdk_retry_after_529_consumes_both_lines_and_succeeds(tmp_path):
     assert result.failure_kind is None
     assert [op.tool for op in result.ops] == ["delete_file"]
     assert result.text == "after retry"
-    assert [call.status for call in result.calls] == ["ok"]
+    assert [(call.status, call.http_status) for call in result.calls] == [("error", 529), ("ok", 200)]
     assert cassette.remaining("builder", "p1", 1) == 0
 
 
@@ -158,9 +158,10 @@ def test_529s_past_max_retries_are_an_api_error(tmp_path):
     assert result.failure_kind == "api_error"
     assert result.ops is None
     assert "529" in result.message and "Overloaded" in result.message
-    (call,) = result.calls
-    assert (call.status, call.cost_usd, call.usage.input_tokens) == ("error", None, 0)
-    assert "529" in call.error
+    assert len(result.calls) == 2  # the first try and the SDK's one retry
+    for call in result.calls:
+        assert (call.status, call.http_status, call.cost_usd, call.usage.input_tokens) == ("error", 529, 0.0, 0)
+        assert call.error == "HTTP 529: Overloaded"
     assert cassette.remaining("builder", "p1", 1) == 1
 
 
@@ -180,7 +181,8 @@ def test_retrying_past_the_last_line_fails_as_cassette_exhausted_without_retryin
     result = ClaudeBuilder(factory, model=MODEL, max_tokens=100, cassette=cassette).build(request())
     assert result.failure_kind == "cassette_exhausted"
     assert "phase 'p1' attempt 1" in result.message
-    assert result.calls[0].error == "HTTP 400: cassette exhausted for builder/p1/1"
+    assert [call.error for call in result.calls] == ["HTTP 529: Overloaded",
+                                                     "HTTP 400: cassette exhausted for builder/p1/1"]
 
 
 def test_concurrent_requests_consume_each_line_exactly_once(tmp_path):

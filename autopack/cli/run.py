@@ -21,6 +21,8 @@ def run(
     queue_only: Annotated[bool, typer.Option("--queue-only", help="Record the run with every phase queued; execute nothing.")] = False,
     cassette: Annotated[Optional[Path], typer.Option("--cassette", help="Replay LLM responses from this cassette (offline).")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Give failed phases a new pass (and unskip their dependents).")] = False,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
+    record: Annotated[Optional[Path], typer.Option("--record", help="Write every live LLM exchange to this cassette (needs ANTHROPIC_API_KEY).")] = None,
     db: DbOption = None,
 ) -> None:
     """Carry out PLAN: each phase written by Claude, applied in a worktree, tested and judged.
@@ -47,28 +49,27 @@ def run(
 
     from autopack.store import open_store
 
+    store = open_store(settings.db, create=False)
     if spec is not None:
-        builder, model = launch.make_builder(settings, spec, cassette)
-        store = open_store(settings.db)
-    else:
-        store = open_store(settings.db, create=False)
-        spec, _ = launch.resume_target(store, settings, run_id)
-        builder, model = launch.make_builder(settings, spec, cassette)
-    with store:
-        recorded = launch.recorded_run(store, spec)
+        builder, model = launch.make_builder(settings, spec, cassette, record)
+        recorded = launch.recorded_run(store, spec) if store is not None else None
         if recorded is None:
-            recorded = launch.record_run(store, settings, spec)
+            target = launch.check_new_run(settings, spec)  # before the database is created
+            store = store or open_store(settings.db)
+            recorded = launch.record_run(store, spec, target)
+    else:
+        spec, recorded = launch.resume_target(store, settings, run_id)
+        builder, model = launch.make_builder(settings, spec, cassette, record)
+    for warning in launch.model_warnings(settings, spec):
+        print(f"autopack: warning: {warning}", file=sys.stderr)
+    with store:
         if queue_only:
             print(f"run {spec.run.id}: {len(spec.phases)} phases recorded as queued in {settings.db}")
             return
-        observer = render.LiveObserver() if sys.stdout.isatty() else render.PlainObserver()
-        if isinstance(observer, render.LiveObserver):
-            with observer:
-                result = launch.execute(store, settings, spec, recorded, builder, model, observer,
-                                        retry_failed=retry_failed)
-        else:
+        observer = render.run_observer()
+        with observer:
             result = launch.execute(store, settings, spec, recorded, builder, model, observer,
-                                    retry_failed=retry_failed)
+                                    retry_failed=retry_failed, max_cost_usd=max_cost)
         from autopack.store.queries import run_status
 
         status = run_status(store, result.run_id)

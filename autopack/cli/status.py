@@ -1,9 +1,11 @@
-"""`autopack status`: the runs in the store, or one run phase by phase."""
+"""`autopack status`: the runs in the store, or one run phase by phase; telemetry with --stats."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+import time
+from datetime import datetime, timezone
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,32 +18,69 @@ from autopack.errors import UsageError
 def status(
     run_id: Annotated[Optional[str], typer.Argument(help="Show this run phase by phase.", show_default=False)] = None,
     as_json: JsonOption = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Telemetry: truncation, escalations, estimation error, doctor, failure kinds, cache, cost per phase.")] = False,
+    stats_run: Annotated[Optional[str], typer.Option("--run-id", help="With --stats: only this run.")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh the view every 2 s until Ctrl-C.")] = False,
+    waiting_after: Annotated[float, typer.Option("--waiting-after", min=0, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
     db: DbOption = None,
 ) -> None:
-    """List runs (state, phases by state, cost), or show one run's phases, verdicts and failures."""
+    """List runs (state, phases by state, cost, executors at work), or one run's phases, verdicts and failures."""
     from autopack import render
-    from autopack.store import open_store
-    from autopack.store.queries import STATUS_SCHEMA, list_runs, run_status
 
     settings = load(db)
+    if stats:
+        report = _stats(settings, stats_run or run_id)
+        print(json.dumps(report, indent=2)) if as_json else render.print_stats(report)
+        return
+    if watch and not as_json:
+        from rich.live import Live
+
+        with Live(render.status_view(_snapshot(settings, run_id, waiting_after)), refresh_per_second=1,
+                  console=render.console()) as live:
+            while True:
+                time.sleep(2)
+                live.update(render.status_view(_snapshot(settings, run_id, waiting_after)))
+    snapshot = _snapshot(settings, run_id, waiting_after)
+    if as_json:
+        print(json.dumps(snapshot, indent=2))
+    elif run_id is None:
+        render.print_runs(snapshot["runs"], snapshot)
+    else:
+        render.print_run_status(snapshot)
+
+
+def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float) -> dict[str, Any]:
+    from autopack.store import open_store
+    from autopack.store.activity import activity
+    from autopack.store.queries import STATUS_SCHEMA, list_runs, run_status
+
     store = open_store(settings.db, create=False)
-    if run_id is None:
-        runs = []
+    if run_id is not None:
+        result = None
         if store is not None:
             with store:
-                runs = list_runs(store)
-        if as_json:
-            print(json.dumps({"schema": STATUS_SCHEMA, "runs": runs}, indent=2))
-        else:
-            render.print_runs(runs)
-        return
-    result = None
-    if store is not None:
-        with store:
-            result = run_status(store, run_id)
-    if result is None:
-        raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
-    if as_json:
-        print(json.dumps(result, indent=2))
-    else:
-        render.print_run_status(result)
+                result = run_status(store, run_id)
+        if result is None:
+            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        return result
+    if store is None:
+        return {"schema": STATUS_SCHEMA, "runs": [], "executors": [], "stale_executors": [], "waiting_phases": []}
+    with store:
+        now = datetime.now(timezone.utc)
+        return {"schema": STATUS_SCHEMA, "runs": list_runs(store),
+                **activity(store, now, settings.lease_s, waiting_after_min * 60)}
+
+
+def _stats(settings: Any, run_id: str | None) -> dict[str, Any]:
+    from autopack.store import open_store
+    from autopack.store.stats import telemetry
+
+    store = open_store(settings.db, create=False)
+    if store is None:
+        if run_id:
+            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        return {"schema": 1, "run_id": None, "builder_calls": 0}
+    with store:
+        if run_id and store.get_run(run_id) is None:
+            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        return telemetry(store, run_id)

@@ -2,27 +2,33 @@
 
 ``render_prompt`` builds the request (a stable, cached prefix — system prompt, run goal,
 files — then the phase's variable part); ``ClaudeBuilder.build`` makes the call and turns
-the answer into ``EditOp``s, or into a failure kind the runner records. A response cut off
-by ``max_tokens`` is never parsed, so it can never be applied.
+the answer into ``EditOp``s, or into a failure kind the runner records.
+
+A response that is (or may be) cut off by ``max_tokens`` is never parsed, so it can never
+be applied: the builder records an ``Escalation`` and asks once more with the escalated
+budget (``budget.escalated_budget``); cut off again, the attempt fails as ``truncated``.
+Budgets above ``STREAMING_THRESHOLD`` are streamed.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from autopack.edits import TOOL_DEFINITIONS, EditError, EditOp, parse_tool_uses
+from autopack.llm.budget import DEFAULT_CAP, STREAMING_THRESHOLD, escalated_budget, is_truncated
 from autopack.llm.cassette import Cassette
-from autopack.llm.client import CallRecord, ClientFactory, create_message
+from autopack.llm.client import CallOutcome, CallRecord, ClientFactory, create_message
 
 ROLE = "builder"
 _CACHE = {"type": "ephemeral"}
 _SKIPPED_DIRS = frozenset({".git", ".autopack", "__pycache__", ".pytest_cache", ".mypy_cache",
                            ".ruff_cache", ".venv", "node_modules"})
-_TRUNCATING_STOPS = ("max_tokens", "model_context_window_exceeded")
+_CONTEXT_WINDOW = re.compile(r"prompt is too long|context (window|limit|length)|too many (input )?tokens", re.I)
 
 SYSTEM_PROMPT = """\
 You are the builder of autopack, an autonomous coding agent. You carry out ONE phase of a \
@@ -70,6 +76,17 @@ class BuilderRequest:
     omitted_files: tuple[str, ...]  # paths left out because of the cap
     attempt: int
     failure_digest: str | None = None  # previous attempt's failure, on a retry
+    model: str | None = None  # overrides the builder's model (the runner's model ladder)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """A truncated response and the one retry it earned."""
+
+    reason: str  # the stop_reason ("max_tokens"), or "near_limit" when ≥ 95 % of the budget was used
+    utilisation: float  # output tokens / budget of the truncated response
+    base: int  # the budget that was cut off
+    new: int  # the escalated budget of the retry
 
 
 @dataclass(frozen=True)
@@ -77,67 +94,127 @@ class BuilderResult:
     """The edits to apply (None when nothing may be applied) or why there are none."""
 
     ops: tuple[EditOp, ...] | None
-    failure_kind: str | None  # None | "truncated" | "api_error" | "cassette_exhausted" | "refusal" | "malformed"
+    failure_kind: str | None  # None | truncated | api_error | context_window | cassette_exhausted | refusal | malformed
     message: str  # one line: what happened
     text: str  # the model's prose (text blocks), for the log
-    calls: tuple[CallRecord, ...]
+    calls: tuple[CallRecord, ...]  # one per HTTP request, in order (SDK retries and the escalated call included)
+    escalation: Escalation | None = None
+    model: str | None = None  # the model the calls were made with
 
 
 class Builder(Protocol):
-    def build(self, request: BuilderRequest) -> BuilderResult: ...
+    def build(self, request: BuilderRequest, budget: int | None = None) -> BuilderResult: ...
 
 
 class ClaudeBuilder:
-    """Builds with a Claude model through ``client_factory`` (live or cassette replay)."""
+    """Builds with a Claude model through ``client_factory`` (live, recording or cassette replay)."""
 
     def __init__(self, client_factory: ClientFactory, *, model: str, max_tokens: int,
-                 cassette: Cassette | None = None, clock: Callable[[], float] = time.monotonic):
+                 cassette: Cassette | None = None, clock: Callable[[], float] = time.monotonic,
+                 budget_cap: int = DEFAULT_CAP):
         self.client_factory = client_factory
         self.model = model
         self.max_tokens = max_tokens
         self.cassette = cassette
         self.clock = clock
+        self.budget_cap = budget_cap
 
-    def build(self, request: BuilderRequest) -> BuilderResult:
+    def build(self, request: BuilderRequest, budget: int | None = None) -> BuilderResult:
+        """One attempt: a call at ``budget`` (default: ``max_tokens``), and one escalated call if it was cut off.
+
+        ``budget`` is also recorded as each call's ``predicted_tokens``. The escalated call uses
+        the same (builder, phase, attempt) key, so in a cassette it is that key's next line.
+        """
+        model = request.model or self.model
+        base = budget or self.max_tokens
+        system, messages = render_prompt(request)
+        first = self._call(request, model, base, budget, system, messages)
+        if first is None:
+            return self._no_line(request, model, (), None)
+        if first.message is None:
+            return _failed(first, first.calls, model, None, request)
+        calls, message = first.calls, first.message
+        if message.stop_reason == "model_context_window_exceeded":
+            return BuilderResult(None, "context_window", _CONTEXT_WINDOW_MESSAGE, _text(message), calls, None, model)
+        output = message.usage.output_tokens or 0
+        if not is_truncated(message.stop_reason, output, base):
+            return _interpret(message, calls, model, None)
+        new = escalated_budget(base, cap=self.budget_cap)
+        if new <= base:
+            return BuilderResult(None, "truncated", f"response cut off at max_tokens={base}, which is already the "
+                                 f"cap ({self.budget_cap}); its edits were not applied", _text(message), calls,
+                                 None, model)
+        reason = message.stop_reason if message.stop_reason == "max_tokens" else "near_limit"
+        escalation = Escalation(reason=reason, utilisation=round(output / base, 4), base=base, new=new)
+        second = self._call(request, model, new, budget, system, messages)
+        if second is None:
+            return self._no_line(request, model, calls, escalation)
+        calls += second.calls
+        if second.message is None:
+            return _failed(second, calls, model, escalation, request)
+        retried = second.message
+        if retried.stop_reason == "model_context_window_exceeded":
+            return BuilderResult(None, "context_window", _CONTEXT_WINDOW_MESSAGE, _text(retried), calls,
+                                 escalation, model)
+        if is_truncated(retried.stop_reason, retried.usage.output_tokens or 0, new):
+            return BuilderResult(None, "truncated", f"response cut off at max_tokens={base} and again at the "
+                                 f"escalated max_tokens={new}; its edits were not applied", _text(retried), calls,
+                                 escalation, model)
+        return _interpret(retried, calls, model, escalation)
+
+    def _call(self, request: BuilderRequest, model: str, max_tokens: int, predicted: int | None,
+              system: list[dict], messages: list[dict]) -> CallOutcome | None:
+        """One call at ``max_tokens`` (streamed above the threshold); None when the cassette has no line for it."""
         phase, attempt = request.phase_id, request.attempt
         if self.cassette is not None and not self.cassette.has_next(ROLE, phase, attempt):
-            return BuilderResult(
-                ops=None, failure_kind="cassette_exhausted",
-                message=f"cassette has no builder response for phase '{phase}' attempt {attempt}",
-                text="", calls=(),
-            )
-        system, messages = render_prompt(request)
-        outcome = create_message(
-            self.client_factory(ROLE, phase, attempt), role=ROLE, model=self.model,
-            max_tokens=self.max_tokens, clock=self.clock,
+            return None
+        return create_message(
+            self.client_factory(ROLE, phase, attempt), role=ROLE, model=model, max_tokens=max_tokens,
+            stream=max_tokens > STREAMING_THRESHOLD, clock=self.clock, predicted_tokens=predicted,
             system=system, messages=messages, tools=TOOL_DEFINITIONS,
         )
-        calls = (outcome.record,)
-        if outcome.message is None:
-            if outcome.cassette_exhausted:
-                message = (f"cassette ran out of builder responses for phase '{phase}' attempt {attempt} "
-                           f"while the API client retried")
-                return BuilderResult(None, "cassette_exhausted", message, "", calls)
-            return BuilderResult(None, "api_error", _one_line(f"API error: {outcome.record.error}"), "", calls)
-        return _interpret(outcome.message, self.max_tokens, calls)
+
+    def _no_line(self, request: BuilderRequest, model: str, calls: tuple[CallRecord, ...],
+                 escalation: Escalation | None) -> BuilderResult:
+        which = "escalated builder response" if escalation else "builder response"
+        message = f"cassette has no {which} for phase '{request.phase_id}' attempt {request.attempt}"
+        return BuilderResult(None, "cassette_exhausted", message, "", calls, escalation, model)
 
 
-def _interpret(message, max_tokens: int, calls: tuple[CallRecord, ...]) -> BuilderResult:
-    text = "\n\n".join(block.text for block in message.content if block.type == "text")
-    if message.stop_reason in _TRUNCATING_STOPS:
-        return BuilderResult(
-            None, "truncated",
-            f"response cut off ({message.stop_reason}, max_tokens={max_tokens}); its edits were not applied",
-            text, calls,
-        )
+_CONTEXT_WINDOW_MESSAGE = ("the prompt and answer do not fit the model's context window; narrow the phase "
+                           "(fewer scope/context files) or split it")
+
+
+def _failed(outcome: CallOutcome, calls: tuple[CallRecord, ...], model: str, escalation: Escalation | None,
+            request: BuilderRequest) -> BuilderResult:
+    """The result of a call that returned no message."""
+    if outcome.cassette_exhausted:
+        message = (f"cassette ran out of builder responses for phase '{request.phase_id}' attempt "
+                   f"{request.attempt} while the API client retried")
+        return BuilderResult(None, "cassette_exhausted", message, "", calls, escalation, model)
+    error = outcome.error or "unknown error"
+    if outcome.http_status == 400 and _CONTEXT_WINDOW.search(error):
+        return BuilderResult(None, "context_window", f"{_CONTEXT_WINDOW_MESSAGE} ({error})", "", calls,
+                             escalation, model)
+    return BuilderResult(None, "api_error", _one_line(f"API error: {error}"), "", calls, escalation, model)
+
+
+def _text(message) -> str:
+    return "\n\n".join(block.text for block in message.content if block.type == "text")
+
+
+def _interpret(message, calls: tuple[CallRecord, ...], model: str, escalation: Escalation | None) -> BuilderResult:
+    text = _text(message)
     if message.stop_reason == "refusal":
-        return BuilderResult(None, "refusal", "the model refused to make this change", text, calls)
+        return BuilderResult(None, "refusal", "the model refused to make this change (stop_reason refusal); "
+                             "rephrase the phase goal", text, calls, escalation, model)
     blocks = [{"name": block.name, "input": block.input} for block in message.content if block.type == "tool_use"]
     try:
         ops = tuple(parse_tool_uses(blocks))
     except EditError as problem:
-        return BuilderResult(None, "malformed", _one_line(f"malformed edits: {problem}"), text, calls)
-    return BuilderResult(ops, None, _summary(ops), text, calls)
+        return BuilderResult(None, "malformed", _one_line(f"malformed edits: {problem}"), text, calls,
+                             escalation, model)
+    return BuilderResult(ops, None, _summary(ops), text, calls, escalation, model)
 
 
 def _summary(ops: tuple[EditOp, ...]) -> str:

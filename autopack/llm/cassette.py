@@ -1,8 +1,10 @@
-"""Replay recorded Messages API responses (contract 3) through the SDK's HTTP transport.
+"""Record and replay Messages API responses (contract 3) through the SDK's HTTP transport.
 
 A cassette is JSONL, one line per HTTP exchange, keyed by (role, phase, attempt).
 Every HTTP request the real anthropic client makes for a key consumes that key's next
 unused line, in file order, so the SDK's own retries (429/529 ...) consume several.
+A streamed response is stored as its final message and replayed as an event stream to
+a streaming request (as JSON to a plain one), so a cassette serves both ways.
 """
 
 from __future__ import annotations
@@ -12,13 +14,20 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autopack.errors import CassetteError
+
+if TYPE_CHECKING:
+    import httpx2
 
 ROLES = ("builder", "doctor")
 EXHAUSTED_HEADER = "x-autopack-cassette"  # set to "exhausted" on the synthetic 400 served past the end
 # Recorded framing headers would contradict the re-serialised body, so they are not replayed.
 _FRAMING_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+# The only response headers a recording keeps; request headers (the API key) are never written.
+_RECORDED_HEADERS = ("request-id", "content-type")
+_RECORDED_HEADER_PREFIXES = ("retry-after", "anthropic-ratelimit-")
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ class Cassette:
         import httpx2
 
         def handle(request: httpx2.Request) -> httpx2.Response:
+            streamed = _wants_stream(request)
             entry = self._take(role, phase, attempt)
             if entry is None:
                 message = f"cassette exhausted for {role}/{phase}/{attempt}"
@@ -143,16 +153,81 @@ class Cassette:
                     json={"type": "error", "error": {"type": "invalid_request_error", "message": message}},
                     headers={EXHAUSTED_HEADER: "exhausted", "request-id": "req_cassette_exhausted"},
                 )
-            return _response(httpx2, entry)
+            return _response(httpx2, entry, streamed)
 
         return httpx2.MockTransport(handle)
 
 
-def _response(httpx2, entry: CassetteEntry):
+def _wants_stream(request: httpx2.Request) -> bool:
+    from autopack.llm.wire import request_json
+
+    sent = request_json(request)
+    return sent is not None and sent.get("stream") is True
+
+
+def _response(httpx2, entry: CassetteEntry, streamed: bool = False):
+    from autopack.llm.wire import message_to_sse
+
     headers = {key.lower(): value for key, value in entry.headers.items() if key.lower() not in _FRAMING_HEADERS}
     headers.setdefault("request-id", f"req_cassette_line_{entry.line}")
+    if streamed and entry.status < 400 and isinstance(entry.body, dict):
+        headers["content-type"] = "text/event-stream; charset=utf-8"
+        return httpx2.Response(entry.status, content=message_to_sse(entry.body), headers=headers)
     if isinstance(entry.body, dict):
         headers.setdefault("content-type", "application/json")
         return httpx2.Response(entry.status, content=json.dumps(entry.body).encode(), headers=headers)
     headers.setdefault("content-type", "text/plain; charset=utf-8")
     return httpx2.Response(entry.status, content=entry.body.encode(), headers=headers)
+
+
+class CassetteRecorder:
+    """Writes a cassette from live traffic: one line per HTTP exchange, in completion order.
+
+    The file is created (truncated) when the recorder is made. Each line holds the JSON body
+    sent and the response's status, allow-listed headers and body; a streamed response is
+    stored as its assembled final message. Request headers are never written.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("", encoding="utf-8")
+        except OSError as problem:
+            raise CassetteError(f"{self.path}: cannot write the cassette: {problem.strerror or problem}") from problem
+
+    def transport(self, role: str, phase: str, attempt: int, inner: httpx2.BaseTransport) -> httpx2.BaseTransport:
+        """A transport that forwards to ``inner`` and records each exchange under (role, phase, attempt)."""
+        from autopack.llm.wire import ObservedTransport, is_event_stream
+
+        if role not in ROLES:
+            raise ValueError(f"role {role!r} is not builder or doctor")
+
+        def exchanged(sent: dict | None, response, body, problem: str | None) -> None:
+            if isinstance(body, dict) or (isinstance(body, str) and response.status_code >= 400):
+                headers = recorded_headers(response.headers, streamed=is_event_stream(response))
+                self._write(role, phase, attempt, sent, response.status_code, headers, body)
+
+        return ObservedTransport(inner, exchanged)
+
+    def _write(self, role: str, phase: str, attempt: int, sent: dict | None, status: int,
+               headers: dict[str, str], body: dict | str) -> None:
+        record: dict = {"role": role, "phase": phase, "attempt": attempt}
+        if sent is not None:
+            record["request"] = sent
+        record["response"] = {"status": status, "headers": headers, "body": body}
+        with self._lock, self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def recorded_headers(headers, *, streamed: bool) -> dict[str, str]:
+    """The allow-listed response headers; a stream's content type becomes JSON (its body is stored assembled)."""
+    kept = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name in _RECORDED_HEADERS or name.startswith(_RECORDED_HEADER_PREFIXES):
+            kept[name] = value
+    if streamed:
+        kept["content-type"] = "application/json"
+    return kept

@@ -1,24 +1,28 @@
-"""Anthropic clients (live or cassette replay), and the ledger row of every API call.
+"""Anthropic clients (live, recording or cassette replay), the ledger rows, prices and deprecations.
 
-``make_client_factory`` hands out one client per (role, phase, attempt): a live client,
-or one whose HTTP transport replays that key's cassette lines. ``create_message`` makes
-one Messages API call and always returns a ``CallRecord`` (tokens, cost, latency,
-request id), also when the call failed after the SDK's own retries.
+``make_client_factory`` hands out a client per (role, phase, attempt) whose HTTP transport
+is wrapped by the ledger (``ledger.LedgerTransport``): every HTTP request, the SDK's retries
+included, becomes a ``CallRecord``. ``create_message`` makes one Messages API call (streamed
+when asked) and returns its message and those records, also when the call failed.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from autopack.errors import EnvironmentProblem
+from autopack.errors import EnvironmentProblem, UsageError
 
 if TYPE_CHECKING:
     import anthropic
+    import httpx2
 
-    from autopack.llm.cassette import Cassette
+    from autopack.llm.cassette import Cassette, CassetteRecorder
 
 # USD per million tokens: (input, output, cache write (5 min), cache read).
 PRICES_PER_MTOK: dict[str, tuple[float, float, float, float]] = {
@@ -55,10 +59,23 @@ class Usage:
             cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
         )
 
+    @classmethod
+    def from_json(cls, usage: Any) -> Usage:
+        """From the ``usage`` object of a response body (missing or null fields count 0)."""
+        usage = usage if isinstance(usage, dict) else {}
+
+        def count(key: str) -> int:
+            value = usage.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+        return cls(input_tokens=count("input_tokens"), output_tokens=count("output_tokens"),
+                   cache_read_tokens=count("cache_read_input_tokens"),
+                   cache_write_tokens=count("cache_creation_input_tokens"))
+
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One row of the ledger per API call."""
+    """One row of the ledger per HTTP request (an SDK retry is a row of its own)."""
 
     role: str
     model: str
@@ -70,6 +87,8 @@ class CallRecord:
     cost_usd: float | None
     status: str  # "ok" | "error"
     error: str | None = None
+    http_status: int | None = None  # None when no response arrived (connection error, timeout)
+    predicted_tokens: int | None = None  # the budget estimate this call was made with
 
 
 def model_prices(model: str, prices: Mapping | None = None) -> tuple[float, float, float, float] | None:
@@ -80,6 +99,48 @@ def model_prices(model: str, prices: Mapping | None = None) -> tuple[float, floa
             if name in table:
                 return tuple(table[name])
     return None
+
+
+PRICE_FIELDS = ("input", "output", "cache_write", "cache_read")  # the order of a price tuple
+
+
+def parse_price_overrides(mapping: Mapping, where: str = "prices") -> dict[str, tuple[float, float, float, float]]:
+    """Validate ``{model: {input, output, cache_write, cache_read}}`` (USD per million tokens) into price tuples.
+
+    Raises UsageError naming ``where.model.key`` for an unknown or missing key, or a value that
+    is not a non-negative number.
+    """
+    if not isinstance(mapping, Mapping):
+        raise UsageError(f"{where} must be a table of models, got {type(mapping).__name__}")
+    prices = {}
+    for model, entry in mapping.items():
+        if not isinstance(entry, Mapping):
+            raise UsageError(f"{where}.{model} must be a table with keys {', '.join(PRICE_FIELDS)}")
+        unknown = sorted(set(entry) - set(PRICE_FIELDS))
+        if unknown:
+            raise UsageError(f"{where}.{model}.{unknown[0]} is not a price key; use {', '.join(PRICE_FIELDS)}")
+        values = []
+        for key in PRICE_FIELDS:
+            if key not in entry:
+                raise UsageError(f"{where}.{model}.{key} is missing (USD per million tokens; 0 if free)")
+            value = entry[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise UsageError(f"{where}.{model}.{key} must be a number >= 0 (USD per million tokens), "
+                                 f"got {value!r}")
+            values.append(float(value))
+        prices[str(model)] = tuple(values)
+    return prices
+
+
+def deprecation_warning(model: str) -> str | None:
+    """One line when the SDK lists ``model`` as deprecated, naming its end-of-life date; else None."""
+    from anthropic._data import DEPRECATED_MODELS
+
+    end_of_life = DEPRECATED_MODELS.get(model)
+    if end_of_life is None:
+        return None
+    return (f"model {model} is deprecated and reaches end-of-life on {end_of_life}; "
+            f"set builder_model/doctor_model/escalation_model (or [run.models]) to a current model")
 
 
 def cost_usd(model: str, usage: Usage, prices: Mapping | None = None) -> float | None:
@@ -101,84 +162,121 @@ ClientFactory = Callable[[str, str, int], "anthropic.Anthropic"]  # (role, phase
 
 
 def make_client_factory(*, cassette: Cassette | None, api_key: str | None, max_retries: int = 2,
-                        timeout_s: float = 600.0) -> ClientFactory:
+                        timeout_s: float = 600.0, recorder: CassetteRecorder | None = None,
+                        live_transport: httpx2.BaseTransport | None = None) -> ClientFactory:
     """Clients replaying ``cassette`` when given, else live clients; no cassette and no key is exit 4.
 
-    ``timeout_s`` is always set: the SDK refuses large ``max_tokens`` non-streaming calls without one.
+    Every client's transport is wrapped by the ledger. With a ``recorder`` each live request is
+    also written to its cassette. ``live_transport`` replaces the network (default: an
+    ``httpx2.HTTPTransport`` with TCP keep-alive, honouring HTTPS_PROXY). ``timeout_s`` is
+    always set: the SDK refuses large ``max_tokens`` non-streaming calls without one.
     """
     if cassette is None and not api_key:
         raise EnvironmentProblem(MISSING_KEY_MESSAGE)
-    live: list[anthropic.Anthropic] = []  # one shared live client (connection pool), made on first use
+    if cassette is not None and recorder is not None:
+        raise UsageError("recording needs a live run: drop the cassette (plan `cassette`/--cassette) or --record")
+    shared: dict[str, Any] = {}  # the live transport (connection pool) and, without a recorder, one live client
+    lock = threading.Lock()
+
+    def client_for(transport: httpx2.BaseTransport, key: str) -> anthropic.Anthropic:
+        import anthropic
+
+        from autopack.llm.ledger import LedgerTransport
+
+        http_client = anthropic.DefaultHttpxClient(transport=LedgerTransport(transport))
+        return anthropic.Anthropic(api_key=key, max_retries=max_retries, timeout=timeout_s, http_client=http_client)
+
+    def live() -> httpx2.BaseTransport:
+        if "transport" not in shared:
+            shared["transport"] = live_transport or _network_transport()
+        return shared["transport"]
 
     def factory(role: str, phase: str, attempt: int) -> anthropic.Anthropic:
-        import anthropic
-        import httpx2
-
         if cassette is not None:
-            transport = cassette.transport(role, phase, attempt)
-            return anthropic.Anthropic(
-                api_key=REPLAY_API_KEY, max_retries=max_retries, timeout=timeout_s,
-                http_client=httpx2.Client(transport=transport),
-            )
-        if not live:
-            live.append(anthropic.Anthropic(api_key=api_key, max_retries=max_retries, timeout=timeout_s))
-        return live[0]
+            return client_for(cassette.transport(role, phase, attempt), REPLAY_API_KEY)
+        with lock:
+            if recorder is not None:
+                return client_for(recorder.transport(role, phase, attempt, live()), api_key)
+            if "client" not in shared:
+                shared["client"] = client_for(live(), api_key)
+            return shared["client"]
 
     return factory
 
 
+def _network_transport() -> httpx2.BaseTransport:
+    import httpx2
+
+    proxy = next((os.environ[name] for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(name)), None)
+    return httpx2.HTTPTransport(limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+                                socket_options=[(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)], proxy=proxy)
+
+
 @dataclass(frozen=True)
 class CallOutcome:
-    """A Messages API call: the message when it succeeded, and its ledger row either way."""
+    """A Messages API call: the message when it succeeded, and the ledger rows of its HTTP requests."""
 
     message: Any | None  # anthropic.types.Message
-    record: CallRecord
+    calls: tuple[CallRecord, ...]
+    error: str | None = None  # one line, when there is no message
     http_status: int | None = None  # the final HTTP status of a failed call, None for connection errors
     cassette_exhausted: bool = False  # the SDK retried past the last cassette line for this key
 
 
-def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_tokens: int,
+def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_tokens: int, stream: bool = False,
                    clock: Callable[[], float] = time.monotonic, prices: Mapping | None = None,
-                   **params: Any) -> CallOutcome:
-    """Call ``client.messages.create`` and record it; API errors become an ``error`` record, not an exception."""
+                   predicted_tokens: int | None = None, **params: Any) -> CallOutcome:
+    """One Messages API call (``stream``: through ``messages.stream``); API errors are an outcome, not an exception.
+
+    The rows come from the client's ledger transport; a client without one (a test double)
+    still yields one row for the call.
+    """
     import anthropic
 
     from autopack.llm.cassette import EXHAUSTED_HEADER
+    from autopack.llm.ledger import capture_calls
 
-    started = clock()
+    started = time.monotonic()
+    message, error, http_status, exhausted = None, None, None, False
+    with capture_calls(role, clock=clock, prices=prices, predicted_tokens=predicted_tokens) as calls:
+        try:
+            if stream:
+                with client.messages.stream(model=model, max_tokens=max_tokens, **params) as events:
+                    message = events.get_final_message()
+            else:
+                message = client.messages.create(model=model, max_tokens=max_tokens, **params)
+            if not isinstance(message, anthropic.types.Message):  # the SDK hands back non-JSON bodies as text
+                shown = _one_line(str(message))[:200]
+                message, error = None, f"unusable response: not a Messages API response ({shown})"
+        except anthropic.APIStatusError as problem:
+            detail = problem.api_message or problem.message
+            http_status = problem.status_code
+            error = (f"HTTP {http_status}: {detail}" if http_status >= 400
+                     else f"error event in the response stream: {detail}")
+            exhausted = problem.response.headers.get(EXHAUSTED_HEADER) == "exhausted"
+        except anthropic.APITimeoutError:
+            error = "request timed out (after the SDK's retries)"
+        except anthropic.APIConnectionError as problem:
+            error = f"connection error: {problem.__cause__ or problem.message}"
+        except (anthropic.AnthropicError, ValueError) as problem:  # e.g. a stream the SDK cannot assemble
+            error = f"unusable response: {problem}"
+    rows = tuple(calls) or (_fallback_row(role, model, max_tokens, message, error, started, prices, predicted_tokens),)
+    return CallOutcome(message=message, calls=rows, error=None if message is not None else _one_line(error or ""),
+                       http_status=http_status, cassette_exhausted=exhausted)
 
-    def failed(error: str, request_id: str | None = None, **extra: Any) -> CallOutcome:
-        record = CallRecord(
-            role=role, model=model, max_tokens=max_tokens, usage=Usage(), stop_reason=None,
-            latency_ms=_elapsed_ms(clock, started), request_id=request_id, cost_usd=None,
-            status="error", error=error,
-        )
-        return CallOutcome(message=None, record=record, **extra)
 
-    try:
-        message = client.messages.create(model=model, max_tokens=max_tokens, **params)
-    except anthropic.APIStatusError as problem:
-        detail = problem.api_message or problem.message
-        exhausted = problem.response.headers.get(EXHAUSTED_HEADER) == "exhausted"
-        return failed(f"HTTP {problem.status_code}: {detail}", problem.request_id,
-                      http_status=problem.status_code, cassette_exhausted=exhausted)
-    except anthropic.APITimeoutError:
-        return failed("request timed out (after the SDK's retries)")
-    except anthropic.APIConnectionError as problem:
-        cause = problem.__cause__
-        return failed(f"connection error: {cause or problem.message}")
-    usage = Usage.from_api(message.usage)
-    record = CallRecord(
-        role=role, model=model, max_tokens=max_tokens, usage=usage, stop_reason=message.stop_reason,
-        latency_ms=_elapsed_ms(clock, started), request_id=_request_id(message),
-        cost_usd=cost_usd(model, usage, prices), status="ok",
+def _fallback_row(role: str, model: str, max_tokens: int, message: Any, error: str | None, started: float,
+                  prices: Mapping | None, predicted_tokens: int | None) -> CallRecord:
+    usage = Usage.from_api(message.usage) if message is not None else Usage()
+    return CallRecord(
+        role=role, model=model, max_tokens=max_tokens, usage=usage,
+        stop_reason=message.stop_reason if message is not None else None,
+        latency_ms=max(0, int(round((time.monotonic() - started) * 1000))),
+        request_id=getattr(message, "_request_id", None), cost_usd=cost_usd(model, usage, prices),
+        status="ok" if message is not None else "error", error=error, predicted_tokens=predicted_tokens,
     )
-    return CallOutcome(message=message, record=record)
 
 
-def _elapsed_ms(clock: Callable[[], float], started: float) -> int:
-    return max(0, int(round((clock() - started) * 1000)))
-
-
-def _request_id(message: Any) -> str | None:
-    return getattr(message, "_request_id", None)
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

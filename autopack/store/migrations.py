@@ -38,14 +38,29 @@ def m001_initial(conn: Connection) -> None:
 
 @migration
 def m002_parking_budgets_and_ledger_detail(conn: Connection) -> None:
-    """Parked phases and escalated budgets; predicted tokens and HTTP status per LLM call."""
+    """Parked phases, escalated budgets, each attempt's budget; predicted tokens and HTTP status per call."""
     for table, column, kind in (
         ("phases", "parked_reason", "VARCHAR"),
         ("phases", "escalated_budget", "INTEGER"),
         ("llm_calls", "predicted_tokens", "INTEGER"),
         ("llm_calls", "http_status", "INTEGER"),
+        ("attempts", "budget", "INTEGER"),
+        ("attempts", "budget_source", "VARCHAR"),
     ):
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+@migration
+def m003_read_path_indexes(conn: Connection) -> None:
+    """Indexes for read commands on a large store: usage totals from a covering index, a drain's cost by executor."""
+    conn.exec_driver_sql("DROP INDEX IF EXISTS ix_llm_calls_run_role")  # a prefix of the covering index
+    for statement in (
+        "CREATE INDEX IF NOT EXISTS ix_llm_calls_run_role_usage ON llm_calls (run_id, role, input_tokens, "
+        "output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)",
+        "CREATE INDEX IF NOT EXISTS ix_llm_calls_attempt_id ON llm_calls (attempt_id)",
+        "CREATE INDEX IF NOT EXISTS ix_attempts_executor_id ON attempts (executor_id)",
+    ):
+        conn.exec_driver_sql(statement)
 
 
 @dataclass(frozen=True)

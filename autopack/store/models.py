@@ -112,7 +112,7 @@ class Attempt(SQLModel, table=True):
     phase_pk: int = Field(foreign_key="phases.pk", index=True)
     run_id: str = Field(foreign_key="runs.id", index=True)
     number: int
-    executor_id: Optional[str] = None
+    executor_id: Optional[str] = Field(default=None, index=True)  # a drain's cost cap sums by executor
     state: str = "running"
     step: str = "starting"
     model: Optional[str] = None
@@ -124,6 +124,8 @@ class Attempt(SQLModel, table=True):
     tree_sha: Optional[str] = None
     commit: Optional[str] = None
     patch_path: Optional[str] = None
+    budget: Optional[int] = None
+    budget_source: Optional[str] = None
     builder_ms: int = 0
     tests_ms: int = 0
     wall_ms: int = 0
@@ -189,12 +191,14 @@ class LlmCall(SQLModel, table=True):
     """The ledger: one row per API request, with its tokens and cost."""
 
     __tablename__ = "llm_calls"
-    __table_args__ = (Index("ix_llm_calls_run_role", "run_id", "role"),)
+    # Covering: usage totals per run (status, ab-test) are read from the index alone.
+    __table_args__ = (Index("ix_llm_calls_run_role_usage", "run_id", "role", "input_tokens", "output_tokens",
+                            "cache_read_tokens", "cache_write_tokens", "cost_usd"),)
 
     id: Optional[int] = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="runs.id")
     phase_id: Optional[str] = None
-    attempt_id: Optional[int] = Field(default=None, foreign_key="attempts.id")
+    attempt_id: Optional[int] = Field(default=None, foreign_key="attempts.id", index=True)
     role: str
     model: str
     max_tokens: int = 0

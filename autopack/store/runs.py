@@ -145,13 +145,18 @@ class Store:
     def rescue_run(self, run_id: str) -> list[str]:
         """Put every phase of a run left mid-attempt back to queued; their attempts become abandoned.
 
-        Only called by the holder of the run's lock, so any claim found is a dead executor's.
+        Only called by the holder of the run's lock, so any claim found is a dead executor's:
+        that executor is recorded as stopped, so `status` no longer shows it at work.
         """
         now = utcnow()
         with write_session(self.engine) as session:
             stale = list(session.exec(
                 select(Phase).where(Phase.run_id == run_id, Phase.state.in_(ACTIVE_STATES))
             ))
+            dead = {phase.claimed_by for phase in stale if phase.claimed_by}
+            if dead:
+                session.execute(update(Executor).where(Executor.id.in_(dead), Executor.stopped_at.is_(None))
+                                .values(stopped_at=now, phase_id=None, step=None))
             for phase in stale:
                 self._abandon_attempts(session, phase, now, "abandoned",
                                        "the executor stopped mid-attempt (killed or crashed)")
@@ -352,7 +357,8 @@ class Store:
                         output_tokens=c.usage.output_tokens, cache_read_tokens=c.usage.cache_read_tokens,
                         cache_write_tokens=c.usage.cache_write_tokens, stop_reason=c.stop_reason,
                         latency_ms=c.latency_ms, request_id=c.request_id, cost_usd=c.cost_usd,
-                        status=c.status, error=c.error)
+                        status=c.status, error=c.error, http_status=getattr(c, "http_status", None),
+                        predicted_tokens=getattr(c, "predicted_tokens", None))
                 for c in calls
             )
 

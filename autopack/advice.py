@@ -1,0 +1,54 @@
+"""What the next attempt is told: the failure digest, plus a hardening hint or the doctor's diagnosis.
+
+Deterministic failure patterns run first over the real evidence; when one matches, the
+doctor call is skipped and the tokens it would have cost are recorded. Otherwise the
+doctor model diagnoses the digest, within per-phase and per-run caps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from autopack.caps import estimate_call_usd
+from autopack.failures import Failure
+from autopack.hardening import Evidence, diagnose
+
+
+def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, digest: str,
+           output_tail: str = "", failing: Sequence[Any] = ()) -> str:
+    """The digest for the next attempt, with a hint or diagnosis appended when there is one."""
+    from autopack.store.budgets import doctor_counts, doctor_tokens_median
+
+    store, run_id = ctx.store, ctx.run.id
+    evidence = Evidence(kind=failure.kind, message=failure.message, output_tail=output_tail,
+                        failures=tuple((o.test_id, o.message) for o in failing),
+                        apply_errors=tuple(failure.evidence.splitlines()) if failure.kind == "apply_error" else ())
+    hint = diagnose(evidence)
+    if hint is not None:
+        avoided, samples = doctor_tokens_median(store)
+        store.add_event(run_id, "doctor_skipped", {
+            "reason": f"hardening:{hint.pattern}", "tokens_avoided": avoided, "sample_size": samples,
+            "source": "median of this database's doctor calls" if samples else "no doctor calls recorded yet"},
+            phase.phase_id, attempt.id)
+        ctx.observer.notify("advice", phase_id=phase.phase_id, source=f"pattern {hint.pattern}")
+        return f"{digest}\n\nDiagnosis (known failure pattern '{hint.pattern}'): {hint.hint}"
+    if ctx.doctor is None:
+        return digest
+    per_phase, per_run = doctor_counts(store, run_id, phase.phase_id)
+    settings = ctx.settings
+    if per_phase >= settings.doctor_max_per_phase or per_run >= settings.doctor_max_per_run:
+        store.add_event(run_id, "doctor_skipped", {"reason": "cap", "per_phase": per_phase, "per_run": per_run},
+                        phase.phase_id, attempt.id)
+        return digest
+    estimate = estimate_call_usd(ctx.doctor.model, len(digest), ctx.doctor.max_tokens)
+    for cap in ctx.cost_caps:
+        cap.check(estimate)
+    diagnosis = ctx.doctor.diagnose(phase_id=phase.phase_id, attempt=attempt.number, phase_goal=spec.goal,
+                                    digest=digest)
+    store.record_calls(run_id, phase.phase_id, attempt.id, "doctor", diagnosis.calls)
+    if diagnosis.skipped:
+        store.add_event(run_id, "doctor_skipped", {"reason": diagnosis.skipped}, phase.phase_id, attempt.id)
+    if not diagnosis.text:
+        return digest
+    ctx.observer.notify("advice", phase_id=phase.phase_id, source="doctor")
+    return f"{digest}\n\nDiagnosis from a reviewer of the failed attempt:\n{diagnosis.text}"
