@@ -40,7 +40,7 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
         store.add_event(run_id, "doctor_skipped", {"reason": "cap", "per_phase": per_phase, "per_run": per_run},
                         phase.phase_id, attempt.id)
         return digest
-    estimate = estimate_call_usd(ctx.doctor.model, len(digest), ctx.doctor.max_tokens)
+    estimate = estimate_call_usd(ctx.doctor.model, len(digest), ctx.doctor.max_tokens, ctx.settings.prices or None)
     for cap in ctx.cost_caps:
         cap.check(estimate)
     diagnosis = ctx.doctor.diagnose(phase_id=phase.phase_id, attempt=attempt.number, phase_goal=spec.goal,

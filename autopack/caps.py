@@ -9,7 +9,7 @@ with no price cannot be estimated and count as $0 against a cap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from autopack.errors import AutopackError
 
@@ -34,7 +34,7 @@ class CostCap:
             )
 
 
-def estimate_call_usd(model: str, prompt_chars: int, max_tokens: int) -> float | None:
+def estimate_call_usd(model: str, prompt_chars: int, max_tokens: int, prices: Mapping | None = None) -> float | None:
     from autopack.llm.client import Usage, cost_usd
 
-    return cost_usd(model, Usage(input_tokens=prompt_chars // 4, output_tokens=max_tokens))
+    return cost_usd(model, Usage(input_tokens=prompt_chars // 4, output_tokens=max_tokens), prices)

@@ -80,6 +80,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "all", minimum=1),
     SettingSpec("env_allow", list, [], "fnmatch patterns of environment variables passed to "
                 "the test command despite scrubbing"),
+    SettingSpec("prices", dict, {}, "price overrides in USD per million tokens, per model: "
+                '"<model>" = {input = 3.0, output = 15.0, cache_write = 3.75, cache_read = 0.3} '
+                "(env: JSON)"),
 )
 _BY_NAME = {spec.name: spec for spec in SETTINGS}
 
@@ -107,6 +110,7 @@ class Settings:
     park_after_identical_failures: int
     park_after_attempts: int
     env_allow: tuple[str, ...]
+    prices: dict[str, tuple[float, float, float, float]]
     config_file: Path | None
     sources: dict[str, str]  # setting name -> "flag" | "env" | "<file path>" | "default"
 
@@ -169,6 +173,14 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             value = (base / Path(value).expanduser()).resolve()
         values[spec.name] = tuple(value) if spec.type is list else value
         sources[spec.name] = source
+    if values["prices"]:
+        from autopack.llm.client import parse_price_overrides
+
+        label = {"flag": "--prices", "env": "AUTOPACK_PRICES", "default": "prices"}.get(sources["prices"])
+        try:
+            values["prices"] = parse_price_overrides(values["prices"], where="prices")
+        except UsageError as exc:
+            raise ConfigError(f"{label or sources['prices']}: {exc}") from None
     values["db"] = values["db"] or default_db_path(cwd)
     values["worktrees_dir"] = values["worktrees_dir"] or values["db"].parent / "worktrees"
     if values["heartbeat_s"] >= values["lease_s"]:
@@ -267,7 +279,7 @@ def _parse_toml(text: str, path: Path) -> dict[str, Any]:
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-               list: "a list of strings"}
+               list: "a list of strings", dict: "a table"}
 
 
 def _check_type(spec: SettingSpec, value: Any, label: str) -> None:
@@ -299,6 +311,16 @@ def _parse_text(spec: SettingSpec, text: str, label: str) -> Any:
         return text
     if spec.type is list:
         return [item.strip() for item in text.split(",") if item.strip()]
+    if spec.type is dict:
+        import json
+
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{label}: {text!r} is not a JSON object")
+        return value
     if spec.type is bool:
         lowered = text.strip().lower()
         if lowered in _TRUE or lowered in _FALSE:

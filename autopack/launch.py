@@ -70,7 +70,9 @@ def make_builder(settings: Any, plan: PlanSpec, cassette_path: Path | None, reco
                                   recorder=recorder)
     model = plan.run.models.get("builder") or settings.builder_model
     cap = settings.builder_max_tokens_cap
-    return ClaudeBuilder(factory, model=model, max_tokens=cap, cassette=cassette, budget_cap=cap), model
+    builder = ClaudeBuilder(factory, model=model, max_tokens=cap, cassette=cassette, budget_cap=cap,
+                            prices=settings.prices or None)
+    return builder, model
 
 
 def model_warnings(settings: Any, plan: PlanSpec) -> list[str]:
@@ -153,7 +155,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
         caps += (CostCap("run.limits.max_cost_usd", float(plan.run.limits["max_cost_usd"]),
                          lambda: store.run_cost(run.id)),)
     doctor = Doctor(builder.client_factory, model=plan.run.models.get("doctor") or settings.doctor_model,
-                    cassette=builder.cassette)
+                    cassette=builder.cassette, prices=builder.prices)
     return RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
                       settings=settings, executor_id=executor_id,
                       artifacts=state_dir(settings) / "runs" / run.id, observer=observer,

@@ -163,7 +163,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         )
         budget = _budget(ctx, phase, spec, files)
         estimate = estimate_call_usd(model, sum(map(len, files.values())) + len(previous_digest or ""),
-                                     budget.max_tokens)
+                                     budget.max_tokens, ctx.settings.prices or None)
         for cap in ctx.cost_caps:
             cap.check(estimate)
         store.update_attempt(attempt.id, budget=budget.max_tokens, budget_source=budget.source)

@@ -170,3 +170,17 @@ def test_markdown_table_lists_every_setting():
     assert lines[0] == "| setting | env | default | meaning |"
     assert len(lines) == 2 + len(SETTINGS)
     assert "| `max_attempts` | `AUTOPACK_MAX_ATTEMPTS` | `3` |" in table
+
+
+def test_price_overrides_from_the_config_file_and_their_errors(tmp_path):
+    (tmp_path / "autopack.toml").write_text(
+        '[prices]\n"my-model" = {input = 1.0, output = 2.0, cache_write = 1.25, cache_read = 0.1}\n')
+    settings = load_settings(tmp_path, environ={})
+    assert settings.prices == {"my-model": (1.0, 2.0, 1.25, 0.1)}
+    assert settings.sources["prices"] == str(tmp_path / "autopack.toml")
+
+    (tmp_path / "autopack.toml").write_text('[prices]\n"my-model" = {input = 1.0, outptu = 2.0}\n')
+    with pytest.raises(ConfigError, match="outptu"):
+        load_settings(tmp_path, environ={})
+    with pytest.raises(ConfigError, match="AUTOPACK_PRICES"):
+        load_settings(tmp_path, environ={"AUTOPACK_PRICES": "not json"})

@@ -17,7 +17,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from autopack.edits import TOOL_DEFINITIONS, EditError, EditOp, parse_tool_uses
 from autopack.llm.budget import DEFAULT_CAP, STREAMING_THRESHOLD, escalated_budget, is_truncated
@@ -111,8 +111,9 @@ class ClaudeBuilder:
 
     def __init__(self, client_factory: ClientFactory, *, model: str, max_tokens: int,
                  cassette: Cassette | None = None, clock: Callable[[], float] = time.monotonic,
-                 budget_cap: int = DEFAULT_CAP):
+                 budget_cap: int = DEFAULT_CAP, prices: Mapping | None = None):
         self.client_factory = client_factory
+        self.prices = prices
         self.model = model
         self.max_tokens = max_tokens
         self.cassette = cassette
@@ -171,6 +172,7 @@ class ClaudeBuilder:
         return create_message(
             self.client_factory(ROLE, phase, attempt), role=ROLE, model=model, max_tokens=max_tokens,
             stream=max_tokens > STREAMING_THRESHOLD, clock=self.clock, predicted_tokens=predicted,
+            prices=self.prices,
             system=system, messages=messages, tools=TOOL_DEFINITIONS,
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import CallRecord, ClientFactory, create_message
@@ -40,8 +40,10 @@ class Doctor:
     """Diagnoses failed attempts with ``model`` through ``client_factory`` (live, recording or replay)."""
 
     def __init__(self, client_factory: ClientFactory, *, model: str, max_tokens: int = 1024,
-                 cassette: Cassette | None = None, clock: Callable[[], float] = time.monotonic):
+                 cassette: Cassette | None = None, clock: Callable[[], float] = time.monotonic,
+                 prices: Mapping | None = None):
         self.client_factory = client_factory
+        self.prices = prices
         self.model = model
         self.max_tokens = max_tokens
         self.cassette = cassette
@@ -53,7 +55,7 @@ class Doctor:
             return Diagnosis(text=None, skipped="cassette", calls=())
         outcome = create_message(
             self.client_factory(ROLE, phase_id, attempt), role=ROLE, model=self.model,
-            max_tokens=self.max_tokens, clock=self.clock, system=SYSTEM_PROMPT,
+            max_tokens=self.max_tokens, clock=self.clock, prices=self.prices, system=SYSTEM_PROMPT,
             messages=[{"role": "user", "content": render_report(phase_id, attempt, phase_goal, digest)}],
         )
         text = None
