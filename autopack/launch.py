@@ -156,12 +156,14 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
                          lambda: store.run_cost(run.id)),)
     doctor = Doctor(builder.client_factory, model=plan.run.models.get("doctor") or settings.doctor_model,
                     cassette=builder.cassette, prices=builder.prices)
-    return RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
+    ctx = RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
                       settings=settings, executor_id=executor_id,
                       artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
                       builder_model=model,
                       escalation_model=plan.run.models.get("escalation") or settings.escalation_model,
                       doctor=doctor, cost_caps=caps)
+    ctx.test  # resolve (or detect) the test command now: a bad one is a usage error before any claim
+    return ctx
 
 
 def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,

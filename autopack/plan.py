@@ -74,7 +74,7 @@ class RunSpec:
     goal: str
     repo: Path
     base: str | None = None  # None: HEAD
-    test_command: str = DEFAULT_TEST_COMMAND
+    test_command: str | None = None  # None: detected from the repository (autopack.toolchains)
     junit_xml: str | None = None
     cassette: Path | None = None
     flags: dict[str, str | bool | int | float] = field(default_factory=dict)
@@ -86,9 +86,8 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The run as plan-file keys, paths as written (relative to the plan file)."""
-        data: dict[str, Any] = {"id": self.id, "goal": self.goal, "repo": self.repo_as_written,
-                                "test_command": self.test_command}
-        optional = {"base": self.base, "junit_xml": self.junit_xml,
+        data: dict[str, Any] = {"id": self.id, "goal": self.goal, "repo": self.repo_as_written}
+        optional = {"test_command": self.test_command, "base": self.base, "junit_xml": self.junit_xml,
                     "cassette": self.cassette_as_written, "type": self.type}
         data.update({key: value for key, value in optional.items() if value is not None})
         data.update(flags=dict(self.flags), models=dict(self.models), limits=dict(self.limits))
@@ -223,8 +222,7 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
         goal=check.string(run["goal"], "run.goal"),
         repo=(plan_dir / Path(repo_text).expanduser()).resolve(),
         base=check.optional_string(run, "base", "run"),
-        test_command=check.string(run.get("test_command", DEFAULT_TEST_COMMAND),
-                                  "run.test_command"),
+        test_command=check.optional_string(run, "test_command", "run"),
         junit_xml=check.optional_string(run, "junit_xml", "run"),
         cassette=None if cassette_text is None
         else (plan_dir / Path(cassette_text).expanduser()).resolve(),

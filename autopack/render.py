@@ -15,6 +15,9 @@ from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
+from autopack.errors import AutopackError
+from autopack.toolchains import resolve_test_command
+
 STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queued": "dim",
                "executing": "cyan", "ci_running": "cyan", "gate": "cyan", "running": "cyan"}
 
@@ -49,7 +52,12 @@ def print_plan(plan: Any) -> None:
     """`run --dry-run`: phases in execution order with scope, deliverables and dependencies."""
     out = console()
     out.print(f"run {plan.run.id}: {plan.run.goal}")
-    out.print(f"repository {plan.run.repo}  base {plan.run.base or 'HEAD'}  tests `{plan.run.test_command}`")
+    out.print(f"repository {plan.run.repo}  base {plan.run.base or 'HEAD'}")
+    try:
+        test = resolve_test_command(plan.run.repo, plan.run.test_command, plan.run.junit_xml)
+        out.print(f"tests: `{test.command}` ({test.ecosystem}: {test.reason})")
+    except AutopackError as exc:
+        out.print(f"tests: cannot be determined: {exc}")
     table = Table("#", _id_column("phase", [phase.id for phase in plan.phases]), "category",
                   _path_column("scope"), _path_column("deliverables"), "depends on", "attempts")
     for n, phase in enumerate(plan.execution_order(), 1):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from autopack.failures import Failure, digest
 from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
 from autopack.llm.builder import BuilderRequest, collect_files
 from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
+from autopack.toolchains import TestCommand, resolve_test_command
 
 PROTECTED_PATHS = (".git", ".autopack")
 # A builder or environment failure that another attempt in this pass cannot fix.
@@ -55,9 +57,14 @@ class RunContext:
     doctor: Any = None  # llm.doctor.Doctor, or None to go without diagnoses
     cost_caps: tuple[CostCap, ...] = ()
 
+    @cached_property
+    def test(self) -> TestCommand:
+        """The test command: the plan's, or detected from the project's toolchain."""
+        return resolve_test_command(self.workspace.project_root, self.plan.run.test_command, self.plan.run.junit_xml)
+
     @property
     def test_command(self) -> str:
-        return self.plan.run.test_command
+        return self.test.command
 
     @property
     def test_timeout_s(self) -> float:
@@ -281,7 +288,7 @@ def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None
     report = run_tests(
         ctx.test_command, ctx.workspace.project_root, timeout_s=ctx.test_timeout_s, log_path=log_path,
         junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml",
-        junit_xml=ctx.plan.run.junit_xml, select=select,
+        junit_xml=ctx.test.junit_xml, select=select, converter=ctx.test.converter, ecosystem=ctx.test.ecosystem,
         output_cap_bytes=ctx.settings.max_output_bytes, env_allow=ctx.settings.env_allow,
     )
     timings["tests_ms"] += int((time.monotonic() - t0) * 1000)

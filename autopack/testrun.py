@@ -1,8 +1,10 @@
 """Run the project's test command safely and read per-test outcomes from JUnit XML.
 
 The command runs in its own process group with a scrubbed environment, a timeout
-and a capped log; the verdict comes from the JUnit XML it writes, never from the
-exit code alone (see "Finalizer rules" in DESIGN.md).
+and a capped log; the verdict comes from the JUnit XML it writes (or, for ``go test
+-json`` and ``cargo test``, from its converted output), never from the exit code
+alone (see "Finalizer rules" in DESIGN.md). Compile and build failures are reported
+as collection errors. Parsing lives in ``autopack.junit`` and ``autopack.testoutput``.
 """
 
 from __future__ import annotations
@@ -18,42 +20,36 @@ import time
 from dataclasses import asdict, dataclass, fields
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from autopack.errors import AutopackError, UsageError
+from autopack.junit import (
+    MAX_JUNIT_BYTES,
+    MESSAGE_CAP,
+    JUnitError,
+    Outcome,
+    TestOutcome,
+    check_inside,
+    junit_files,
+    merge_outcomes,
+    parse_junit,
+    write_junit,
+)
+from autopack.testoutput import build_errors, convert_output
 
-Outcome = Literal["passed", "failed", "error", "skipped"]
+__all__ = [
+    "JUNIT_FILE_ENV", "MAX_JUNIT_BYTES", "MESSAGE_CAP", "NO_JUNIT", "JUnitError", "Outcome",
+    "TestOutcome", "TestReport", "is_pytest", "parse_junit", "pytest_node_id", "run_tests", "scrub_env",
+]
 
-MAX_JUNIT_BYTES = 50 * 1024 * 1024
-MESSAGE_CAP = 2000
 TAIL_BYTES = 8192
 NO_JUNIT = "no JUnit XML was written"
+JUNIT_FILE_ENV = "AUTOPACK_JUNIT_FILE"  # set for the command: where it may write its JUnit XML
 SECRET_PATTERNS = ("*_API_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*", "ANTHROPIC_*", "AUTOPACK_*")
 
-_SEVERITY: dict[str, int] = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
-_CHILD_OUTCOME = {"error": "error", "failure": "failed", "skipped": "skipped"}
 _CONTROL_OPERATORS = {";", ";;", "&", "&&", "|", "||", "|&", "(", ")"}
 _RUNNER_PREFIXES = (("uv", "run"), ("poetry", "run"), ("pdm", "run"))
 _ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _PYTHON = re.compile(r"(?:.*/)?python(?:\d+(?:\.\d+)*)?")
-
-
-class JUnitError(AutopackError):
-    """A JUnit XML report that cannot be read safely."""
-
-
-@dataclass(frozen=True)
-class TestOutcome:
-    """One test's result as reported in JUnit XML."""
-
-    __test__ = False  # not a pytest test class
-
-    test_id: str
-    outcome: Outcome
-    file: str | None = None
-    message: str = ""
-    duration_s: float = 0.0
-    collection_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -148,21 +144,6 @@ def scrub_env(environ: Mapping[str, str], allow: Sequence[str] = ()) -> dict[str
     }
 
 
-def parse_junit(paths: Sequence[Path]) -> list[TestOutcome]:
-    """Per-test outcomes from one or more JUnit XML files, merged by test id.
-
-    A test reported more than once (pytest writes a teardown error as a second
-    ``<testcase>``) keeps its worst outcome: error > failed > skipped > passed.
-    Raises JUnitError for unreadable, oversized, malformed or DOCTYPE/ENTITY documents.
-    """
-    merged: dict[str, TestOutcome] = {}
-    for path in paths:
-        for outcome in _read_junit_file(Path(path)):
-            previous = merged.get(outcome.test_id)
-            merged[outcome.test_id] = outcome if previous is None else _merge(previous, outcome)
-    return list(merged.values())
-
-
 def pytest_node_id(outcome: TestOutcome) -> str | None:
     """The pytest node id to re-run ``outcome`` (from xunit1's ``file`` attribute).
 
@@ -198,164 +179,78 @@ def run_tests(
     output_cap_bytes: int = 2_000_000,
     env_allow: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    converter: str | None = None,
+    ecosystem: str | None = None,
 ) -> TestReport:
     """Run ``command`` in ``cwd`` and report per-test outcomes.
 
-    pytest commands get ``--junitxml=<junit_path> -o junit_family=xunit1
-    --continue-on-collection-errors`` (so one broken module does not hide every other
-    outcome) and the ``select`` node ids appended; other commands must write JUnit XML to ``junit_xml``
-    (a file, a directory of ``*.xml`` or a glob, relative to ``cwd``). Output goes to
-    ``log_path``, capped at ``output_cap_bytes``. The whole process group is killed
-    when the command exits, times out, or autopack is interrupted.
+    Where the outcomes come from:
+
+    - pytest commands get ``--junitxml=<junit_path> -o junit_family=xunit1
+      --continue-on-collection-errors`` (so one broken module does not hide every other
+      outcome) and the ``select`` node ids appended;
+    - ``converter`` (``go-test-json`` or ``libtest``): the command's output is converted,
+      and the outcomes are also written to ``junit_path`` as JUnit XML;
+    - ``junit_xml``: a file, a directory of ``*.xml`` or a glob, relative to ``cwd``;
+    - otherwise ``junit_path``, which the command finds in ``$AUTOPACK_JUNIT_FILE``.
+
+    ``ecosystem`` (from ``toolchains.TestCommand``) turns that toolchain's compile/build
+    failures in the output into collection errors, and selects the node JUnit rules.
+    Report files are deleted before the run, so a build that fails writes no stale
+    results. Output goes to ``log_path``, capped at ``output_cap_bytes``. The whole
+    process group is killed when the command exits, times out, or autopack is interrupted.
     """
     cwd = Path(cwd)
-    if is_pytest(command):
-        junit_file = Path(junit_path).resolve()
-        junit_file.parent.mkdir(parents=True, exist_ok=True)
+    junit_file = Path(junit_path).resolve()
+    junit_file.parent.mkdir(parents=True, exist_ok=True)
+    pytest = is_pytest(command)
+    if pytest:
         extra = [f"--junitxml={junit_file}", "-o", "junit_family=xunit1",
                  "--continue-on-collection-errors", *select]
         command = " ".join([command, *(shlex.quote(arg) for arg in extra)])
-        report_root, pattern = junit_file.parent, glob.escape(junit_file.name)
-    else:
-        if junit_xml is not None:
-            _check_inside(junit_xml)
+    own_report = (junit_file.parent, glob.escape(junit_file.name))
+    if junit_xml is not None and converter is None and not pytest:
+        check_inside(junit_xml)
         report_root, pattern = cwd, junit_xml
-    for stale in _junit_files(report_root, pattern):
+    else:
+        report_root, pattern = own_report
+    for stale in {*junit_files(report_root, pattern), *junit_files(*own_report)}:
         stale.unlink()
 
     variables = scrub_env(os.environ if env is None else env, env_allow)
     variables["PYTHONDONTWRITEBYTECODE"] = "1"
-    result = _run_process(command, cwd, variables, timeout_s, Path(log_path), output_cap_bytes)
+    variables[JUNIT_FILE_ENV] = str(junit_file)
+    keep_output = converter is not None or ecosystem not in (None, "python", "custom")
+    output_path = junit_file.with_suffix(".output") if keep_output else None
+    result = _run_process(command, cwd, variables, timeout_s, Path(log_path), output_cap_bytes, output_path)
+    output = ""
+    if output_path is not None:
+        output = output_path.read_bytes().decode("utf-8", errors="replace")
+        output_path.unlink()
 
-    reports = _junit_files(report_root, pattern)
     outcomes: list[TestOutcome] = []
     junit_error: str | None = None
-    if not reports:
-        junit_error = NO_JUNIT if pattern else f"{NO_JUNIT} (the test command is not pytest; set junit_xml)"
+    if converter is not None:
+        outcomes = convert_output(converter, output, cwd)
+        write_junit(outcomes, junit_file, suite=converter)
+        if not outcomes:
+            junit_error = f"no test results in the command's output (read as {converter})"
     else:
-        try:
-            outcomes = parse_junit(reports)
-        except JUnitError as error:
-            junit_error = str(error)
+        reports = junit_files(report_root, pattern)
+        if not reports:
+            junit_error = NO_JUNIT if junit_xml or pytest else (
+                f"{NO_JUNIT} (the test command is not pytest; set junit_xml)")
+        else:
+            try:
+                outcomes = parse_junit(reports, ecosystem=ecosystem, root=cwd)
+            except JUnitError as error:
+                junit_error = str(error)
+        found = build_errors(ecosystem, output, cwd) if output and not result.timed_out else []
+        if found:
+            outcomes = merge_outcomes([*outcomes, *found])
+            if not reports:
+                junit_error = None
     return TestReport(command=command, outcomes=tuple(outcomes), junit_error=junit_error, **asdict(result))
-
-
-# --- JUnit XML --------------------------------------------------------------------
-
-
-def _read_junit_file(path: Path) -> list[TestOutcome]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_JUNIT_BYTES + 1)
-    except OSError as error:
-        raise JUnitError(f"cannot read JUnit XML {path}: {error.strerror}") from error
-    if len(data) > MAX_JUNIT_BYTES:
-        raise JUnitError(f"JUnit XML {path} is larger than the 50 MB limit")
-    if re.search(rb"<!\s*(DOCTYPE|ENTITY)", data, re.IGNORECASE):
-        raise JUnitError(f"malformed JUnit XML: {path} declares a DOCTYPE or ENTITY (refused)")
-    root = _parse_xml(data, path)
-    if root.tag not in ("testsuites", "testsuite"):
-        raise JUnitError(
-            f"malformed JUnit XML: {path} has root <{root.tag}>, expected <testsuites> or <testsuite>"
-        )
-    return [_testcase_outcome(case, path) for case in root.iter("testcase")]
-
-
-def _parse_xml(data: bytes, path: Path) -> Any:
-    """Parse with expat, refusing any DTD (also catches declarations in UTF-16 documents)."""
-    from xml.etree.ElementTree import TreeBuilder
-    from xml.parsers import expat
-
-    def refuse(*_: object) -> None:
-        raise JUnitError(f"malformed JUnit XML: {path} declares a DOCTYPE or ENTITY (refused)")
-
-    builder = TreeBuilder()
-    parser = expat.ParserCreate()
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.UnparsedEntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
-    parser.StartElementHandler = builder.start
-    parser.EndElementHandler = builder.end
-    parser.CharacterDataHandler = builder.data
-    parser.buffer_text = True
-    try:
-        parser.Parse(data, True)
-    except expat.ExpatError as error:
-        raise JUnitError(f"malformed JUnit XML: {path}: {error}") from error
-    return builder.close()
-
-
-def _testcase_outcome(case: Any, path: Path) -> TestOutcome:
-    classname = case.get("classname") or ""
-    name = case.get("name")
-    if name is None:
-        raise JUnitError(f"malformed JUnit XML: {path} has a <testcase> without a name")
-    outcome: Outcome = "passed"
-    detail = ""
-    collection_error = False
-    for child in case:
-        kind = _CHILD_OUTCOME.get(child.tag)
-        if kind is None or _SEVERITY[kind] <= _SEVERITY[outcome]:
-            continue
-        outcome = kind  # type: ignore[assignment]
-        message = child.get("message") or ""
-        detail = "\n".join(part for part in (message, (child.text or "").strip()) if part)
-        collection_error = kind == "error" and not classname and message == "collection failure"
-    try:
-        duration = float(case.get("time") or 0.0)
-    except ValueError:
-        duration = 0.0
-    return TestOutcome(
-        test_id=f"{classname}::{name}" if classname else name,
-        outcome=outcome,
-        file=case.get("file"),
-        message=_cap_text(detail),
-        duration_s=duration,
-        collection_error=collection_error,
-    )
-
-
-def _merge(first: TestOutcome, second: TestOutcome) -> TestOutcome:
-    worse, other = (first, second)
-    if _SEVERITY[second.outcome] > _SEVERITY[first.outcome]:
-        worse, other = second, first
-    message = "\n".join(text for text in (worse.message, other.message) if text)
-    return TestOutcome(
-        test_id=first.test_id,
-        outcome=worse.outcome,
-        file=first.file or second.file,
-        message=_cap_text(message),
-        duration_s=first.duration_s + second.duration_s,
-        collection_error=first.collection_error or second.collection_error,
-    )
-
-
-def _cap_text(text: str, cap: int = MESSAGE_CAP) -> str:
-    """Keep the head (the message) and the tail (where the traceback ends)."""
-    if len(text) <= cap:
-        return text
-    marker = "\n[...]\n"
-    head = cap // 4
-    return text[:head] + marker + text[-(cap - head - len(marker)) :]
-
-
-def _check_inside(junit_xml: str) -> None:
-    if Path(junit_xml).is_absolute() or ".." in Path(junit_xml).parts:
-        raise UsageError(f"junit_xml {junit_xml!r} must be relative to the repository, without '..'")
-
-
-def _junit_files(root: Path, pattern: str | None) -> list[Path]:
-    """The files ``pattern`` names under ``root``: a file, a directory of *.xml, or a glob."""
-    if not pattern:
-        return []
-    target = root / pattern
-    if target.is_dir():
-        return sorted(path for path in target.glob("*.xml") if path.is_file())
-    if glob.has_magic(pattern):
-        matches = glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)
-        return sorted(Path(path) for path in matches if Path(path).is_file())
-    return [target] if target.is_file() else []
 
 
 # --- the process ------------------------------------------------------------------
@@ -372,16 +267,20 @@ class _ProcessResult:
 
 
 class _OutputSink:
-    """Writes output to the log up to a cap, counts it all, keeps the last bytes."""
+    """Writes output to the log up to a cap, counts it all, keeps the last bytes, and
+    optionally a full copy (up to MAX_JUNIT_BYTES) for converters and build-error scans."""
 
-    def __init__(self, log_file: Any, cap: int):
+    def __init__(self, log_file: Any, cap: int, copy_file: Any = None):
         self.log_file = log_file
         self.cap = cap
+        self.copy_file = copy_file
         self.written = 0
         self.total = 0
         self.tail = bytearray()
 
     def write(self, chunk: bytes) -> None:
+        if self.copy_file is not None and self.total < MAX_JUNIT_BYTES:
+            self.copy_file.write(chunk[: MAX_JUNIT_BYTES - self.total])
         self.total += len(chunk)
         room = self.cap - self.written
         if room > 0:
@@ -399,12 +298,13 @@ class _OutputSink:
 
 
 def _run_process(
-    command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, cap: int
+    command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, cap: int,
+    copy_path: Path | None = None,
 ) -> _ProcessResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log_path, "wb") as log_file:
-        sink = _OutputSink(log_file, cap)
+    with open(log_path, "wb") as log_file, open(copy_path or os.devnull, "wb") as copy_file:
+        sink = _OutputSink(log_file, cap, copy_file if copy_path else None)
         process = subprocess.Popen(
             ["/bin/sh", "-c", command],
             cwd=cwd,

@@ -208,7 +208,7 @@ def test_minimal_plan_gets_defaults(tmp_path):
                      default_max_attempts=5)
     assert spec.run.repo == tmp_path.resolve()
     assert spec.run.base is None and spec.run.cassette is None and spec.run.junit_xml is None
-    assert spec.run.test_command == "python -m pytest -q"
+    assert spec.run.test_command is None  # detected from the project when the run starts
     only = spec.phases[0]
     assert (only.category, only.complexity, only.scope, only.allow_noop) == (
         "feature", "medium", None, False)
