@@ -44,7 +44,7 @@ def migrate(
         print(json.dumps({"db": str(settings.db), "created": result.created, "applied": list(result.applied),
                           "backup": str(result.backup) if result.backup else None}))
     elif result.created:
-        print(f"created {settings.db} at the latest schema ({len(result.applied)} migrations recorded)")
+        print(f"created {settings.db} at the latest schema ({len(result.applied)} migration(s) recorded)")
     elif result.applied:
         print(f"applied {', '.join(result.applied)} to {settings.db} (backup: {result.backup})")
     else:

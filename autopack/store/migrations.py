@@ -135,7 +135,7 @@ def migrate(path: Path) -> MigrationResult:
     if status.exists and not status.fresh and not status.pending:
         return MigrationResult(False, (), None)
     if not path.parent.exists():
-        path.parent.mkdir(parents=True)
+        path.parent.mkdir(parents=True, exist_ok=True)  # another process may be creating it too
         (path.parent / ".gitignore").write_text("# autopack's state: never committed\n*\n")
     backup = backup_database(path) if status.exists and not status.fresh else None
     engine = make_engine(path)

@@ -1,0 +1,85 @@
+"""Shared fixtures for the end-to-end tests: throwaway git projects and the real CLI.
+
+Every CLI call is a real subprocess (``python -m autopack``) with a scrubbed environment:
+no API key, no AUTOPACK_* settings, and an empty HOME so nothing depends on this
+machine's git configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "calc"
+GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    """os.environ without the API key or autopack settings, with HOME at an empty directory."""
+    env = {name: value for name, value in os.environ.items()
+           if name != "ANTHROPIC_API_KEY" and not name.startswith(("AUTOPACK_", "GIT_"))}
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), GIT_CONFIG_NOSYSTEM="1")
+    return env
+
+
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run git in ``cwd`` (with a throwaway identity); return stdout stripped; raise on failure."""
+    done = subprocess.run(["git", *GIT_IDENTITY, *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment every CLI call runs with."""
+    return cli_env(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="session")
+def make_git_project(base_env: dict[str, str]) -> Callable[[Path], Path]:
+    """Turn a directory into a git repository on ``main`` with everything in one commit."""
+
+    def make(directory: Path) -> Path:
+        git(directory, "init", "-q", "-b", "main", env=base_env)
+        git(directory, "add", "-A", env=base_env)
+        git(directory, "commit", "-q", "-m", "initial", env=base_env)
+        return directory
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_calc_project(make_git_project: Callable[[Path], Path]) -> Callable[[Path], Path]:
+    """Copy examples/calc to ``<parent>/calc`` and make it a git repository; returns its path."""
+
+    def make(parent: Path) -> Path:
+        project = parent / "calc"
+        shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+        return make_git_project(project)
+
+    return make
+
+
+@pytest.fixture
+def calc_project(tmp_path: Path, make_calc_project: Callable[[Path], Path]) -> Path:
+    """A fresh copy of the calc example as a git repository with one commit."""
+    return make_calc_project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def autopack(base_env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``autopack(*args, cwd=..., env=None, timeout=120)``: run the CLI, return the CompletedProcess."""
+
+    def run(*args: str, cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "autopack", *args], cwd=cwd,
+                              env=base_env if env is None else env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+
+    return run
