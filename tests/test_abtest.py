@@ -17,7 +17,9 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from autopack import abtest
-from autopack.abtest import Pair, bootstrap_mean_ci, compare, sign_test_p, wilcoxon_p
+from autopack import paired_stats
+from autopack.abtest import Pair, compare
+from autopack.paired_stats import bootstrap_mean_ci, sign_test_p, wilcoxon_p
 from autopack.cli import main
 from autopack.errors import UsageError
 from autopack.plan import plan_from_dict
@@ -138,10 +140,10 @@ def test_bootstrap_interval_is_seeded_and_exact_where_the_answer_is_known():
 def test_bootstrap_packs_metrics_without_changing_any_interval():
     """Several metrics resampled at once give what resampling each one directly gives."""
     columns = [[3, -1, 4, -1, 5, -9, 2, 6], [0.125, -0.5, 0.25, 0.0, -0.375, 1.5, 0.0, -0.25], [2] * 8]
-    boot = abtest.Bootstrap(seed=4, resamples=2000)
+    boot = paired_stats.Bootstrap(seed=4, resamples=2000)
     for column, ci in zip(columns, boot.mean_cis(columns)):
         means = sorted(sum(column[i] for i in draw) / 8 for draw in boot.draws(8))
-        low, high = abtest._percentile(means, 0.025), abtest._percentile(means, 0.975)
+        low, high = paired_stats._percentile(means, 0.025), paired_stats._percentile(means, 0.975)
         assert ci == (pytest.approx(low), pytest.approx(high))
 
 
