@@ -1,9 +1,12 @@
 """Drains: execute drainable phases across runs, safely under cron overlap, exactly in CI.
 
 Drainable: queued phases whose dependencies are complete, and failed phases that are
-not parked (each gets a new pass of up to max_attempts attempts). A run whose lock is
-held by another process is skipped, never waited for; a run is never skipped because
-one of its phases is queued.
+not parked (each gets a new pass of up to max_attempts attempts, at most one pass per
+drain). A failed phase whose last N failures share a fingerprint, or that used up its
+attempts in all, is parked (park_after_identical_failures, park_after_attempts). A run
+whose lock is held by another process is skipped, never waited for; a run is never
+skipped because one of its phases is queued. ``drain --run-id`` holds its run's lock for
+the whole drain, so a claim left by a dead executor of that run is rescued at once.
 
 Priority (first drained first):
   0 transient failures: api_error, timeout, interrupted, abandoned, unknown
@@ -12,15 +15,19 @@ Priority (first drained first):
   3 apply errors (apply_error, malformed)
   4 regressions (regression, tests_removed)
   5 the rest: other failures, then queued phases never attempted
+A queued phase carrying a failure (interrupted, or requeued) ranks by that failure.
 Ties: oldest failure first, then run creation order, then plan order.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
+from autopack.caps import CostCap, CostCapReached
 from autopack.errors import AutopackError, Busy, UsageError
 
 RANKS = {
@@ -49,9 +56,11 @@ def prioritise(phases: list[Any]) -> list[Candidate]:
     """Order drainable phases by the documented priority, each with the reason for its place."""
     candidates = []
     for p in phases:
-        if p.state == "failed":
-            rank = RANKS.get(p.failure_kind or "unknown", 5)
-            reason = f"{RANK_LABELS[rank]}: failed with {p.failure_kind or 'unknown'}"
+        if p.state == "failed" or p.failure_kind:
+            kind = p.failure_kind or "unknown"
+            rank = RANKS.get(kind, 5)
+            how = "failed with" if p.state == "failed" else "queued again after"
+            reason = f"{RANK_LABELS[rank]}: {how} {kind}"
             if p.parked_reason:
                 reason += f" (parked: {p.parked_reason})"
         else:
@@ -116,14 +125,25 @@ class DrainReport:
         }
 
 
-def plan_candidates(store: Any, options: DrainOptions) -> list[Candidate]:
+def park_rule(settings: Any) -> Any:
+    from autopack.store.drains import ParkRule
+
+    return ParkRule(settings.park_after_identical_failures, settings.park_after_attempts)
+
+
+def plan_candidates(store: Any, settings: Any, options: DrainOptions) -> list[Candidate]:
+    """The drainable phases in the order a drain takes them; reads only."""
     from autopack.store.drains import drainable_phases
 
-    return prioritise(drainable_phases(store, options.run_id, options.include_parked))
+    return prioritise(drainable_phases(store, options.run_id, options.include_parked, park_rule(settings)))
 
 
 class Drainer:
-    """One drain: a batch loop over candidates, under each run's lock in turn."""
+    """One drain: a batch loop over candidates, under each run's lock in turn.
+
+    A run's lock is kept while the next candidate comes from the same run (its phases
+    in a row cost one lock and one recovery), and released as soon as another run's turns up.
+    """
 
     def __init__(self, store: Any, settings: Any, options: DrainOptions, observer: Any,
                  clock: Callable[[], float] = time.monotonic):
@@ -131,15 +151,22 @@ class Drainer:
         self.clock = clock
         self.report = DrainReport()
         self._builders: dict[str, tuple[Any, Any, str]] = {}
+        self._current: tuple[str, Any, ExitStack] | None = None  # the run whose lock is held, its context
 
     def drain(self) -> DrainReport:
         from autopack.launch import executor
+        from autopack.store.drains import park_stuck
 
         started = self.clock()
         self.rescue_stale()
+        self._park(park_stuck(self.store, park_rule(self.settings)))
         skip: set[str] = set()
+        passed: set[int] = set()  # phases given their pass in this drain
         zero_yield = 0
-        with executor(self.store, self.settings) as executor_id:
+        with executor(self.store, self.settings) as executor_id, ExitStack() as cleanup:
+            cleanup.callback(self._release)
+            if self.options.run_id:  # held to the end; a dead executor's claim is recovered now
+                self._context(self.options.run_id, executor_id)
             while True:
                 self.report.elapsed_s = self.clock() - started
                 self.report.cost_usd = self._cost(executor_id)
@@ -147,13 +174,20 @@ class Drainer:
                 if stop:
                     self.report.stop_reason = stop
                     break
-                candidates = [c for c in plan_candidates(self.store, self.options) if c.phase.run_id not in skip]
+                candidates = [c for c in plan_candidates(self.store, self.settings, self.options)
+                              if c.phase.run_id not in skip and c.phase.phase_pk not in passed]
                 if not candidates:
                     self.report.stop_reason = "nothing left to drain"
                     break
-                result = self._drain_candidate(candidates[0], executor_id, skip)
+                candidate = candidates[0]
+                try:
+                    result = self._drain_candidate(candidate, executor_id, skip)
+                except CostCapReached as exc:
+                    self.report.stop_reason = str(exc)
+                    break
                 if result is None:
                     continue
+                passed.add(candidate.phase.phase_pk)
                 self.report.results.append(result)
                 zero_yield = 0 if result.state == "complete" else zero_yield + 1
         self.report.elapsed_s = self.clock() - started
@@ -176,13 +210,32 @@ class Drainer:
 
         return executor_cost(self.store, executor_id)
 
-    def _drain_candidate(self, candidate: Candidate, executor_id: str, skip: set[str]) -> PhaseResult | None:
-        from autopack.launch import open_run, run_lock
+    def _park(self, parked: list[tuple[str, str, str]]) -> None:
+        for run_id, phase_id, reason in parked:
+            self.observer.notify("parked", phase_id=f"{run_id}/{phase_id}", reason=reason)
 
+    def _context(self, run_id: str, executor_id: str) -> Any:
+        """The run's context under its lock, kept while consecutive phases come from this run."""
+        from autopack.launch import run_lock
+
+        if self._current and self._current[0] == run_id:
+            return self._current[1]
+        self._release()
+        with ExitStack() as stack:
+            stack.enter_context(run_lock(self.settings, run_id))
+            ctx = self._open(run_id, executor_id)
+            self._current = (run_id, ctx, stack.pop_all())
+        return ctx
+
+    def _release(self) -> None:
+        if self._current:
+            self._current[2].close()
+            self._current = None
+
+    def _drain_candidate(self, candidate: Candidate, executor_id: str, skip: set[str]) -> PhaseResult | None:
         run_id = candidate.phase.run_id
-        lock = run_lock(self.settings, run_id)
         try:
-            lock.acquire()
+            ctx = self._context(run_id, executor_id)
         except Busy:
             if self.options.run_id:
                 raise
@@ -190,46 +243,51 @@ class Drainer:
             self.report.busy_runs.append(run_id)
             self.observer.notify("run_busy", run_id=run_id)
             return None
-        try:
-            try:
-                run, plan, builder, model = self._run_parts(run_id)
-            except AutopackError as exc:
-                if self.options.run_id:
-                    raise
-                skip.add(run_id)
-                self.report.unavailable_runs[run_id] = str(exc)
-                self.observer.notify("run_unavailable", run_id=run_id, message=str(exc))
-                return None
-            ctx = open_run(self.store, self.settings, plan, run, builder, model, self.observer, executor_id)
-            return self._execute(ctx, candidate, executor_id)
-        finally:
-            lock.release()
+        except AutopackError as exc:
+            if self.options.run_id:
+                raise
+            skip.add(run_id)
+            self.report.unavailable_runs[run_id] = str(exc)
+            self.observer.notify("run_unavailable", run_id=run_id, message=str(exc))
+            return None
+        return self._execute(ctx, candidate, executor_id)
 
-    def _run_parts(self, run_id: str) -> tuple[Any, Any, Any, str]:
-        from autopack.launch import make_builder, resume_target
+    def _open(self, run_id: str, executor_id: str) -> Any:
+        """A RunContext for a run whose lock this drain holds (worktree ensured, dead claims recovered)."""
+        from autopack.launch import make_builder, open_run, resume_target
 
         if run_id not in self._builders:
             plan, run = resume_target(self.store, self.settings, run_id)
             builder, model = make_builder(self.settings, plan, None)
             self._builders[run_id] = (plan, builder, model)
         plan, builder, model = self._builders[run_id]
-        return self.store.get_run(run_id), plan, builder, model
+        caps = ()
+        if self.options.max_cost_usd is not None:
+            caps = (CostCap("--max-cost", self.options.max_cost_usd, lambda: self._cost(executor_id)),)
+        return open_run(self.store, self.settings, plan, self.store.get_run(run_id), builder, model,
+                        self.observer, executor_id, caps)
 
     def _execute(self, ctx: Any, candidate: Candidate, executor_id: str) -> PhaseResult | None:
-        from autopack.store.drains import requeue_phase
+        """Give the candidate its pass, unless another drain changed it since it was planned."""
+        from autopack.store.drains import drainable_phases, requeue_phase
 
-        phase = self.store.phase(candidate.phase.run_id, candidate.phase.phase_id)
-        if phase.state == "failed":
-            requeue_phase(self.store, phase.pk)
-        return execute_claimed(ctx, phase.pk, executor_id, self.settings, self.observer)
+        fresh = {p.phase_pk: p for p in drainable_phases(self.store, ctx.run.id, self.options.include_parked,
+                                                         park_rule(self.settings))}
+        now = fresh.get(candidate.phase.phase_pk)
+        if now is None or (now.state, now.failed_at) != (candidate.phase.state, candidate.phase.failed_at):
+            return None  # drained by someone else meanwhile: plan again
+        if now.state == "failed":
+            requeue_phase(self.store, now.phase_pk)
+        return execute_claimed(ctx, now.phase_pk, executor_id, self.settings, self.observer)
 
-    def rescue_stale(self) -> None:
+    def rescue_stale(self, now: datetime | None = None) -> None:
         """Rescue claims whose lease expired with a silent executor, for runs nobody holds."""
         from autopack.launch import run_lock
         from autopack.store.drains import stale_claims
         from autopack.store.runs import utcnow
 
-        for run_id in sorted({r for r, _, _ in stale_claims(self.store, utcnow(), self.settings.lease_s)}):
+        stale = stale_claims(self.store, now or utcnow(), self.settings.lease_s)
+        for run_id in sorted({run_id for run_id, _, _ in stale}):
             lock = run_lock(self.settings, run_id)
             try:
                 lock.acquire()
@@ -246,7 +304,7 @@ class Drainer:
 def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, observer: Any) -> PhaseResult | None:
     """Claim a queued phase and give it one pass; None when someone else claimed it first."""
     from autopack.runner import execute_phase
-    from autopack.store.drains import park_if_stuck
+    from autopack.store.drains import park_stuck
 
     store = ctx.store
     phase = next(p for p in store.phases(ctx.run.id) if p.pk == phase_pk)
@@ -258,9 +316,9 @@ def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, ob
     store.skip_blocked(ctx.run.id)
     parked = None
     if state == "failed":
-        parked = park_if_stuck(store, claimed.pk, identical=settings.park_after_identical_failures,
-                               max_attempts=settings.park_after_attempts)
-        if parked:
+        stuck = park_stuck(store, park_rule(settings), [claimed.pk])
+        if stuck:
+            parked = stuck[0][2]
             observer.notify("parked", phase_id=claimed.phase_id, reason=parked)
     final = store.phase(ctx.run.id, claimed.phase_id)
     reasons = tuple((final.decision or {}).get("reasons", ()))
@@ -273,18 +331,22 @@ def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: b
     from autopack.launch import executor, make_builder, open_run, resume_target, run_lock
     from autopack.store.drains import requeue_phase, unmet_dependencies
 
+    def refuse_complete(phase: Any) -> None:
+        if phase.state == "complete" and not force:
+            raise UsageError(f"phase '{phase_id}' of run '{run_id}' is already complete (commit "
+                             f"{(phase.commit or '')[:10]}); use --force to run it again")
+
     plan, run = resume_target(store, settings, run_id)
     phase = store.phase(run_id, phase_id)
     if phase is None:
         known = ", ".join(p.phase_id for p in store.phases(run_id))
         raise UsageError(f"run '{run_id}' has no phase '{phase_id}' (phases: {known})")
+    refuse_complete(phase)
     builder, model = make_builder(settings, plan, None)
     with run_lock(settings, run_id), executor(store, settings, run_id) as executor_id:
         ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id)
         phase = store.phase(run_id, phase_id)
-        if phase.state == "complete" and not force:
-            raise UsageError(f"phase '{phase_id}' of run '{run_id}' is already complete (commit "
-                             f"{(phase.commit or '')[:10]}); use --force to run it again")
+        refuse_complete(phase)
         unmet = unmet_dependencies(store, phase.pk)
         if unmet:
             raise UsageError(f"phase '{phase_id}' depends on {', '.join(unmet)}, not complete yet; "

@@ -39,13 +39,13 @@ class RunScore:
                 "weights": WEIGHTS}
 
 
-def score_runs(store: Any, now: datetime | None = None) -> list[RunScore]:
-    """Every run with drainable work, best first."""
+def score_runs(store: Any, rule: Any, now: datetime | None = None) -> list[RunScore]:
+    """Every run with drainable work (parking by ``rule``, a store.drains.ParkRule), best first."""
     from autopack.store.drains import drainable_phases, run_costs
 
     now = now or datetime.now(timezone.utc)
     by_run: dict[str, list[Any]] = defaultdict(list)
-    for phase in drainable_phases(store):
+    for phase in drainable_phases(store, rule=rule):
         by_run[phase.run_id].append(phase)
     costs = run_costs(store, sorted(by_run))
     scores = []

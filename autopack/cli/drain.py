@@ -56,7 +56,7 @@ def drain(
         if run_id and store.get_run(run_id) is None:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         if dry_run:
-            candidates = plan_candidates(store, options)
+            candidates = plan_candidates(store, settings, options)
             if as_json:
                 print(json.dumps({"schema": 1, "candidates": [
                     {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
@@ -64,10 +64,10 @@ def drain(
             else:
                 render.print_candidates(candidates)
             return
-        if workers > 1:
+        if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
             summary = _drain_in_workers(workers, options, settings.db)
         else:
-            observer = render.drain_observer(quiet)
+            observer = render.drain_observer(quiet or as_json)
             with observer:
                 report = Drainer(store, settings, options, observer).drain()
             summary = report.to_dict()
@@ -88,18 +88,24 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
         print(json.dumps(summary, indent=2))
     else:
         render.print_drain_summary(summary)
+    if summary.get("stop_reason", "").startswith("cost cap"):
+        return EXIT_FAILED
     if "run" in summary:
         return EXIT_OK if summary["run"]["state"] == "complete" else EXIT_FAILED
     return EXIT_FAILED if summary["failed"] else EXIT_OK
 
 
 def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
-    """N `autopack drain` processes over the same store; their JSON summaries merged."""
+    """N `autopack drain` processes over the same store; their JSON summaries merged.
+
+    The batch size and the cost cap are shared out between the workers.
+    """
     import subprocess
 
+    share = None if options.max_cost_usd is None else options.max_cost_usd / workers
     args = ["--db", str(db), "--batch-size", str(max(1, -(-options.batch_size // workers))), "--json", "--quiet"]
-    for flag, value in (("--run-id", options.run_id), ("--max-consecutive-zero-yield", options.max_consecutive_zero_yield),
-                        ("--max-minutes", options.max_minutes), ("--max-cost", options.max_cost_usd)):
+    for flag, value in (("--max-consecutive-zero-yield", options.max_consecutive_zero_yield),
+                        ("--max-minutes", options.max_minutes), ("--max-cost", share)):
         if value is not None:
             args += [flag, str(value)]
     if options.include_parked:
@@ -161,6 +167,7 @@ def pick_next(
 ) -> None:
     """The run to drain next (deterministic). Nothing to drain: empty output, exit 0."""
     from autopack import render
+    from autopack.drain import park_rule
     from autopack.picker import WEIGHTS, score_runs
     from autopack.store import open_store
 
@@ -171,7 +178,7 @@ def pick_next(
     scores = []
     if store is not None:
         with store:
-            scores = score_runs(store)
+            scores = score_runs(store, park_rule(settings))
     best = scores[0] if scores else None
     if output_format == "json":
         payload = {"schema": 1, "run_id": best.run_id if best else None, "run_type": best.run_type if best else None,

@@ -21,18 +21,32 @@ class DrainablePhase:
     phase_id: str
     phase_pk: int
     state: str  # queued | failed
-    failure_kind: str | None
-    failed_at: datetime | None
+    failure_kind: str | None  # of its last failure (a queued phase may carry one: interrupted, requeued)
+    failed_at: datetime | None  # when that failure was recorded
     position: int
     run_created_at: datetime
-    parked_reason: str | None
+    parked_reason: str | None  # recorded, or why it would be parked now
     escalated_budget: int | None
     run_type: str | None
     category: str | None
+    attempts: int
 
 
-def drainable_phases(store: Store, run_id: str | None = None, include_parked: bool = False) -> list[DrainablePhase]:
-    """Queued phases whose dependencies are complete, and failed phases (parked ones on request)."""
+@dataclass(frozen=True)
+class ParkRule:
+    """Park a failed phase whose last ``identical`` failures share a fingerprint, or after ``max_attempts``."""
+
+    identical: int = 3
+    max_attempts: int = 12
+
+
+def drainable_phases(store: Store, run_id: str | None = None, include_parked: bool = False,
+                     rule: ParkRule = ParkRule()) -> list[DrainablePhase]:
+    """Queued phases whose dependencies are complete, and failed phases that are not parked.
+
+    A failed phase that the rule would park counts as parked. ``include_parked`` keeps
+    parked phases, with the reason.
+    """
     dep = aliased(Phase)
     blocked = exists().where(PhaseDependency.phase_pk == Phase.pk, PhaseDependency.depends_on_pk == dep.pk,
                              dep.state != "complete")
@@ -41,7 +55,9 @@ def drainable_phases(store: Store, run_id: str | None = None, include_parked: bo
         failed = and_(failed, Phase.parked_reason.is_(None))
     query = (
         select(Phase.run_id, Phase.phase_id, Phase.pk, Phase.state, Phase.failure_kind, Phase.updated_at,
-               Phase.position, Run.created_at, Phase.parked_reason, Phase.escalated_budget, Run.plan, Phase.spec)
+               Phase.position, Run.created_at, Phase.parked_reason, Phase.escalated_budget,
+               Run.plan[("run", "type")].as_string(), Phase.spec["category"].as_string(),  # not the whole JSON
+               Phase.attempts)
         .join(Run, Run.id == Phase.run_id)
         .where(or_(and_(Phase.state == "queued", ~blocked), failed))
     )
@@ -49,11 +65,34 @@ def drainable_phases(store: Store, run_id: str | None = None, include_parked: bo
         query = query.where(Phase.run_id == run_id)
     with read_session(store.engine) as session:
         rows = session.exec(query).all()
-    return [
-        DrainablePhase(r[0], r[1], r[2], r[3], r[4], r[5] if r[3] == "failed" else None, r[6], r[7], r[8], r[9],
-                       (r[10].get("run") or {}).get("type"), r[11].get("category"))
+        stuck = _stuck_reasons(session, [(r[2], r[4], r[12]) for r in rows if r[3] == "failed" and not r[8]], rule)
+    phases = [
+        DrainablePhase(r[0], r[1], r[2], r[3], r[4], r[5] if r[4] or r[3] == "failed" else None, r[6], r[7],
+                       (r[8] or stuck.get(r[2])) if r[3] == "failed" else None, r[9], r[10], r[11], r[12])
         for r in rows
     ]
+    return [p for p in phases if include_parked or not p.parked_reason]
+
+
+def _stuck_reasons(session: Any, failed: list[tuple[int, str | None, int]], rule: ParkRule) -> dict[int, str]:
+    """phase pk -> why the rule parks it, for failed phases given as (pk, failure kind, attempts)."""
+    if not failed:
+        return {}
+    recent: dict[int, list[str | None]] = {}
+    for pk, fingerprint in session.exec(
+        select(Attempt.phase_pk, Attempt.failure_fingerprint)
+        .where(Attempt.phase_pk.in_([pk for pk, _, _ in failed]), Attempt.state == "failed")
+        .order_by(Attempt.phase_pk, Attempt.number.desc())
+    ):
+        recent.setdefault(pk, []).append(fingerprint)
+    reasons = {}
+    for pk, kind, attempts in failed:
+        last = recent.get(pk, [])[: rule.identical]
+        if len(last) == rule.identical and last[0] and len(set(last)) == 1:
+            reasons[pk] = f"the last {rule.identical} attempts failed the same way ({kind}, fingerprint {last[0]})"
+        elif attempts >= rule.max_attempts:
+            reasons[pk] = f"{attempts} attempts used (limit {rule.max_attempts})"
+    return reasons
 
 
 def stale_claims(store: Store, now: datetime, heartbeat_grace_s: float) -> list[tuple[str, str, str | None]]:
@@ -69,24 +108,21 @@ def stale_claims(store: Store, now: datetime, heartbeat_grace_s: float) -> list[
     return [tuple(r) for r in rows]
 
 
-def park_if_stuck(store: Store, phase_pk: int, *, identical: int, max_attempts: int) -> str | None:
-    """Park a failed phase whose last ``identical`` failures share a fingerprint, or that used up its attempts."""
+def park_stuck(store: Store, rule: ParkRule, phase_pks: list[int] | None = None) -> list[tuple[str, str, str]]:
+    """Record parking for failed, unparked phases (all, or these) that the rule parks.
+
+    Returns (run_id, phase_id, reason) of each phase parked now.
+    """
     with write_session(store.engine) as session:
-        phase = session.get(Phase, phase_pk)
-        fingerprints = session.exec(
-            select(Attempt.failure_fingerprint).where(Attempt.phase_pk == phase_pk, Attempt.state == "failed")
-            .order_by(Attempt.number.desc()).limit(identical)
-        ).all()
-        reason = None
-        if len(fingerprints) >= identical and len(set(fingerprints)) == 1 and fingerprints[0]:
-            reason = (f"the last {identical} attempts failed the same way ({phase.failure_kind}, "
-                      f"fingerprint {fingerprints[0]})")
-        elif phase.attempts >= max_attempts:
-            reason = f"{phase.attempts} attempts used (limit {max_attempts})"
-        if reason:
-            phase.parked_reason = reason
-            session.add(phase)
-        return reason
+        query = select(Phase).where(Phase.state == "failed", Phase.parked_reason.is_(None))
+        if phase_pks is not None:
+            query = query.where(Phase.pk.in_(phase_pks))
+        phases = {p.pk: p for p in session.exec(query)}
+        reasons = _stuck_reasons(session, [(p.pk, p.failure_kind, p.attempts) for p in phases.values()], rule)
+        for pk, reason in reasons.items():
+            phases[pk].parked_reason = reason
+            session.add(phases[pk])
+        return sorted((phases[pk].run_id, phases[pk].phase_id, reason) for pk, reason in reasons.items())
 
 
 def requeue_phase(store: Store, phase_pk: int) -> None:
