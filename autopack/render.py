@@ -173,6 +173,8 @@ def phase_table(phases: list[dict[str, Any]]) -> Table:
             why = f"{failure['kind']}: {failure['message']}"
         elif phase["state"] == "skipped":
             why = f"a dependency did not complete ({', '.join(phase['depends_on'])})"
+        if phase.get("parked"):
+            why += f" [parked: {phase['parked']}; drains leave it alone without --include-parked]"
         table.add_row(phase["id"], _state(phase["state"]), f"{phase['attempts']}",
                       (phase["commit"] or "-")[:10], why)
     return table
@@ -206,7 +208,7 @@ def describe(event: str, data: dict[str, Any]) -> str | None:
     if event == "run_started":
         return f"run {data['run_id']}: {len(data['phases'])} phases"
     if event == "attempt_started":
-        return f"{data['phase_id']}: attempt {data['attempt']} (of {data['max_attempts']} this pass)"
+        return f"{data['phase_id']}: attempt {data['attempt']} (up to {data['max_attempts']} per pass)"
     if event == "attempt_failed":
         return f"{data['phase_id']}: attempt {data['attempt']} failed: {data['kind']}: {data['message']}"
     if event == "phase_finished" and data["state"] == "complete":
@@ -215,6 +217,16 @@ def describe(event: str, data: dict[str, Any]) -> str | None:
         return f"{data['phase_id']}: failed: {data['kind']}: {data['message']}"
     if event == "recovered":
         return f"{data['phase_id']}: recovered: {data['what']}"
+    if event == "parked":
+        return f"{data['phase_id']}: parked: {data['reason']}"
+    if event == "run_busy":
+        return f"run {data['run_id']}: skipped, another executor holds its lock"
+    if event == "run_unavailable":
+        return f"run {data['run_id']}: skipped: {data['message']}"
+    if event == "escalation":
+        return f"{data['phase_id']}: answer cut off; escalating the budget {data['base']} -> {data['new']} tokens"
+    if event == "advice":
+        return f"{data['phase_id']}: next attempt gets a diagnosis ({data['source']})"
     if event == "requeued":
         return f"requeued for a new pass: {', '.join(data['phase_ids'])}"
     if event == "run_finished":
@@ -353,6 +365,8 @@ def print_drain_summary(summary: dict[str, Any]) -> None:
         line += f"; cost ${summary['cost_usd']:.4f}"
     if summary.get("busy_runs"):
         line += f"; skipped busy runs: {', '.join(summary['busy_runs'])}"
+    for run_id, why in summary.get("unavailable_runs", {}).items():
+        line += f"; skipped run {run_id}: {why}"
     if "run" in summary:
         line += f"; run {summary['run']['id']} is {summary['run']['state']}"
     out.print(line)

@@ -163,6 +163,7 @@ class Store:
                 session.add(Event(run_id=run_id, phase_id=phase.phase_id, kind="rescued",
                                   data={"claimed_by": phase.claimed_by, "state": phase.state}))
                 phase.state, phase.claimed_by, phase.lease_expires_at = "queued", None, None
+                phase.failure_kind, phase.failure_message = "abandoned", "the executor stopped mid-attempt"
                 phase.updated_at = now
                 session.add(phase)
             return [p.phase_id for p in stale]
@@ -225,6 +226,7 @@ class Store:
             phase.state, phase.commit, phase.decision = "complete", commit, decision
             phase.failure_kind = phase.failure_fingerprint = phase.failure_message = None
             phase.claimed_by, phase.lease_expires_at, phase.updated_at = None, None, now
+            phase.parked_reason = None
             session.add(phase)
             session.flush()
             return self._unskip(session, phase.run_id, now)
@@ -286,6 +288,7 @@ class Store:
             failed = list(session.exec(query))
             for phase in failed:
                 phase.state, phase.pass_attempts, phase.updated_at = "queued", 0, now
+                phase.parked_reason = None
                 session.add(phase)
             session.flush()
             return [p.phase_id for p in failed] + self._unskip(session, run_id, now)
