@@ -12,6 +12,8 @@ from typing import Any, Sequence
 from autopack.caps import estimate_call_usd
 from autopack.failures import Failure
 from autopack.hardening import Evidence, diagnose
+from autopack.llm.doctor import SYSTEM_PROMPT as DOCTOR_PROMPT
+from autopack.llm.doctor import render_report
 
 
 def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, digest: str,
@@ -40,7 +42,8 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
         store.add_event(run_id, "doctor_skipped", {"reason": "cap", "per_phase": per_phase, "per_run": per_run},
                         phase.phase_id, attempt.id)
         return digest
-    estimate = estimate_call_usd(ctx.doctor.model, len(digest), ctx.doctor.max_tokens, ctx.settings.prices or None)
+    prompt_chars = len(DOCTOR_PROMPT) + len(render_report(phase.phase_id, attempt.number, spec.goal, digest))
+    estimate = estimate_call_usd(ctx.doctor.model, prompt_chars, ctx.doctor.max_tokens, ctx.settings.prices or None)
     for cap in ctx.cost_caps:
         cap.check(estimate)
     diagnosis = ctx.doctor.diagnose(phase_id=phase.phase_id, attempt=attempt.number, phase_goal=spec.goal,

@@ -7,6 +7,7 @@ lock while it works, so it is the only executor of this run.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,15 +16,17 @@ from typing import Any, Protocol
 
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, estimate_call_usd
-from autopack.edits import EditError, apply_edits
+from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
 from autopack.errors import Interrupted
 from autopack.failures import Failure, digest
 from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
-from autopack.llm.builder import BuilderRequest, collect_files
+from autopack.llm.builder import BuilderRequest, collect_files, render_prompt
 from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
 
 PROTECTED_PATHS = (".git", ".autopack")
+# Stops that say nothing about the builder's work: the next attempt's prompt does not mention them.
+NOT_THE_BUILDERS_FAULT = ("abandoned", "interrupted", "cost_cap")
 # A builder or environment failure that another attempt in this pass cannot fix.
 ENDS_PASS = ("api_error", "cassette_exhausted", "context_window")
 
@@ -104,21 +107,24 @@ def execute_phase(ctx: RunContext, phase: Any) -> str:
     """One pass over a claimed phase: up to max_attempts attempts. Returns the final state."""
     spec = ctx.plan.phase(phase.phase_id)
     previous = _previous_digest(phase)
-    attempts_left = phase.max_attempts - phase.pass_attempts
+    attempts_left = max(phase.max_attempts - phase.pass_attempts, 1)
     outcome: AttemptOutcome | None = None
-    attempts_left = max(attempts_left, 1)
-    for n in range(attempts_left):
-        last = n == attempts_left - 1
-        model = _model_for(ctx, phase, last)
-        outcome = run_attempt(ctx, phase, spec, previous, model)
-        if outcome.complete:
-            return "complete"
-        if outcome.failure.kind in ENDS_PASS:
-            break
-        previous = outcome.digest
-        if not last:
-            previous = advise(ctx, phase, spec, outcome.attempt, outcome.failure, outcome.digest,
-                              outcome.output_tail, outcome.failing)
+    try:
+        for n in range(attempts_left):
+            last = n == attempts_left - 1
+            model = _model_for(ctx, phase, last)
+            outcome = run_attempt(ctx, phase, spec, previous, model)
+            if outcome.complete:
+                return "complete"
+            if outcome.failure.kind in ENDS_PASS:
+                break
+            previous = outcome.digest
+            if not last:
+                previous = advise(ctx, phase, spec, outcome.attempt, outcome.failure, outcome.digest,
+                                  outcome.output_tail, outcome.failing)
+    except CostCapReached as exc:
+        _release(ctx, phase, outcome, exc)
+        raise
     failure = outcome.failure
     ctx.store.fail_phase(phase.pk, state="failed", kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=outcome.decision)
@@ -138,7 +144,7 @@ def _model_for(ctx: RunContext, phase: Any, last: bool) -> str:
 
 def _previous_digest(phase: Any) -> str | None:
     """A new pass over a failed phase starts from what its last failure taught."""
-    if not phase.failure_kind:
+    if not phase.failure_kind or phase.failure_kind in NOT_THE_BUILDERS_FAULT:
         return None
     return digest(Failure(phase.failure_kind, phase.failure_message or ""), phase.decision)
 
@@ -148,31 +154,30 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
     """One attempt: baseline, builder, apply, tests, finalize, then commit or reset."""
     store, ws = ctx.store, ctx.workspace
     model = model or ctx.builder_model
+    # The request and its cost are known before anything is recorded, so a cost cap leaves
+    # the phase untouched: no attempt, no baseline run, no call.
+    ws.reset_clean()
+    files, omitted = collect_files(ws.project_root, spec.scope, spec.context,
+                                   max_bytes=ctx.settings.context_max_bytes)
+    request = BuilderRequest(
+        run_goal=ctx.plan.run.goal, phase_id=spec.id, phase_goal=spec.goal, category=spec.category,
+        complexity=spec.complexity, acceptance=spec.acceptance, scope=spec.scope,
+        scope_text=spec.scope_text, deliverables=spec.deliverables, files=files, omitted_files=omitted,
+        attempt=store.phase(ctx.run.id, phase.phase_id).attempts + 1, failure_digest=previous_digest, model=model,
+    )
+    budget = _budget(ctx, phase, spec, files)
+    _check_caps(ctx, model, _prompt_chars(request), budget.max_tokens)
     attempt = store.start_attempt(phase.pk, ctx.executor_id, model)
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
     notify = ctx.observer.notify
     notify("attempt_started", phase_id=phase.phase_id, attempt=attempt.number, max_attempts=phase.max_attempts)
     try:
-        ws.reset_clean()
         _step(ctx, phase, attempt, "baseline")
         baseline = _baseline(ctx, attempt.id, timings)
 
         _step(ctx, phase, attempt, "builder")
         t0 = time.monotonic()
-        files, omitted = collect_files(ws.project_root, spec.scope, spec.context,
-                                       max_bytes=ctx.settings.context_max_bytes)
-        request = BuilderRequest(
-            run_goal=ctx.plan.run.goal, phase_id=spec.id, phase_goal=spec.goal, category=spec.category,
-            complexity=spec.complexity, acceptance=spec.acceptance, scope=spec.scope,
-            scope_text=spec.scope_text, deliverables=spec.deliverables, files=files,
-            omitted_files=omitted, attempt=attempt.number, failure_digest=previous_digest, model=model,
-        )
-        budget = _budget(ctx, phase, spec, files)
-        estimate = estimate_call_usd(model, sum(map(len, files.values())) + len(previous_digest or ""),
-                                     budget.max_tokens, ctx.settings.prices or None)
-        for cap in ctx.cost_caps:
-            cap.check(estimate)
         store.update_attempt(attempt.id, budget=budget.max_tokens, budget_source=budget.source)
         result = ctx.builder.build(request, budget.max_tokens)
         timings["builder_ms"] = int((time.monotonic() - t0) * 1000)
@@ -227,9 +232,33 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
     except KeyboardInterrupt:
         _interrupted(ctx, phase, attempt, started, timings, Failure("interrupted", "interrupted by the user or a signal"))
         raise Interrupted("interrupted: the attempt was recorded as interrupted and the worktree reset") from None
-    except CostCapReached as exc:
-        _interrupted(ctx, phase, attempt, started, timings, Failure("cost_cap", str(exc)))
-        raise
+
+
+def _prompt_chars(request: BuilderRequest) -> int:
+    """The size of the whole builder request: system prompt, tool definitions, files and phase."""
+    return len(json.dumps([*render_prompt(request), TOOL_DEFINITIONS]))
+
+
+def _check_caps(ctx: RunContext, model: str, prompt_chars: int, max_tokens: int) -> None:
+    """Raise CostCapReached when the call about to be made could take spending past a cap."""
+    estimate = estimate_call_usd(model, prompt_chars, max_tokens, ctx.settings.prices or None)
+    for cap in ctx.cost_caps:
+        cap.check(estimate)
+
+
+def _release(ctx: RunContext, phase: Any, outcome: AttemptOutcome | None, exc: CostCapReached) -> None:
+    """A cost cap stopped the pass before a call: the phase goes back to queued, with this pass's
+    last failure if it had one, else exactly as it was claimed; a later run or drain carries on."""
+    from autopack.store.budgets import release_claim
+
+    if outcome is not None and outcome.failure is not None:
+        failure = outcome.failure
+        ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
+                             fingerprint=failure.fingerprint, decision=outcome.decision)
+    else:
+        release_claim(ctx.store, phase.pk)
+    ctx.store.add_event(ctx.run.id, "cost_cap", {"message": str(exc)}, phase.phase_id)
+    ctx.observer.notify("cost_cap", phase_id=phase.phase_id, message=str(exc))
 
 
 def _budget(ctx: RunContext, phase: Any, spec: Any, files: dict[str, str]) -> Any:
@@ -339,11 +368,10 @@ def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
 
 def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
                  failure: Failure) -> None:
-    """Ctrl-C / SIGTERM / a cost cap: keep the record, leave the phase queued and the worktree clean."""
+    """Ctrl-C / SIGTERM: keep the record, leave the phase queued and the worktree clean."""
     _save_patch(ctx, phase.phase_id, attempt.number)
     ctx.workspace.reset_clean()
-    ctx.store.finish_attempt(attempt.id, "interrupted" if failure.kind == "interrupted" else "cancelled",
-                             failure_kind=failure.kind,
+    ctx.store.finish_attempt(attempt.id, "interrupted", failure_kind=failure.kind,
                              failure_message=failure.message, **_times(started, timings))
     ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=None)

@@ -1,4 +1,5 @@
-"""What budgets, caps and the doctor need from history: output tokens, doctor usage, costs."""
+"""What budgets, caps and the doctor need from the store: output history, escalated budgets, doctor usage,
+and giving back a claim a cost cap stopped."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlmodel import select
 
 from autopack.store.db import read_session, write_session
 from autopack.store.models import Attempt, LlmCall, Phase
-from autopack.store.runs import Store
+from autopack.store.runs import Store, utcnow
 
 HISTORY_LIMIT = 50
 
@@ -55,3 +56,10 @@ def doctor_tokens_median(store: Store, limit: int = 200) -> tuple[int, int]:
             .where(LlmCall.role == "doctor", LlmCall.status == "ok").order_by(LlmCall.id.desc()).limit(limit)
         ).all()
     return (int(median(samples)) if samples else 0, len(samples))
+
+
+def release_claim(store: Store, phase_pk: int) -> None:
+    """Put a claimed phase back to queued as it was before the claim (a cost cap stopped it before any attempt)."""
+    with write_session(store.engine) as session:
+        session.execute(update(Phase).where(Phase.pk == phase_pk).values(
+            state="queued", claimed_by=None, lease_expires_at=None, updated_at=utcnow()))
