@@ -102,9 +102,13 @@ class ApplyStats:
 class EditError(UsageError):
     """The builder's edits were rejected or could not be written; nothing was applied."""
 
+    SHOWN = 10  # reasons in the message; all of them stay in ``reasons``
+
     def __init__(self, reasons: Sequence[str]):
         self.reasons = tuple(reasons)
-        super().__init__("; ".join(self.reasons))
+        shown = [reason if len(reason) <= 300 else reason[:297] + "..." for reason in self.reasons[: self.SHOWN]]
+        more = len(self.reasons) - len(shown)
+        super().__init__("; ".join(shown) + (f"; and {more} more problem{'s' * (more != 1)}" if more else ""))
 
 
 class _Rejected(Exception):

@@ -9,6 +9,7 @@ that failed to load (node, vitest, jest-junit's "Test suite failed to run") is a
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -246,10 +247,12 @@ def _worst_child(case: Any) -> tuple[Outcome, str, str]:
 
 
 def _duration(case: Any) -> float:
+    """Seconds from the ``time`` attribute; 0.0 when absent, unreadable, negative or not finite."""
     try:
-        return float(case.get("time") or 0.0)
+        seconds = float(case.get("time") or 0.0)
     except ValueError:
         return 0.0
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
 
 
 def _relative(file: str | None, root: Path | None) -> str | None:

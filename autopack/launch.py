@@ -145,9 +145,11 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     from autopack.caps import CostCap
     from autopack.llm.doctor import Doctor
     from autopack.runner import RunContext
+    from autopack.testrun import stop_orphaned_suite
     from autopack.workspace import Workspace
 
     workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
+    stop_orphaned_suite(state_dir(settings) / "runs" / run.id / "logs")
     workspace.ensure(run.base_commit)
     recover(store, run, workspace, observer)
     caps = tuple(extra_caps)

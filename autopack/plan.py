@@ -164,6 +164,8 @@ def load_plan(path: Path, *, default_max_attempts: int = 3) -> PlanSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise PlanError(f"{path}: invalid TOML: {error}") from None
+    except RecursionError:
+        raise PlanError(f"{path}: invalid TOML: nested too deeply to read") from None
     spec = plan_from_dict(data, path, default_max_attempts=default_max_attempts)
     run = spec.run
     if not run.repo.is_dir():

@@ -23,6 +23,7 @@ from autopack.finalizer import decide, missing_deliverables, new_failures_to_con
 from autopack.llm.builder import BuilderRequest, collect_files, render_prompt
 from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
+from autopack.workspace import GitTampered
 
 PROTECTED_PATHS = (".git", ".autopack")
 # Stops that say nothing about the builder's work: the next attempt's prompt does not mention them.
@@ -157,6 +158,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
     # The request and its cost are known before anything is recorded, so a cost cap leaves
     # the phase untouched: no attempt, no baseline run, no call.
     ws.reset_clean()
+    ws.seal()
     files, omitted = collect_files(ws.project_root, spec.scope, spec.context,
                                    max_bytes=ctx.settings.context_max_bytes)
     request = BuilderRequest(
@@ -222,6 +224,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
             f"autopack: {ctx.run.id} / {phase.phase_id} (attempt {attempt.number})\n\n{spec.goal}",
             {"Autopack-Run": ctx.run.id, "Autopack-Phase": phase.phase_id,
              "Autopack-Attempt": str(attempt.number)},
+            staged_tree=tree_sha,
         )
         store.save_baseline(tree_sha, ctx.test_command, test_run_id)
         store.finish_attempt(attempt.id, "complete", commit=commit, **_times(started, timings))
@@ -229,6 +232,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         notify("phase_finished", phase_id=phase.phase_id, state="complete", commit=commit,
                reasons=decision.reasons, attempt=attempt.number)
         return AttemptOutcome(True, decision=decision_dict)
+    except GitTampered as exc:
+        return _fail(ctx, phase, attempt, started, timings, Failure("git_tampered", str(exc)))
     except KeyboardInterrupt:
         _interrupted(ctx, phase, attempt, started, timings, Failure("interrupted", "interrupted by the user or a signal"))
         raise Interrupted("interrupted: the attempt was recorded as interrupted and the worktree reset") from None
@@ -322,6 +327,7 @@ def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None
     )
     timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
     test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)
+    ctx.workspace.check_seal()
     ctx.observer.notify("tests", kind=kind, counts=report.counts(), exit_code=report.exit_code)
     return report, test_run_id
 

@@ -10,6 +10,7 @@ as collection errors. Parsing lives in ``autopack.junit`` and ``autopack.testout
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import selectors
@@ -22,6 +23,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from autopack.errors import EnvironmentProblem
 from autopack.junit import (
     MAX_JUNIT_BYTES,
     MESSAGE_CAP,
@@ -199,6 +201,9 @@ def run_tests(
     Report files are deleted before the run, so a build that fails writes no stale
     results. Output goes to ``log_path``, capped at ``output_cap_bytes``. The whole
     process group is killed when the command exits, times out, or autopack is interrupted.
+    While it runs, its process group is recorded in ``SUITE_PIDFILE`` beside the log, so
+    that a suite left running by a killed autopack is stopped before the next one starts
+    (one suite at a time per log directory).
     """
     cwd = Path(cwd)
     junit_file = Path(junit_path).resolve()
@@ -217,6 +222,7 @@ def run_tests(
     for stale in {*junit_files(report_root, pattern), *junit_files(*own_report)}:
         stale.unlink()
 
+    stop_orphaned_suite(Path(log_path).parent)
     variables = scrub_env(os.environ if env is None else env, env_allow)
     variables["PYTHONDONTWRITEBYTECODE"] = "1"
     variables[JUNIT_FILE_ENV] = str(junit_file)
@@ -255,6 +261,74 @@ def run_tests(
 
 # --- the process ------------------------------------------------------------------
 
+SUITE_PIDFILE = "suite.pid"
+
+
+def stop_orphaned_suite(directory: Path) -> bool:
+    """SIGKILL the suite a killed autopack left running, recorded in ``directory/SUITE_PIDFILE``.
+
+    SIGKILL gives autopack no chance to stop the suite's process group (its own session),
+    so it would run on in the worktree and could write into the next attempt. Processes of
+    that group are killed only when they are provably the suite's: the group leader with its
+    recorded start time, or a member whose environment holds the recorded JUnit path. Linux
+    only (/proc); returns True when something was killed.
+    """
+    pidfile = Path(directory) / SUITE_PIDFILE
+    try:
+        record = json.loads(pidfile.read_text())
+        pgid, started, marker = int(record["pgid"]), int(record["started"]), str(record["marker"]).encode()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    killed = False
+    if _start_ticks(pgid) == started:
+        _signal_group(pgid, signal.SIGKILL)
+        killed = True
+    else:
+        for pid in _group_members(pgid):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if marker in environ:
+                killed = _signal(pid, signal.SIGKILL) or killed
+    pidfile.unlink(missing_ok=True)
+    return killed
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                members.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def _signal(pid: int, signum: int) -> bool:
+    try:
+        os.kill(pid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _record_suite(pidfile: Path, pgid: int, marker: str) -> None:
+    """Best effort: without the record only a SIGKILLed autopack's orphan goes unnoticed."""
+    try:
+        pidfile.write_text(json.dumps({"pgid": pgid, "started": _start_ticks(pgid) or -1, "marker": marker}))
+    except OSError:
+        pass
+
 
 @dataclass(frozen=True)
 class _ProcessResult:
@@ -280,12 +354,12 @@ class _OutputSink:
 
     def write(self, chunk: bytes) -> None:
         if self.copy_file is not None and self.total < MAX_JUNIT_BYTES:
-            self.copy_file.write(chunk[: MAX_JUNIT_BYTES - self.total])
+            _put(self.copy_file, chunk[: MAX_JUNIT_BYTES - self.total])
         self.total += len(chunk)
         room = self.cap - self.written
         if room > 0:
             part = chunk[:room]
-            self.log_file.write(part)
+            _put(self.log_file, part)
             self.written += len(part)
         self.tail += chunk
         if len(self.tail) > TAIL_BYTES:
@@ -294,7 +368,18 @@ class _OutputSink:
     def finish(self) -> None:
         if self.total > self.cap:
             note = f"\n[autopack: output truncated after {self.cap} bytes; {self.total} bytes in all]\n"
-            self.log_file.write(note.encode())
+            _put(self.log_file, note.encode())
+
+
+def _put(file: Any, data: bytes) -> None:
+    """Write to an unbuffered file; a full disk becomes a one-line error naming the file."""
+    view = memoryview(data)
+    try:
+        while view:  # a raw write may be short (a nearly full disk)
+            view = view[file.write(view):]
+    except OSError as error:
+        raise EnvironmentProblem(f"{file.name}: cannot write the test output: {error.strerror or error}; free "
+                                 "disk space (or raise the file size limit) and run the command again") from None
 
 
 def _run_process(
@@ -303,7 +388,7 @@ def _run_process(
 ) -> _ProcessResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log_path, "wb") as log_file, open(copy_path or os.devnull, "wb") as copy_file:
+    with open(log_path, "wb", buffering=0) as log_file, open(copy_path or os.devnull, "wb", buffering=0) as copy_file:
         sink = _OutputSink(log_file, cap, copy_file if copy_path else None)
         process = subprocess.Popen(
             ["/bin/sh", "-c", command],
@@ -316,6 +401,8 @@ def _run_process(
             start_new_session=True,
         )
         assert process.stdout is not None
+        pidfile = log_path.parent / SUITE_PIDFILE
+        _record_suite(pidfile, process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
         try:
             timed_out = _pump(process, sink, started + timeout_s)
             if timed_out:
@@ -331,6 +418,7 @@ def _run_process(
             process.wait()
             raise
         finally:
+            pidfile.unlink(missing_ok=True)
             process.stdout.close()
             sink.finish()
     return _ProcessResult(

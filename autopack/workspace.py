@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from autopack.errors import EnvironmentProblem, UsageError
+from autopack.errors import AutopackError, EnvironmentProblem, UsageError
 
 COMMIT_IDENTITY_ENV = {
     "GIT_AUTHOR_NAME": "autopack",
@@ -38,6 +38,24 @@ _SAFE_CONFIG = (
     "gc.auto=0",
 )
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+
+
+# Files of the git directories that steer what `git add` stages and what a commit records.
+_CONTROL_FILES = ("HEAD", "config", "config.worktree", "info/exclude", "info/attributes",
+                  "info/sparse-checkout", "info/grafts", "objects/info/alternates", "shallow")
+
+
+class GitTampered(AutopackError):
+    """The project's tests changed the run's git state; it was put back (the attempt must fail)."""
+
+
+@dataclass(frozen=True)
+class _Seal:
+    """The git state the project's tests must leave alone, as it was when sealed."""
+
+    branch_commit: str | None
+    replace_refs: str
+    control: tuple[tuple[Path, bytes | None], ...]  # file, content (None: absent)
 
 
 @dataclass(frozen=True)
@@ -148,6 +166,13 @@ def resolve_ref(toplevel: Path, ref: str | None) -> str:
     return found.stdout.strip()
 
 
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def _message_with_trailers(message: str, trailers: Mapping[str, str]) -> str:
     body = message.strip()
     if not body:
@@ -168,6 +193,7 @@ class Workspace:
         self.worktree = Path(worktree).absolute()
         self.branch = branch
         self.subdir = subdir.strip("/")
+        self._seal: _Seal | None = None
 
     def __repr__(self) -> str:
         return f"Workspace(worktree={str(self.worktree)!r}, branch={self.branch!r})"
@@ -225,6 +251,7 @@ class Workspace:
                     f"worktree {self.worktree} is on {ours.branch or 'a detached HEAD'}, "
                     f"not {ref}; remove it with `git worktree remove {self.worktree}`"
                 )
+            self.remove_stale_git_locks()
             return
         # A registration whose `.git` file is gone is what `git worktree prune` clears.
         stale = [r for r in registrations if not (r.path / ".git").exists()]
@@ -239,6 +266,24 @@ class Workspace:
             )
         self.worktree.parent.mkdir(parents=True, exist_ok=True)
         self._in_toplevel("worktree", "add", "--quiet", str(self.worktree), self.branch)
+
+    def remove_stale_git_locks(self) -> list[Path]:
+        """Delete the lock files a killed git left in this worktree; return the ones deleted.
+
+        Only the worktree's own index and HEAD locks and the run branch's ref lock: the
+        caller holds the run's lock, so no other autopack process runs git here, and a
+        git killed with autopack (SIGKILL, OOM) never removes them itself. Shared locks
+        of the repository (packed-refs, config) are left alone.
+        """
+        names = ("index.lock", "HEAD.lock", f"refs/heads/{self.branch}.lock")
+        listing = self._in_worktree("rev-parse", *(arg for name in names for arg in ("--git-path", name)))
+        removed = []
+        for line in listing.stdout.splitlines():
+            path = self.worktree / line.strip()  # absolute paths stay as they are
+            if line.strip() and path.is_file():
+                path.unlink()
+                removed.append(path)
+        return removed
 
     def head(self) -> str:
         """The commit sha at the branch head."""
@@ -283,18 +328,80 @@ class Workspace:
             strip=False,
         ).stdout
 
-    def commit_staged(self, message: str, trailers: Mapping[str, str]) -> str:
+    def commit_staged(self, message: str, trailers: Mapping[str, str], staged_tree: str | None = None) -> str:
         """Commit exactly the index (empty commits allowed); return the new commit sha.
 
         The message is `message`, a blank line, then one "Key: value" line per trailer.
+        When sealed, the seal is checked first (GitTampered; ``staged_tree``: the tree the
+        tests ran on) and then moved to the new commit.
         """
         full_message = _message_with_trailers(message, trailers)
+        self.check_seal(staged_tree)
         self._in_worktree(
             "commit", "--quiet", "--no-verify", "--allow-empty", "--cleanup=whitespace",
             "-m", full_message,
             env=COMMIT_IDENTITY_ENV,
         )
-        return self.head()
+        head = self.head()
+        if self._seal is not None:
+            self._seal = _Seal(head, self._seal.replace_refs, self._seal.control)
+        return head
+
+    def seal(self) -> None:
+        """Remember the git state that the project's tests must not change (see ``check_seal``)."""
+        names = self._in_worktree("rev-parse", *(arg for name in _CONTROL_FILES for arg in ("--git-path", name)))
+        paths = [self.worktree / line.strip() for line in names.stdout.splitlines() if line.strip()]
+        self._seal = _Seal(self._branch_commit(), self._replace_refs(),
+                           tuple((path, _read_or_none(path)) for path in paths))
+
+    def check_seal(self, staged_tree: str | None = None) -> None:
+        """Raise GitTampered if, since ``seal``, the branch moved, HEAD, a git control file
+        (config, info/exclude, ...) or the replace refs changed, or (given ``staged_tree``)
+        the index no longer holds that tree. The sealed refs and files are put back first,
+        so the caller can save the attempt's change and reset. A no-op when not sealed."""
+        seal = self._seal
+        if seal is None:
+            return
+        problems = []
+        commit = self._branch_commit()
+        if commit != seal.branch_commit:
+            problems.append(f"branch {self.branch} moved from {str(seal.branch_commit)[:10]} to "
+                            f"{commit[:10] if commit else 'nowhere (deleted)'}")
+        replace_refs = self._replace_refs()
+        if replace_refs != seal.replace_refs:
+            problems.append("`git replace` refs changed")
+        changed = [path for path, data in seal.control if _read_or_none(path) != data]
+        problems += [f"{path.name} in {path.parent} changed" for path in changed]
+        if not problems and staged_tree is not None:
+            tree = self._in_worktree("write-tree").stdout.strip()
+            if tree != staged_tree:
+                problems.append(f"the index holds tree {tree[:10]}, not the tested {staged_tree[:10]}")
+        if not problems:
+            return
+        self._restore(seal, replace_refs)
+        raise GitTampered(f"the project's tests changed the run's git state ({'; '.join(problems)}); "
+                          "it was restored and the attempt's change is not committed")
+
+    def _restore(self, seal: _Seal, replace_refs: str) -> None:
+        for path, data in seal.control:
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+        kept = set(seal.replace_refs.split())
+        for ref in replace_refs.split():
+            if ref not in kept:
+                self._in_toplevel("update-ref", "-d", ref)
+        if seal.branch_commit is not None:
+            self._in_toplevel("update-ref", f"refs/heads/{self.branch}", seal.branch_commit)
+
+    def _branch_commit(self) -> str | None:
+        found = _git(self.toplevel, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False)
+        return found.stdout.strip() or None if found.status == 0 else None
+
+    def _replace_refs(self) -> str:
+        return self._in_toplevel("for-each-ref", "--format=%(refname)", "refs/replace/").stdout
 
     def head_trailers(self) -> dict[str, str]:
         """The trailers of the HEAD commit message ({} if none)."""

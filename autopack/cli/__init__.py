@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from autopack import __version__
-from autopack.errors import EXIT_INTERRUPTED, AutopackError
+from autopack.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_USAGE, AutopackError
 
 app = typer.Typer(
     name="autopack",
@@ -58,6 +58,15 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("autopack: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except OSError as exc:  # the file system refused: disk full, file too large, read-only, permissions
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"autopack: error: {where}{exc.strerror or exc}; free space or fix permissions, then run the "
+              "command again (an attempt cut short is recovered by the next run or drain)", file=sys.stderr)
+        sys.exit(EXIT_ENVIRONMENT)
+    except RecursionError:  # a parser (TOML, JSON) given input nested thousands of levels deep
+        print("autopack: error: an input file is nested too deeply to read; check the plan, cassette and "
+              "settings files", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
 
 __all__ = ["app", "main", "admin", "run", "status"]

@@ -111,6 +111,8 @@ class Cassette:
                 record = json.loads(raw)
             except json.JSONDecodeError as problem:
                 raise CassetteError(f"{path}:{number}: not valid JSON ({problem.msg}, column {problem.colno})") from None
+            except RecursionError:
+                raise CassetteError(f"{path}:{number}: JSON nested too deeply to read") from None
             problem = _entry_problem(record)
             if problem:
                 raise CassetteError(f"{path}:{number}: {problem}")

@@ -249,6 +249,8 @@ def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_to
             if not isinstance(message, anthropic.types.Message):  # the SDK hands back non-JSON bodies as text
                 shown = _one_line(str(message))[:200]
                 message, error = None, f"unusable response: not a Messages API response ({shown})"
+            elif problem := _shape_problem(message):  # the SDK builds a Message from any JSON object
+                message, error = None, f"unusable response: {problem}"
         except anthropic.APIStatusError as problem:
             detail = problem.api_message or problem.message
             http_status = problem.status_code
@@ -276,6 +278,16 @@ def _fallback_row(role: str, model: str, max_tokens: int, message: Any, error: s
         request_id=getattr(message, "_request_id", None), cost_usd=cost_usd(model, usage, prices),
         status="ok" if message is not None else "error", error=error, predicted_tokens=predicted_tokens,
     )
+
+
+def _shape_problem(message: Any) -> str | None:
+    """What makes a Message unusable (content not a list of typed blocks, no output token count), or None."""
+    content = getattr(message, "content", None)
+    if not isinstance(content, list) or not all(isinstance(getattr(block, "type", None), str) for block in content):
+        return "the message's content is not a list of content blocks"
+    if not isinstance(getattr(getattr(message, "usage", None), "output_tokens", None), int):
+        return "the message has no usage.output_tokens"
+    return None
 
 
 def _one_line(text: str) -> str:

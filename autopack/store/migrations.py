@@ -21,7 +21,7 @@ from sqlmodel import SQLModel
 
 from autopack.errors import EnvironmentProblem, MigrationNeeded
 from autopack.store import models
-from autopack.store.db import make_engine, translate_errors
+from autopack.store.db import advice, make_engine, translate_errors
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = []
 
@@ -80,9 +80,8 @@ def inspect_database(path: Path) -> MigrationStatus:
     names = tuple(name for name, _ in MIGRATIONS)
     if not path.exists() or path.stat().st_size == 0:
         return MigrationStatus(False, (), names, ())
-    uri = f"file:{path}?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=60)
+        conn = _connect_existing(path)
         try:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "_migrations" not in tables:
@@ -96,7 +95,7 @@ def inspect_database(path: Path) -> MigrationStatus:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise EnvironmentProblem(f"{path}: cannot read the database: {exc}") from exc
+        raise EnvironmentProblem(f"{path}: cannot read the database: {exc}{advice(str(exc))}") from exc
     known = set(names)
     return MigrationStatus(
         True,
@@ -104,6 +103,22 @@ def inspect_database(path: Path) -> MigrationStatus:
         tuple(n for n in names if n not in applied),
         tuple(n for n in applied if n not in known),
     )
+
+
+def _connect_existing(path: Path) -> sqlite3.Connection:
+    """A connection that never creates the file: read-write when allowed, so that closing it
+    removes the -wal/-shm files a read opens; read-only for a file or directory we may not write."""
+    conn = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=60)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.DatabaseError as problem:
+        if conn is not None:
+            conn.close()
+        if not isinstance(problem, sqlite3.OperationalError):  # not a database: no second try
+            raise
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)  # a read-only file or directory
 
 
 def check_current(path: Path, status: MigrationStatus) -> None:

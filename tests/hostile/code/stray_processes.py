@@ -1,0 +1,22 @@
+"""Hostile test: leave a grandchild `sleep 10000` and 50 forked sleepers behind; optionally hang."""
+
+import os
+import subprocess
+import sys
+import time
+
+from _junit import write_report
+
+pids = [subprocess.Popen(["sleep", "10000"]).pid]
+for _ in range(50):
+    pid = os.fork()
+    if pid == 0:
+        os.closerange(3, 1024)
+        time.sleep(10000)
+        os._exit(0)
+    pids.append(pid)
+with open(sys.argv[1], "a") as out:
+    out.write("".join(f"{pid}\n" for pid in pids))
+write_report()
+if "--hang" in sys.argv:
+    time.sleep(10000)
