@@ -89,6 +89,9 @@ def status_view(snapshot: dict[str, Any]) -> Any:
         tokens = f"{run['tokens']['input']:,}/{run['tokens']['output']:,}"
         table.add_row(run["id"], _state(run["state"]), phases, tokens, _cost(run), _ago(run["updated_at"]))
     parts: list[Any] = [table]
+    hidden = snapshot.get("total_runs", len(runs)) - len(runs)
+    if hidden > 0:
+        parts.append(Text(f"{hidden:,} older run(s) not shown: `--limit 0` lists every run", style="dim"))
     if snapshot.get("executors"):
         executors = Table("executor pid", "host", "run", "phase", "step", "heartbeat", title="at work")
         for e in snapshot["executors"]:

@@ -173,7 +173,8 @@ def test_second_run_does_nothing(finished, autopack):
 
 def test_status_without_run_id_lists_runs(finished, autopack):
     listing = status_json(autopack, finished.project)
-    assert set(listing) == {"schema", "runs", "executors", "stale_executors", "waiting_phases"}
+    assert set(listing) == {"schema", "runs", "total_runs", "executors", "stale_executors", "waiting_phases"}
+    assert listing["total_runs"] == 1
     assert listing["schema"] == 1 and listing["executors"] == listing["stale_executors"] == []
     [run] = listing["runs"]
     assert (run["id"], run["state"], run["branch"]) == ("calc-demo", "complete", "autopack/calc-demo")

@@ -22,6 +22,7 @@ def status(
     stats_run: Annotated[Optional[str], typer.Option("--run-id", help="With --stats: only this run.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh the view every 2 s until Ctrl-C.")] = False,
     waiting_after: Annotated[float, typer.Option("--waiting-after", min=0, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="List the newest N runs (0: every run).")] = 20,
     db: DbOption = None,
 ) -> None:
     """List runs (state, phases by state, cost, executors at work), or one run's phases, verdicts and failures."""
@@ -35,12 +36,12 @@ def status(
     if watch and not as_json:
         from rich.live import Live
 
-        with Live(render.status_view(_snapshot(settings, run_id, waiting_after)), refresh_per_second=1,
+        with Live(render.status_view(_snapshot(settings, run_id, waiting_after, limit)), refresh_per_second=1,
                   console=render.console()) as live:
             while True:
                 time.sleep(2)
-                live.update(render.status_view(_snapshot(settings, run_id, waiting_after)))
-    snapshot = _snapshot(settings, run_id, waiting_after)
+                live.update(render.status_view(_snapshot(settings, run_id, waiting_after, limit)))
+    snapshot = _snapshot(settings, run_id, waiting_after, limit)
     if as_json:
         print(json.dumps(snapshot, indent=2))
     elif run_id is None:
@@ -49,10 +50,10 @@ def status(
         render.print_run_status(snapshot)
 
 
-def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float) -> dict[str, Any]:
+def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit: int) -> dict[str, Any]:
     from autopack.store import open_store
     from autopack.store.activity import activity
-    from autopack.store.queries import STATUS_SCHEMA, list_runs, run_status
+    from autopack.store.queries import STATUS_SCHEMA, count_runs, list_runs, run_status
 
     store = open_store(settings.db, create=False)
     if run_id is not None:
@@ -64,10 +65,11 @@ def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float) -> di
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         return result
     if store is None:
-        return {"schema": STATUS_SCHEMA, "runs": [], "executors": [], "stale_executors": [], "waiting_phases": []}
+        return {"schema": STATUS_SCHEMA, "runs": [], "total_runs": 0, "executors": [], "stale_executors": [],
+                "waiting_phases": []}
     with store:
         now = datetime.now(timezone.utc)
-        return {"schema": STATUS_SCHEMA, "runs": list_runs(store),
+        return {"schema": STATUS_SCHEMA, "runs": list_runs(store, limit or None), "total_runs": count_runs(store),
                 **activity(store, now, settings.lease_s, waiting_after_min * 60)}
 
 

@@ -51,21 +51,34 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
-def list_runs(store: Store) -> list[dict[str, Any]]:
-    """Every run, newest first, with phases counted by state, usage and last update."""
+def count_runs(store: Store) -> int:
+    """How many runs the store holds."""
     with read_session(store.engine) as session:
-        runs = list(session.exec(select(Run.id, Run.goal, Run.branch, Run.created_at).order_by(Run.created_at.desc())))
+        return session.exec(select(func.count()).select_from(Run)).one()
+
+
+def list_runs(store: Store, limit: int | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` runs (None: every run), newest first, with phases counted by state,
+    usage and last update. Only the listed runs' phases and ledger rows are aggregated."""
+    newest_first = (Run.created_at.desc(), Run.id.desc())
+    newest = select(Run.id, Run.goal, Run.branch, Run.created_at).order_by(*newest_first)
+    phase_counts = (select(Phase.run_id, Phase.state, func.count(), func.max(Phase.updated_at))
+                    .group_by(Phase.run_id, Phase.state))
+    usage_sums = select(LlmCall.run_id, *_usage_columns()).group_by(LlmCall.run_id)
+    if limit is not None:
+        newest = newest.limit(limit)
+        listed = select(Run.id).order_by(*newest_first).limit(limit)
+        phase_counts = phase_counts.where(Phase.run_id.in_(listed))
+        usage_sums = usage_sums.where(LlmCall.run_id.in_(listed))
+    with read_session(store.engine) as session:
+        runs = list(session.exec(newest))
         counts: dict[str, dict[str, int]] = defaultdict(dict)
         updated: dict[str, datetime] = {}
-        for run_id, state, n, last in session.exec(
-            select(Phase.run_id, Phase.state, func.count(), func.max(Phase.updated_at))
-            .group_by(Phase.run_id, Phase.state)
-        ):
+        for run_id, state, n, last in session.exec(phase_counts):
             counts[run_id][state] = n
             if last and (run_id not in updated or last > updated[run_id]):
                 updated[run_id] = last
-        usage = {row[0]: _usage_dict(row[1:]) for row in session.exec(
-            select(LlmCall.run_id, *_usage_columns()).group_by(LlmCall.run_id))}
+        usage = {row[0]: _usage_dict(row[1:]) for row in session.exec(usage_sums)}
     empty = _usage_dict((0, 0, 0, 0, 0.0, 0))
     return [
         {"id": run_id, "goal": goal, "state": derive_run_state(counts[run_id]), "branch": branch,
@@ -114,5 +127,6 @@ def _phase_dict(phase: Phase, completed_by: str | None) -> dict[str, Any]:
         "max_attempts": phase.max_attempts, "commit": phase.commit,
         "category": phase.spec.get("category"), "depends_on": phase.spec.get("depends_on", []),
         "decision": decision, "last_failure": last_failure, "model": completed_by,
+        "parked": phase.parked_reason,
         "updated_at": _iso(phase.updated_at),
     }
