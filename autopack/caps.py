@@ -24,8 +24,10 @@ class CostCap:
     limit_usd: float
     spent: Callable[[], float]
 
-    def check(self, estimate_usd: float | None) -> None:
-        spent = self.spent()
+    def check(self, estimate_usd: float | None, unrecorded_usd: float = 0.0) -> None:
+        """Raise CostCapReached if the ledger's spend, plus ``unrecorded_usd`` (calls of this attempt
+        not in the ledger yet), plus the estimate would pass the limit."""
+        spent = self.spent() + unrecorded_usd
         estimate = estimate_usd or 0.0
         if spent + estimate > self.limit_usd:
             raise CostCapReached(

@@ -168,7 +168,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         attempt=store.phase(ctx.run.id, phase.phase_id).attempts + 1, failure_digest=previous_digest, model=model,
     )
     budget = _budget(ctx, phase, spec, files)
-    _check_caps(ctx, model, _prompt_chars(request), budget.max_tokens)
+    prompt_chars = _prompt_chars(request)
+    _check_caps(ctx, model, prompt_chars, budget.max_tokens)
     attempt = store.start_attempt(phase.pk, ctx.executor_id, model)
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
@@ -181,7 +182,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         _step(ctx, phase, attempt, "builder")
         t0 = time.monotonic()
         store.update_attempt(attempt.id, budget=budget.max_tokens, budget_source=budget.source)
-        result = ctx.builder.build(request, budget.max_tokens)
+        result = ctx.builder.build(request, budget.max_tokens,
+                                   may_escalate=_escalation_check(ctx, model, prompt_chars))
         timings["builder_ms"] = int((time.monotonic() - t0) * 1000)
         store.record_calls(ctx.run.id, phase.phase_id, attempt.id, "builder", result.calls)
         notify("llm_call", phase_id=phase.phase_id, calls=result.calls)
@@ -244,11 +246,23 @@ def _prompt_chars(request: BuilderRequest) -> int:
     return len(json.dumps([*render_prompt(request), TOOL_DEFINITIONS]))
 
 
-def _check_caps(ctx: RunContext, model: str, prompt_chars: int, max_tokens: int) -> None:
-    """Raise CostCapReached when the call about to be made could take spending past a cap."""
+def _check_caps(ctx: RunContext, model: str, prompt_chars: int, max_tokens: int, unrecorded_usd: float = 0.0) -> None:
+    """Raise CostCapReached when the call about to be made (plus ``unrecorded_usd``, spent by calls the
+    ledger does not hold yet) could take spending past a cap."""
     estimate = estimate_call_usd(model, prompt_chars, max_tokens, ctx.settings.prices or None)
     for cap in ctx.cost_caps:
-        cap.check(estimate)
+        cap.check(estimate, unrecorded_usd)
+
+
+def _escalation_check(ctx: RunContext, model: str, prompt_chars: int) -> Any:
+    """What the builder asks before an escalated call: None, or the cost cap it would pass."""
+    def refusal(max_tokens: int, spent_this_attempt_usd: float) -> str | None:
+        try:
+            _check_caps(ctx, model, prompt_chars, max_tokens, spent_this_attempt_usd)
+        except CostCapReached as exc:
+            return str(exc)
+        return None
+    return refusal
 
 
 def _release(ctx: RunContext, phase: Any, outcome: AttemptOutcome | None, exc: CostCapReached) -> None:

@@ -278,6 +278,28 @@ def test_max_cost_flag_stops_the_run_the_same_way(tmp_path):
     untouched_after_cap(wb, "flagged", wb.status("flagged"))
 
 
+def test_a_cost_cap_refuses_the_escalated_call_and_the_attempt_fails_as_truncated(tmp_path):
+    """The first call fits under the cap; after it was cut off, its cost plus the escalated call's
+    estimate does not: the escalated call is not made, and the cut answer is not applied."""
+    wb = Workbench(tmp_path)
+    base = heuristic_budget(deliverables=1, scope_files=0)
+    new, per_output = escalated_budget(base), PRICES_PER_MTOK[SONNET][1]
+    cap = round((base + new / 2) * per_output / 1e6, 4)
+    cassette = [line("builder", "p1", 1, message(("out/POISON.txt", "half"), stop_reason="max_tokens",
+                                                 output_tokens=base)),
+                line("builder", "p1", 1, message(("out/p1.txt", "ok\n"), output_tokens=900))]
+    phases = [{"id": "p1", "scope": ["out/p1.txt"], "deliverables": ["out/p1.txt"]}]
+    write_plan(wb, "refused", phases, cassette, extra=f"\n[run.limits]\nmax_cost_usd = {cap}")
+    done = wb.cli("run", "plans/refused.toml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    [(number, state, kind, _, budget)] = attempts(wb.db, "refused", "p1")
+    assert (number, state, kind, budget) == (1, "failed", "truncated", base)
+    failure = wb.status("refused")["phases"][0]["last_failure"]["message"]
+    assert f"escalated call (max_tokens={new}) was not made" in failure and "run.limits.max_cost_usd" in failure
+    assert calls(wb.db, "refused", "p1") == [(1, SONNET, base, "max_tokens", 200)]
+    assert "POISON" not in branch_files(wb, "refused")
+
+
 def assert_stopped_by_cap(stderr: str, label: str, cap: float, spent: float) -> None:
     assert "cost" in stderr and label in stderr, stderr
     assert f"${cap:.4f}" in stderr and f"spent ${spent:.4f}" in stderr, stderr

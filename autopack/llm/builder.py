@@ -102,8 +102,14 @@ class BuilderResult:
     model: str | None = None  # the model the calls were made with
 
 
+# Asked before an escalated call with its max_tokens and what this attempt's calls cost so far:
+# None to make the call, or why not (a cost cap).
+EscalationCheck = Callable[[int, float], "str | None"]
+
+
 class Builder(Protocol):
-    def build(self, request: BuilderRequest, budget: int | None = None) -> BuilderResult: ...
+    def build(self, request: BuilderRequest, budget: int | None = None,
+              may_escalate: EscalationCheck | None = None) -> BuilderResult: ...
 
 
 class ClaudeBuilder:
@@ -120,8 +126,10 @@ class ClaudeBuilder:
         self.clock = clock
         self.budget_cap = budget_cap
 
-    def build(self, request: BuilderRequest, budget: int | None = None) -> BuilderResult:
-        """One attempt: a call at ``budget`` (default: ``max_tokens``), and one escalated call if it was cut off.
+    def build(self, request: BuilderRequest, budget: int | None = None,
+              may_escalate: EscalationCheck | None = None) -> BuilderResult:
+        """One attempt: a call at ``budget`` (default: ``max_tokens``), and one escalated call if it was cut off
+        and ``may_escalate`` allows it (else the attempt is ``truncated``).
 
         ``budget`` is also recorded as each call's ``predicted_tokens``. The escalated call uses
         the same (builder, phase, attempt) key, so in a cassette it is that key's next line.
@@ -145,6 +153,11 @@ class ClaudeBuilder:
             return BuilderResult(None, "truncated", f"response cut off at max_tokens={base}, which is already the "
                                  f"cap ({self.budget_cap}); its edits were not applied", _text(message), calls,
                                  None, model)
+        refusal = may_escalate(new, sum(call.cost_usd or 0.0 for call in calls)) if may_escalate else None
+        if refusal:
+            return BuilderResult(None, "truncated", f"response cut off at max_tokens={base}; the escalated call "
+                                 f"(max_tokens={new}) was not made: {refusal}; its edits were not applied",
+                                 _text(message), calls, None, model)
         reason = message.stop_reason if message.stop_reason == "max_tokens" else "near_limit"
         escalation = Escalation(reason=reason, utilisation=round(output / base, 4), base=base, new=new)
         second = self._call(request, model, new, budget, system, messages)
