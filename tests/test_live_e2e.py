@@ -137,14 +137,16 @@ def assert_ledger_totals(wb: Workbench, run_id: str, status: dict, stats: dict) 
 
 @pytest.fixture(scope="module")
 def truncation(tmp_path_factory) -> dict:
-    """One run: `grow` is cut off once and completes at the escalated budget; `stuck` is cut off twice."""
+    """One run: `grow` is cut off once and completes at the escalated budget; `stuck` is cut off twice
+    (first near the limit, then by max_tokens)."""
     wb = Workbench(tmp_path_factory.mktemp("truncation"))
     base = heuristic_budget(deliverables=1, scope_files=1)  # scope out/ holds the empty out/.keep
     cut = dict(stop_reason="max_tokens", output_tokens=base)
     cassette = [
         line("builder", "grow", 1, message(("out/POISON.txt", "half a file"), **cut)),
         line("builder", "grow", 1, message(("out/grow.txt", "done\n"), output_tokens=900)),
-        line("builder", "stuck", 1, message(("out/POISON.txt", "half"), **cut)),
+        # all of its budget used though the model says it finished: near the limit, also cut off
+        line("builder", "stuck", 1, message(("out/POISON.txt", "half"), output_tokens=base)),
         line("builder", "stuck", 1, message(("out/POISON.txt", "still half"), stop_reason="max_tokens",
                                             output_tokens=escalated_budget(base))),
     ]
@@ -180,7 +182,7 @@ def test_repeated_truncation_fails_the_attempt_as_truncated_naming_both_budgets(
     assert stuck["last_failure"]["kind"] == "truncated"
     assert f"max_tokens={base}" in stuck["last_failure"]["message"]
     assert f"max_tokens={new}" in stuck["last_failure"]["message"]
-    assert calls(wb.db, "trunc", "stuck") == [(1, SONNET, base, "max_tokens", 200), (1, SONNET, new, "max_tokens", 200)]
+    assert calls(wb.db, "trunc", "stuck") == [(1, SONNET, base, "tool_use", 200), (1, SONNET, new, "max_tokens", 200)]
     assert not list((Path(truncation["status"]["run"]["worktree"]) / "out").glob("POISON*"))
 
 

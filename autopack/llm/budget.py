@@ -31,7 +31,7 @@ DEFAULT_FLOOR = 4096
 DEFAULT_CAP = 64000
 STREAMING_THRESHOLD = 21_000  # above this max_tokens, calls are streamed (the SDK's non-streaming limit)
 TRUNCATION_UTILISATION = 0.95
-_TRUNCATING_STOPS = ("max_tokens", "model_context_window_exceeded")
+TRUNCATING_STOPS = ("max_tokens", "model_context_window_exceeded")
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,6 @@ def escalated_budget(base: int, *, cap: int = DEFAULT_CAP) -> int:
 
 def is_truncated(stop_reason: str | None, output_tokens: int, max_tokens: int) -> bool:
     """Whether a response was (or may have been) cut off: a truncating stop, or ≥ 95 % of the budget used."""
-    if stop_reason in _TRUNCATING_STOPS:
+    if stop_reason in TRUNCATING_STOPS:
         return True
     return max_tokens > 0 and output_tokens >= TRUNCATION_UTILISATION * max_tokens

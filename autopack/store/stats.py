@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func
+from sqlalchemy import case, func, or_
 from sqlmodel import select
 
+from autopack.llm.budget import TRUNCATING_STOPS, TRUNCATION_UTILISATION
 from autopack.store.db import read_session
 from autopack.store.models import Attempt, Event, LlmCall, Phase
 from autopack.store.runs import Store
 
-TRUNCATED = ("max_tokens", "model_context_window_exceeded")
+# A builder call counts as truncated as the builder judges it (llm.budget.is_truncated): a truncating
+# stop, or at least 95 % of its max_tokens used.
+TRUNCATED = or_(LlmCall.stop_reason.in_(TRUNCATING_STOPS),
+                LlmCall.output_tokens >= TRUNCATION_UTILISATION * LlmCall.max_tokens)
 
 
 def _scoped(query: Any, column: Any, run_id: str | None) -> Any:
@@ -21,7 +25,7 @@ def _scoped(query: Any, column: Any, run_id: str | None) -> Any:
 def telemetry(store: Store, run_id: str | None = None) -> dict[str, Any]:
     """Truncation, escalation, estimation error, doctor, failure kinds, cache and cost figures."""
     with read_session(store.engine) as session:
-        builder_ok = _scoped(select(func.count(), func.coalesce(func.sum(case((LlmCall.stop_reason.in_(TRUNCATED), 1),
+        builder_ok = _scoped(select(func.count(), func.coalesce(func.sum(case((TRUNCATED, 1),
                                                                             else_=0)), 0))
                              .where(LlmCall.role == "builder", LlmCall.status == "ok"), LlmCall.run_id, run_id)
         calls, truncated = session.exec(builder_ok).one()
