@@ -145,7 +145,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     from autopack.caps import CostCap
     from autopack.llm.doctor import Doctor
     from autopack.runner import RunContext
-    from autopack.testrun import stop_orphaned_suite
+    from autopack.orphans import stop_orphaned_suite
     from autopack.workspace import Workspace
 
     workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)

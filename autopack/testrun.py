@@ -10,7 +10,6 @@ as collection errors. Parsing lives in ``autopack.junit`` and ``autopack.testout
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import selectors
@@ -36,6 +35,7 @@ from autopack.junit import (
     parse_junit,
     write_junit,
 )
+from autopack.orphans import SUITE_PIDFILE, record_suite, signal_group, stop_orphaned_suite
 from autopack.testoutput import build_errors, convert_output
 
 __all__ = [
@@ -261,75 +261,6 @@ def run_tests(
 
 # --- the process ------------------------------------------------------------------
 
-SUITE_PIDFILE = "suite.pid"
-
-
-def stop_orphaned_suite(directory: Path) -> bool:
-    """SIGKILL the suite a killed autopack left running, recorded in ``directory/SUITE_PIDFILE``.
-
-    SIGKILL gives autopack no chance to stop the suite's process group (its own session),
-    so it would run on in the worktree and could write into the next attempt. Processes of
-    that group are killed only when they are provably the suite's: the group leader with its
-    recorded start time, or a member whose environment holds the recorded JUnit path. Linux
-    only (/proc); returns True when something was killed.
-    """
-    pidfile = Path(directory) / SUITE_PIDFILE
-    try:
-        record = json.loads(pidfile.read_text())
-        pgid, started, marker = int(record["pgid"]), int(record["started"]), str(record["marker"]).encode()
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    killed = False
-    if _start_ticks(pgid) == started:
-        _signal_group(pgid, signal.SIGKILL)
-        killed = True
-    else:
-        for pid in _group_members(pgid):
-            try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if marker in environ:
-                killed = _signal(pid, signal.SIGKILL) or killed
-    pidfile.unlink(missing_ok=True)
-    return killed
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (/proc/<pid>/stat field 22)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(Path(entry, "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
-                members.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return members
-
-
-def _signal(pid: int, signum: int) -> bool:
-    try:
-        os.kill(pid, signum)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def _record_suite(pidfile: Path, pgid: int, marker: str) -> None:
-    """Best effort: without the record only a SIGKILLed autopack's orphan goes unnoticed."""
-    try:
-        pidfile.write_text(json.dumps({"pgid": pgid, "started": _start_ticks(pgid) or -1, "marker": marker}))
-    except OSError:
-        pass
-
-
 @dataclass(frozen=True)
 class _ProcessResult:
     exit_code: int | None
@@ -402,19 +333,19 @@ def _run_process(
         )
         assert process.stdout is not None
         pidfile = log_path.parent / SUITE_PIDFILE
-        _record_suite(pidfile, process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
+        record_suite(pidfile, process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
         try:
             timed_out = _pump(process, sink, started + timeout_s)
             if timed_out:
-                _signal_group(process.pid, signal.SIGTERM)
+                signal_group(process.pid, signal.SIGTERM)
                 _wait_for_exit(process.pid, time.monotonic() + 2.0)
             # Still unreaped, so the group id cannot have been reused: kill stray children.
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait()
             duration = time.monotonic() - started
             _drain(process.stdout.fileno(), sink)
         except BaseException:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             process.wait()
             raise
         finally:
@@ -478,9 +409,3 @@ def _wait_for_exit(pid: int, deadline: float) -> None:
     while not _has_exited(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass

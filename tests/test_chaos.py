@@ -294,7 +294,8 @@ def test_sigkill_at_50_moments_loses_nothing_and_runs_nothing_twice(tmp_path: Pa
 def test_a_suite_orphaned_by_sigkill_is_stopped_before_the_next_suite_starts(tmp_path: Path) -> None:
     """SIGKILL gives autopack no chance to stop its suite (a session of its own); the next
     suite run of the run finds the recorded process group and kills it first."""
-    from autopack.testrun import SUITE_PIDFILE, run_tests
+    from autopack.orphans import SUITE_PIDFILE
+    from autopack.testrun import run_tests
 
     stray = Path(__file__).resolve().parent / "hostile" / "code" / "stray_processes.py"
     pids_file, logs = tmp_path / "pids", tmp_path / "logs"
