@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -26,6 +27,15 @@ def cli_env(home: Path) -> dict[str, str]:
            if name != "ANTHROPIC_API_KEY" and not name.startswith(("AUTOPACK_", "GIT_"))}
     env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), GIT_CONFIG_NOSYSTEM="1")
     return env
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
+    """Query the state file read-only, the way an outside tool would."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:

@@ -4,29 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import EXAMPLE, git
+from conftest import EXAMPLE, git, rows
 
 PHASES = ["add-power", "add-modulo", "document-operations"]
 KNOWN_FAILING = "tests.test_ops::test_divide_by_zero_message"
 DELTA_KEYS = {"new_failures", "fixed", "still_failing", "removed", "flaky", "collection_errors"}
 PHASE_STATES = {"queued", "executing", "ci_running", "gate", "complete", "failed", "skipped"}
 SHA = re.compile(r"[0-9a-f]{40}")
-
-
-def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
-    """Query the state file read-only, the way an outside tool would."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def cassette_usage(path: Path) -> dict[str, int]:

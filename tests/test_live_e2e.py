@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from autopack.caps import estimate_call_usd
 from autopack.llm.budget import escalated_budget, estimate_budget
 from autopack.llm.client import PRICES_PER_MTOK
-from conftest import git
+from conftest import git, rows
 from drainkit import Workbench
 
 SONNET, OPUS, HAIKU = "claude-sonnet-5-5", "claude-opus-5-5", "claude-haiku-5-5"
@@ -78,14 +76,6 @@ def heuristic_budget(deliverables: int, scope_files: int, scope_bytes: int = 0) 
 
 
 # --- reading the results ---------------------------------------------------------------------------
-
-def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
 
 def cli_json(wb: Workbench, *args: str) -> dict:
     done = wb.cli(*args, "--json")
