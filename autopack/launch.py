@@ -31,15 +31,29 @@ def state_dir(settings: Any) -> Path:
     return settings.db.parent
 
 
-def recorded_run(store: Any, plan: PlanSpec) -> Any:
-    """The run recorded for this plan (None when new); refuses a plan that changed since."""
+def recorded_run(store: Any, settings: Any, plan: PlanSpec) -> tuple[Any, str | None]:
+    """The run recorded for this plan (None when new), and what a changed plan changed in it (None: nothing).
+
+    A plan may change the phases that are not complete (see ``autopack.replan``): the run
+    takes the new plan under its lock, and changed phases that failed, parked or not, are
+    queued for a new pass. Any other change is refused (exit 2).
+    """
     run = store.get_run(plan.run.id)
-    if run is not None and run.plan_hash != plan.content_hash():
-        raise UsageError(
-            f"{plan.path}: run '{plan.run.id}' was recorded from a different version of this plan; "
-            f"restore the plan, or give it a new run.id to start a new run"
-        )
-    return run
+    if run is None or run.plan_hash == plan.content_hash():
+        return run, None
+    from autopack.replan import changed_phases
+    from autopack.store.replans import replace_plan
+
+    complete = {phase.phase_id for phase in store.phases(run.id) if phase.state == "complete"}
+    changed = changed_phases(run.plan, plan, complete)
+    with run_lock(settings, run.id):
+        requeued = replace_plan(store, run.id, plan, changed)
+    notice = f"the plan changed: run '{run.id}' takes it"
+    if changed:
+        notice += f" (phases changed: {', '.join(changed)})"
+    if requeued:
+        notice += f"; queued again: {', '.join(requeued)}"
+    return store.get_run(run.id), notice
 
 
 def resume_target(store: Any, settings: Any, run_id: str) -> tuple[PlanSpec, Any]:
@@ -144,8 +158,8 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     """A ready RunContext for a run whose lock the caller holds: worktree ensured, state recovered."""
     from autopack.caps import CostCap
     from autopack.llm.doctor import Doctor
-    from autopack.runner import RunContext
     from autopack.orphans import stop_orphaned_suite
+    from autopack.runner import RunContext
     from autopack.workspace import Workspace
 
     workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)

@@ -194,6 +194,30 @@ def test_identical_failures_park_a_phase_until_include_parked(wb: Workbench) -> 
     assert wb.commits("drained") == [("stuck", "4")] and wb.commits("ran") == [("stuck", "4")]
 
 
+def test_changing_a_parked_phase_in_the_plan_unparks_it_and_a_drain_completes_the_run(wb: Workbench) -> None:
+    plan = wb.add_run("fixme", [PhaseScript("stuck", ("outside",) * 3 + ("ok",), max_attempts=3),
+                                PhaseScript("after", depends_on=("stuck",))])
+    ran = wb.cli("run", str(plan))
+    assert ran.returncode == 1, ran.stderr
+    assert wb.phase_states("fixme") == {"stuck": "failed", "after": "skipped"}
+    assert dry_run(wb) == []  # parked: three identical failures
+
+    plan.write_text(plan.read_text().replace('goal = "Write out/stuck.txt"',
+                                             'goal = "Write out/stuck.txt; only out/ is in scope"'))
+    taken = wb.cli("run", str(plan), "--queue-only")
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stderr == ("autopack: the plan changed: run 'fixme' takes it (phases changed: stuck); "
+                            "queued again: stuck, after\n")
+    assert wb.phase_states("fixme") == {"stuck": "queued", "after": "queued"}
+    assert wb.status("fixme")["phases"][0]["parked"] is None
+    assert [c["phase_id"] for c in dry_run(wb)] == ["stuck"]
+
+    code, summary = drain(wb, "--run-id", "fixme")
+    assert code == 0, summary
+    assert wb.commits("fixme") == [("stuck", "4"), ("after", "1")]
+    assert wb.cli("run", str(plan)).stderr == ""  # the run holds the changed plan now
+
+
 # -- drain --run-id ----------------------------------------------------------------------
 
 
@@ -291,3 +315,4 @@ def test_pick_next_prints_the_best_run_and_nothing_when_there_is_nothing_to_drai
     assert top["big"]["score"] > top["small"]["score"]
     table = wb.cli("pick-next", "--explain")
     assert table.stdout.startswith("big\tdocs-sweep\n") and "small" in table.stdout
+

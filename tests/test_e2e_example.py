@@ -171,18 +171,29 @@ def test_status_without_run_id_lists_runs(finished, autopack):
     assert run["tokens"] == finished.status["run"]["tokens"]
 
 
-def test_changed_plan_is_refused_and_the_database_untouched(finished, autopack):
+@pytest.mark.parametrize("edits, refusal", [
+    ([('goal = "List every operation', 'goal = "List each operation')],
+     "phases.document-operations: the phase is complete and committed in run 'calc-demo', so it cannot change"),
+    ([('test_command = "python -m pytest -q"', 'test_command = "python -m pytest"')],
+     "run.test_command: changed since run 'calc-demo' was recorded"),
+    ([('id = "add-modulo"', 'id = "add-mod"'), ('"add-power", "add-modulo"]', '"add-power", "add-mod"]')],
+     "phases cannot be added, removed or reordered"),
+], ids=["complete-phase", "run-key", "phase-list"])
+def test_a_plan_change_a_recorded_run_cannot_take_is_refused_and_the_database_untouched(finished, autopack, edits,
+                                                                                         refusal):
     plan = finished.project / "plan.toml"
-    original = plan.read_text()
+    original = changed = plan.read_text()
     db_bytes = finished.db.read_bytes()
-    plan.write_text(original.replace('goal = "List every operation', 'goal = "List each operation'))
+    for old, new in edits:
+        changed = changed.replace(old, new)
+    plan.write_text(changed)
     try:
         done = autopack("run", "plan.toml", cwd=finished.project)
     finally:
         plan.write_text(original)
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
-    assert line.startswith("autopack: error: plan.toml: ") and "different version of this plan" in line
+    assert line.startswith("autopack: error: plan.toml: ") and refusal in line, line
     assert finished.db.read_bytes() == db_bytes
 
 

@@ -52,7 +52,9 @@ def run(
     store = open_store(settings.db, create=False)
     if spec is not None:
         builder, model = launch.make_builder(settings, spec, cassette, record)
-        recorded = launch.recorded_run(store, spec) if store is not None else None
+        recorded, notice = launch.recorded_run(store, settings, spec) if store is not None else (None, None)
+        if notice:
+            print(f"autopack: {notice}", file=sys.stderr)
         if recorded is None:
             target = launch.check_new_run(settings, spec)  # before the database is created
             store = store or open_store(settings.db)

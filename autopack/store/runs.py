@@ -229,7 +229,7 @@ class Store:
             phase.parked_reason = None
             session.add(phase)
             session.flush()
-            return self._unskip(session, phase.run_id, now)
+            return self.unskip(session, phase.run_id, now)
 
     def fail_phase(self, phase_pk: int, *, state: str, kind: str, message: str,
                    fingerprint: str | None, decision: dict | None) -> None:
@@ -263,7 +263,8 @@ class Store:
                     skipped.append(phase.phase_id)
                 session.flush()
 
-    def _unskip(self, session: Any, run_id: str, now: datetime) -> list[str]:
+    def unskip(self, session: Any, run_id: str, now: datetime) -> list[str]:
+        """In ``session``: skipped phases none of whose dependencies failed or was skipped go back to queued."""
         dep = aliased(Phase)
         ready = list(session.exec(
             select(Phase).where(
@@ -291,7 +292,7 @@ class Store:
                 phase.parked_reason = None
                 session.add(phase)
             session.flush()
-            return [p.phase_id for p in failed] + self._unskip(session, run_id, now)
+            return [p.phase_id for p in failed] + self.unskip(session, run_id, now)
 
     # -- test runs and baselines ------------------------------------------------------
 
