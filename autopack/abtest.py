@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from autopack.errors import UsageError
@@ -262,7 +262,14 @@ class AbReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (``--json``); tuples become lists."""
-        return json.loads(json.dumps(asdict(self)))
+        return json.loads(json.dumps(self, default=_fields))
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A dataclass's fields, one level deep: json.dumps recurses (asdict deep-copies every value)."""
+    if not is_dataclass(value):
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return {f.name: getattr(value, f.name) for f in fields(value)}
 
 
 def build_report(pairs: Sequence[Pair], facts: dict[str, Any], metrics: dict[str, Any], *,

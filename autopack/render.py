@@ -340,16 +340,18 @@ def drain_observer(quiet: bool) -> Any:
     return DrainLiveObserver() if sys.stdout.isatty() else _PlainContext()
 
 
-def print_candidates(candidates: list[Any]) -> None:
-    """`drain --dry-run`: the order a drain would take, and why."""
+def print_candidates(candidates: list[Any], shown: int) -> None:
+    """`drain --dry-run`: the first ``shown`` phases in the order a drain would take them, and why."""
     out = console()
     if not candidates:
         out.print("nothing to drain")
         return
     table = Table("#", "run", "phase", "state", "why here")
-    for n, c in enumerate(candidates, 1):
+    for n, c in enumerate(candidates[:shown], 1):
         table.add_row(str(n), c.phase.run_id, c.phase.phase_id, _state(c.phase.state), f"[{c.rank}] {c.reason}")
     out.print(table)
+    if len(candidates) > shown:
+        out.print(f"{len(candidates) - shown:,} more drainable phase(s) after these; `--json` lists them all")
 
 
 def print_drain_summary(summary: dict[str, Any]) -> None:

@@ -316,3 +316,12 @@ def test_pick_next_prints_the_best_run_and_nothing_when_there_is_nothing_to_drai
     table = wb.cli("pick-next", "--explain")
     assert table.stdout.startswith("big\tdocs-sweep\n") and "small" in table.stdout
 
+
+def test_a_long_dry_run_prints_the_first_fifty_and_counts_the_rest(wb: Workbench) -> None:
+    wb.queue("many", [PhaseScript(f"p{n:02d}") for n in range(55)])
+    text = wb.cli("drain", "--dry-run")
+    assert text.returncode == 0, text.stderr
+    assert "p49" in text.stdout and "p50" not in text.stdout
+    assert "5 more drainable phase(s) after these; `--json` lists them all" in text.stdout
+    assert "p54" in wb.cli("drain", "--dry-run", "--batch-size", "60").stdout
+    assert len(dry_run(wb)) == 55

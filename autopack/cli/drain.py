@@ -16,6 +16,9 @@ from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 if TYPE_CHECKING:
     from autopack.drain import DrainOptions
 
+# The rows `drain --dry-run` prints at least (more with a larger --batch-size); --json prints all.
+DRY_RUN_ROWS = 50
+
 
 @app.command()
 def drain(
@@ -62,7 +65,7 @@ def drain(
                     {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
                      "rank": c.rank, "reason": c.reason} for n, c in enumerate(candidates, 1)]}, indent=2))
             else:
-                render.print_candidates(candidates)
+                render.print_candidates(candidates, shown=max(batch_size, DRY_RUN_ROWS))
             return
         if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
             summary = _drain_in_workers(workers, options, settings.db)

@@ -51,22 +51,23 @@ def status(
 
 
 def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit: int) -> dict[str, Any]:
-    from autopack.store import open_store
-    from autopack.store.activity import activity
-    from autopack.store.queries import STATUS_SCHEMA, count_runs, list_runs, run_status
+    from autopack.store import STATUS_SCHEMA, open_store
 
     store = open_store(settings.db, create=False)
+    if store is None:
+        if run_id is not None:
+            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        return {"schema": STATUS_SCHEMA, "runs": [], "total_runs": 0, "executors": [], "stale_executors": [],
+                "waiting_phases": []}
+    from autopack.store.activity import activity
+    from autopack.store.queries import count_runs, list_runs, run_status
+
     if run_id is not None:
-        result = None
-        if store is not None:
-            with store:
-                result = run_status(store, run_id)
+        with store:
+            result = run_status(store, run_id)
         if result is None:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         return result
-    if store is None:
-        return {"schema": STATUS_SCHEMA, "runs": [], "total_runs": 0, "executors": [], "stale_executors": [],
-                "waiting_phases": []}
     with store:
         now = datetime.now(timezone.utc)
         return {"schema": STATUS_SCHEMA, "runs": list_runs(store, limit or None), "total_runs": count_runs(store),

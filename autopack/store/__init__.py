@@ -1,15 +1,18 @@
 """The state store: one SQLite file holding runs, phases, attempts, test runs and the LLM ledger.
 
-The only package that imports sqlmodel/sqlalchemy. Importing it is deferred by callers
-(the CLI imports it inside commands) because SQLAlchemy takes ~0.3 s to load.
+The only package that imports sqlmodel/sqlalchemy, which take ~0.5 s to load: importing
+this package does not load them; ``open_store`` does, and only when there is a database.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from autopack.store.migrations import check_current, inspect_database, migrate
-from autopack.store.runs import Store
+if TYPE_CHECKING:
+    from autopack.store.runs import Store
+
+STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
 
 
 def open_store(path: Path, *, create: bool = True) -> Store | None:
@@ -19,6 +22,11 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     Raises MigrationNeeded / EnvironmentProblem (exit 4) for a database that needs
     migrating or was written by a newer autopack.
     """
+    if not create and _absent(Path(path)):
+        return None
+    from autopack.store.migrations import check_current, inspect_database, migrate
+    from autopack.store.runs import Store
+
     status = inspect_database(path)
     if status.fresh:
         if not create:
@@ -29,4 +37,25 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     return Store(path)
 
 
-__all__ = ["Store", "open_store", "migrate", "inspect_database"]
+def _absent(path: Path) -> bool:
+    """No database yet: no file, or an empty one (what ``inspect_database`` calls fresh)."""
+    try:
+        return path.stat().st_size == 0
+    except FileNotFoundError:
+        return True
+
+
+def __getattr__(name: str) -> Any:
+    """``Store``, ``migrate`` and ``inspect_database``, loaded (with SQLAlchemy) on first use."""
+    if name == "Store":
+        from autopack.store.runs import Store
+
+        return Store
+    if name in ("migrate", "inspect_database"):
+        from autopack.store import migrations
+
+        return getattr(migrations, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["STATUS_SCHEMA", "Store", "open_store", "migrate", "inspect_database"]

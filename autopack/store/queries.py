@@ -9,11 +9,11 @@ from typing import Any
 from sqlalchemy import case, func
 from sqlmodel import select
 
+from autopack.store import STATUS_SCHEMA
 from autopack.store.db import read_session
 from autopack.store.models import Attempt, Executor, LlmCall, Phase, Run
 from autopack.store.runs import ACTIVE_STATES, Store
 
-STATUS_SCHEMA = 1
 
 
 def derive_run_state(by_state: dict[str, int]) -> str:

@@ -1,0 +1,72 @@
+"""The benchmark suite at tiny scale, so its code keeps working (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root: benchmarks/
+
+from benchmarks.drain_memory import write_project  # noqa: E402
+from benchmarks.report import Figure, table  # noqa: E402
+from benchmarks.store_builder import SCALES, build_store  # noqa: E402
+from benchmarks.timing import autopack_argv, autopack_env, time_process  # noqa: E402
+
+from autopack.plan import load_plan  # noqa: E402
+from autopack.store import open_store  # noqa: E402
+from autopack.store.drains import drainable_phases  # noqa: E402
+from autopack.store.queries import count_runs, list_runs, run_status  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_store(tmp_path_factory.mktemp("bench") / "tiny.db", SCALES["tiny"])
+
+
+def test_built_store_has_the_scale_and_a_current_schema(tiny):
+    scale = SCALES["tiny"]
+    assert tiny.counts["runs"] == scale.runs
+    assert tiny.counts["phases"] == scale.runs * scale.phases_per_run
+    assert tiny.counts["llm_calls"] == scale.runs * scale.llm_calls_per_run
+    assert tiny.counts["test_runs"] == scale.runs * scale.test_runs_per_run
+    with open_store(tiny.path, create=False) as store:  # refuses a database that needs migrating
+        status = run_status(store, tiny.sample_run)
+        assert {"failed", "skipped"} <= {phase["state"] for phase in status["phases"]}
+        assert status["run"]["tokens"]["input"] > 0
+
+
+def test_listing_the_newest_runs_is_a_prefix_of_the_full_list(tiny):
+    with open_store(tiny.path, create=False) as store:
+        everything = list_runs(store)
+        assert count_runs(store) == len(everything) == SCALES["tiny"].runs
+        assert list_runs(store, limit=5) == everything[:5]
+        assert [run["id"] for run in everything] == sorted((run["id"] for run in everything), reverse=True)
+
+
+def test_drainable_phases_carry_run_type_and_category_from_the_json(tiny):
+    with open_store(tiny.path, create=False) as store:
+        phases = drainable_phases(store)
+        specs = {(p.run_id, p.phase_id): p.spec for run_id in {d.run_id for d in phases}
+                 for p in store.phases(run_id)}
+    assert phases and all(p.state in ("queued", "failed") for p in phases)
+    assert all(p.category == specs[(p.run_id, p.phase_id)]["category"] for p in phases)
+    assert all(p.run_type is None for p in phases)  # the generated plans declare no run.type
+
+
+def test_drain_memory_project_is_a_valid_plan_with_one_cassette_line_per_phase(tmp_path):
+    plan = load_plan(write_project(tmp_path, 3))
+    lines = [json.loads(line) for line in (tmp_path / "cassette.jsonl").read_text().splitlines()]
+    assert [p.id for p in plan.phases] == [line["phase"] for line in lines] == ["p0001", "p0002", "p0003"]
+    assert not plan.run.test_command.startswith("python -m pytest")
+
+
+def test_process_timing_and_table(tmp_path):
+    timing = time_process(autopack_argv("--help"), tmp_path, autopack_env(), repeats=2)
+    assert len(timing.wall_s) == len(timing.cpu_s) == 2 and timing.max_rss_kb > 0
+    figure = Figure("autopack --help", timing.median_s * 1000, "ms", 150.0,
+                    {"cpu_ms_median": timing.cpu_median_s * 1000})
+    text = table([figure, Figure("growth", 20.0, "MiB", 10.0)])
+    assert "autopack --help" in text and "MISSED" in text.splitlines()[-1]
