@@ -16,7 +16,7 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -151,16 +151,24 @@ TAMPERING = ["delete-branch", "move-branch", "own-commit", "exclude", "corrupt-h
 # Workspace.seal/check_seal detect and undo it (tested below); the runner seals every attempt.
 
 
-@pytest.mark.parametrize("mode", TAMPERING)
-def test_the_workspace_seal_detects_and_undoes_git_tampering(tmp_path: Path, mode: str) -> None:
-    from autopack.workspace import GitTampered, Workspace
+def sealed_workspace(tmp_path: Path, branch: str) -> tuple[Any, Path, dict[str, str], str]:
+    """A run worktree on ``branch``, sealed: (workspace, repository, environment, base commit)."""
+    from autopack.workspace import Workspace
 
     project = Project(tmp_path / "p")
     repo, env = project.wb.repo, project.wb.env
     base = git(repo, "rev-parse", "main", env=env)
-    workspace = Workspace(repo, tmp_path / "wt", "autopack/sealed")
+    workspace = Workspace(repo, tmp_path / "wt", branch)
     workspace.ensure(base)
     workspace.seal()
+    return workspace, repo, env, base
+
+
+@pytest.mark.parametrize("mode", TAMPERING)
+def test_the_workspace_seal_detects_and_undoes_git_tampering(tmp_path: Path, mode: str) -> None:
+    from autopack.workspace import GitTampered
+
+    workspace, repo, env, base = sealed_workspace(tmp_path, "autopack/sealed")
     workspace.check_seal()  # nothing changed: no error
     (workspace.worktree / "out" / "a.txt").write_text("the phase's change\n")
     tree = workspace.stage_all()
@@ -177,14 +185,9 @@ def test_the_workspace_seal_detects_and_undoes_git_tampering(tmp_path: Path, mod
 
 
 def test_a_commit_refuses_an_index_that_differs_from_the_tested_tree(tmp_path: Path) -> None:
-    from autopack.workspace import GitTampered, Workspace
+    from autopack.workspace import GitTampered
 
-    project = Project(tmp_path / "p")
-    repo, env = project.wb.repo, project.wb.env
-    base = git(repo, "rev-parse", "main", env=env)
-    workspace = Workspace(repo, tmp_path / "wt", "autopack/index")
-    workspace.ensure(base)
-    workspace.seal()
+    workspace, repo, env, base = sealed_workspace(tmp_path, "autopack/index")
     (workspace.worktree / "out" / "a.txt").write_text("tested\n")
     tested = workspace.stage_all()
     (workspace.worktree / "out" / "sneaky.txt").write_text("added by a test after staging\n")
