@@ -22,7 +22,7 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     Raises MigrationNeeded / EnvironmentProblem (exit 4) for a database that needs
     migrating or was written by a newer autopack.
     """
-    if not create and _absent(Path(path)):
+    if not create and database_absent(Path(path)):
         return None
     from autopack.store.migrations import check_current, inspect_database, migrate
     from autopack.store.runs import Store
@@ -37,8 +37,8 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     return Store(path)
 
 
-def _absent(path: Path) -> bool:
-    """No database yet: no file, or an empty one (what ``inspect_database`` calls fresh)."""
+def database_absent(path: Path) -> bool:
+    """No database yet: no file, or an empty one (SQLite creates the schema in an empty file)."""
     try:
         return path.stat().st_size == 0
     except FileNotFoundError:

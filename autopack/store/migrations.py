@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 from autopack.errors import EnvironmentProblem, MigrationNeeded
-from autopack.store import models
+from autopack.store import database_absent, models
 from autopack.store.db import advice, make_engine, translate_errors
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = []
@@ -78,7 +78,7 @@ class MigrationStatus:
 def inspect_database(path: Path) -> MigrationStatus:
     """What the file at ``path`` has and needs, without changing it."""
     names = tuple(name for name, _ in MIGRATIONS)
-    if not path.exists() or path.stat().st_size == 0:
+    if database_absent(path):
         return MigrationStatus(False, (), names, ())
     try:
         conn = _connect_existing(path)
