@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from autopack.caps import estimate_call_usd
+from autopack.caps import check_caps
 from autopack.failures import Failure
 from autopack.hardening import Evidence, diagnose
 from autopack.llm.doctor import SYSTEM_PROMPT as DOCTOR_PROMPT
@@ -43,9 +43,7 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
                         phase.phase_id, attempt.id)
         return digest
     prompt_chars = len(DOCTOR_PROMPT) + len(render_report(phase.phase_id, attempt.number, spec.goal, digest))
-    estimate = estimate_call_usd(ctx.doctor.model, prompt_chars, ctx.doctor.max_tokens, ctx.settings.prices or None)
-    for cap in ctx.cost_caps:
-        cap.check(estimate)
+    check_caps(ctx.cost_caps, ctx.doctor.model, prompt_chars, ctx.doctor.max_tokens, ctx.settings.prices or None)
     diagnosis = ctx.doctor.diagnose(phase_id=phase.phase_id, attempt=attempt.number, phase_goal=spec.goal,
                                     digest=digest)
     store.record_calls(run_id, phase.phase_id, attempt.id, "doctor", diagnosis.calls)

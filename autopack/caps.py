@@ -9,7 +9,7 @@ with no price cannot be estimated and count as $0 against a cap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from autopack.errors import AutopackError
 
@@ -40,3 +40,12 @@ def estimate_call_usd(model: str, prompt_chars: int, max_tokens: int, prices: Ma
     from autopack.llm.client import Usage, cost_usd
 
     return cost_usd(model, Usage(input_tokens=prompt_chars // 4, output_tokens=max_tokens), prices)
+
+
+def check_caps(caps: Sequence[CostCap], model: str, prompt_chars: int, max_tokens: int,
+               prices: Mapping | None = None, unrecorded_usd: float = 0.0) -> None:
+    """Raise CostCapReached when the call about to be made (plus ``unrecorded_usd``, spent by calls the
+    ledger does not hold yet) could take spending past any of ``caps``."""
+    estimate = estimate_call_usd(model, prompt_chars, max_tokens, prices)
+    for cap in caps:
+        cap.check(estimate, unrecorded_usd)

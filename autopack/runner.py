@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from autopack.advice import advise
-from autopack.caps import CostCap, CostCapReached, estimate_call_usd
+from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
 from autopack.errors import Interrupted
 from autopack.failures import Failure, digest
 from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
-from autopack.llm.builder import BuilderRequest, collect_files, render_prompt
+from autopack.llm.builder import BuilderRequest, EscalationCheck, collect_files, render_prompt
 from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
 from autopack.workspace import GitTampered
 
 PROTECTED_PATHS = (".git", ".autopack")
 # Stops that say nothing about the builder's work: the next attempt's prompt does not mention them.
+# ("cost_cap" is no longer recorded as a failure, but databases written by earlier versions hold it.)
 NOT_THE_BUILDERS_FAULT = ("abandoned", "interrupted", "cost_cap")
 # A builder or environment failure that another attempt in this pass cannot fix.
 ENDS_PASS = ("api_error", "cassette_exhausted", "context_window")
@@ -169,7 +170,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
     )
     budget = _budget(ctx, phase, spec, files)
     prompt_chars = _prompt_chars(request)
-    _check_caps(ctx, model, prompt_chars, budget.max_tokens)
+    check_caps(ctx.cost_caps, model, prompt_chars, budget.max_tokens, ctx.settings.prices or None)
     attempt = store.start_attempt(phase.pk, ctx.executor_id, model)
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
@@ -246,19 +247,12 @@ def _prompt_chars(request: BuilderRequest) -> int:
     return len(json.dumps([*render_prompt(request), TOOL_DEFINITIONS]))
 
 
-def _check_caps(ctx: RunContext, model: str, prompt_chars: int, max_tokens: int, unrecorded_usd: float = 0.0) -> None:
-    """Raise CostCapReached when the call about to be made (plus ``unrecorded_usd``, spent by calls the
-    ledger does not hold yet) could take spending past a cap."""
-    estimate = estimate_call_usd(model, prompt_chars, max_tokens, ctx.settings.prices or None)
-    for cap in ctx.cost_caps:
-        cap.check(estimate, unrecorded_usd)
-
-
-def _escalation_check(ctx: RunContext, model: str, prompt_chars: int) -> Any:
+def _escalation_check(ctx: RunContext, model: str, prompt_chars: int) -> EscalationCheck:
     """What the builder asks before an escalated call: None, or the cost cap it would pass."""
     def refusal(max_tokens: int, spent_this_attempt_usd: float) -> str | None:
         try:
-            _check_caps(ctx, model, prompt_chars, max_tokens, spent_this_attempt_usd)
+            check_caps(ctx.cost_caps, model, prompt_chars, max_tokens, ctx.settings.prices or None,
+                       spent_this_attempt_usd)
         except CostCapReached as exc:
             return str(exc)
         return None
