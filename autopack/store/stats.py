@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import case, func, or_
+from sqlalchemy import and_, case, func, or_
 from sqlmodel import select
 
 from autopack.llm.budget import TRUNCATING_STOPS, TRUNCATION_UTILISATION
@@ -15,7 +15,7 @@ from autopack.store.runs import Store
 # A builder call counts as truncated as the builder judges it (llm.budget.is_truncated): a truncating
 # stop, or at least 95 % of its max_tokens used.
 TRUNCATED = or_(LlmCall.stop_reason.in_(TRUNCATING_STOPS),
-                LlmCall.output_tokens >= TRUNCATION_UTILISATION * LlmCall.max_tokens)
+                and_(LlmCall.max_tokens > 0, LlmCall.output_tokens >= TRUNCATION_UTILISATION * LlmCall.max_tokens))
 
 
 def _scoped(query: Any, column: Any, run_id: str | None) -> Any:
