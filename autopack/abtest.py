@@ -420,18 +420,19 @@ def format_p(value: float | None) -> str:
 
 # -- reading the store ----------------------------------------------------------------
 
-def compare(store: Any, pairs: Sequence[Pair], *, allow_mismatch: bool = False, seed: int = DEFAULT_SEED,
+def compare(db: Any, pairs: Sequence[Pair], *, allow_mismatch: bool = False, seed: int = DEFAULT_SEED,
             resamples: int = DEFAULT_RESAMPLES, notes: Sequence[str] = ()) -> AbReport:
-    """Read the runs of ``pairs`` from the store and build the report; unknown run ids: UsageError."""
+    """Read the runs of ``pairs`` from ``db`` (a store.sql.Readable, or None for no database) and build
+    the report; unknown run ids: UsageError."""
     from autopack.store.metrics import run_facts, run_metrics
 
     if not pairs:
         raise UsageError("no pairs to compare; give --control/--treatment, --pair or --by-flag")
     run_ids = list(dict.fromkeys(run_id for pair in pairs for run_id in (pair.control, pair.treatment)))
-    facts = run_facts(store, run_ids) if store is not None else {}
+    facts = run_facts(db, run_ids) if db is not None else {}
     unknown = [run_id for run_id in run_ids if run_id not in facts]
     if unknown:
         raise UsageError(f"unknown run id{'s' * (len(unknown) > 1)}: {', '.join(unknown)}; "
                          "`autopack status` lists the runs")
-    return build_report(pairs, facts, run_metrics(store, run_ids), allow_mismatch=allow_mismatch,
+    return build_report(pairs, facts, run_metrics(db, run_ids), allow_mismatch=allow_mismatch,
                         seed=seed, resamples=resamples, notes=notes)

@@ -126,16 +126,16 @@ class DrainReport:
 
 
 def park_rule(settings: Any) -> Any:
-    from autopack.store.drains import ParkRule
+    from autopack.store.drainable import ParkRule
 
     return ParkRule(settings.park_after_identical_failures, settings.park_after_attempts)
 
 
-def plan_candidates(store: Any, settings: Any, options: DrainOptions) -> list[Candidate]:
-    """The drainable phases in the order a drain takes them; reads only."""
-    from autopack.store.drains import drainable_phases
+def plan_candidates(db: Any, settings: Any, options: DrainOptions) -> list[Candidate]:
+    """The drainable phases in the order a drain takes them; reads only (``db``: a store.sql.Readable)."""
+    from autopack.store.drainable import drainable_phases
 
-    return prioritise(drainable_phases(store, options.run_id, options.include_parked, park_rule(settings)))
+    return prioritise(drainable_phases(db, options.run_id, options.include_parked, park_rule(settings)))
 
 
 class Drainer:
@@ -269,7 +269,8 @@ class Drainer:
 
     def _execute(self, ctx: Any, candidate: Candidate, executor_id: str) -> PhaseResult | None:
         """Give the candidate its pass, unless another drain changed it since it was planned."""
-        from autopack.store.drains import drainable_phases, requeue_phase
+        from autopack.store.drainable import drainable_phases
+        from autopack.store.drains import requeue_phase
 
         fresh = {p.phase_pk: p for p in drainable_phases(self.store, ctx.run.id, self.options.include_parked,
                                                          park_rule(self.settings))}

@@ -39,15 +39,17 @@ class RunScore:
                 "weights": WEIGHTS}
 
 
-def score_runs(store: Any, rule: Any, now: datetime | None = None) -> list[RunScore]:
-    """Every run with drainable work (parking by ``rule``, a store.drains.ParkRule), best first."""
-    from autopack.store.drains import drainable_phases, run_costs
+def score_runs(db: Any, rule: Any, now: datetime | None = None) -> list[RunScore]:
+    """Every run with drainable work (parking by ``rule``, a store.drainable.ParkRule), best first.
+
+    ``db`` is a store.sql.Readable: a Reader, or a Store."""
+    from autopack.store.drainable import drainable_phases, run_costs
 
     now = now or datetime.now(timezone.utc)
     by_run: dict[str, list[Any]] = defaultdict(list)
-    for phase in drainable_phases(store, rule=rule):
+    for phase in drainable_phases(db, rule=rule):
         by_run[phase.run_id].append(phase)
-    costs = run_costs(store, sorted(by_run))
+    costs = run_costs(db, sorted(by_run))
     scores = []
     for run_id, phases in by_run.items():
         oldest = min(p.failed_at or p.run_created_at for p in phases)

@@ -17,7 +17,7 @@ from benchmarks.timing import autopack_argv, autopack_env, time_process  # noqa:
 
 from autopack.plan import load_plan  # noqa: E402
 from autopack.store import open_store  # noqa: E402
-from autopack.store.drains import drainable_phases  # noqa: E402
+from autopack.store.drainable import drainable_phases  # noqa: E402
 from autopack.store.queries import count_runs, list_runs, run_status  # noqa: E402
 
 

@@ -168,7 +168,8 @@ def where_it_died(db: Path, run_id: str) -> str:
 
 def wait_until_rescuable(wb: Workbench, run_id: str) -> None:
     """A plain `drain` takes a dead executor's claim only once its lease expired (documented)."""
-    from autopack.store.drains import drainable_phases, stale_claims
+    from autopack.store.drainable import drainable_phases
+    from autopack.store.drains import stale_claims
     from autopack.store.runs import utcnow
 
     deadline = time.monotonic() + 30

@@ -10,6 +10,8 @@ import tomllib
 import pytest
 import typer
 
+from drainkit import PhaseScript, Workbench
+
 from autopack import __version__
 from autopack.cli import app
 from autopack.config import SETTINGS, load_settings
@@ -42,6 +44,23 @@ def test_every_command_has_short_help_without_heavy_imports(tmp_path, base_env, 
     assert done.returncode == 0, done.stderr
     assert "Usage:" in done.stdout and "--help" in done.stdout
     assert not modules & HEAVY, modules & HEAVY
+
+
+def test_read_commands_on_a_database_load_no_orm(tmp_path, base_env):
+    """Read commands answer from SQL over sqlite3: SQLAlchemy and SQLModel cost ~0.4 s to load.
+    (pydantic is typer's own: it parses every command's parameters with it.)"""
+    wb = Workbench(tmp_path)
+    wb.queue_many({"run-a": [PhaseScript("a")], "run-b": [PhaseScript("a")]})
+    reads = [["status"], ["status", "--json"], ["status", "run-a"], ["status", "--stats"], ["pick-next"],
+             ["drain", "--dry-run"], ["ab-test", "--pair", "run-a:run-b", "--allow-mismatch"]]
+    before = wb.db.read_bytes()
+    for args in reads:
+        done, modules = imported_modules(args, wb.root, wb.env)
+        assert done.returncode == 0, (args, done.stderr)
+        assert not modules & HEAVY, (args, modules & HEAVY)
+    assert wb.db.read_bytes() == before  # read commands write nothing
+    assert sorted(p.name for p in wb.db.parent.iterdir() if p.name.startswith(wb.db.name)) == [wb.db.name]
+    assert "run-a" in imported_modules(["pick-next"], wb.root, wb.env)[0].stdout
 
 
 def test_version(tmp_path, autopack):

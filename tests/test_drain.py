@@ -47,7 +47,7 @@ def wb(tmp_path: Path) -> Workbench:
 
 def test_prioritise_orders_by_rank_then_oldest_failure_then_run_then_plan_order() -> None:
     from autopack.drain import prioritise
-    from autopack.store.drains import DrainablePhase
+    from autopack.store.drainable import DrainablePhase
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     template = DrainablePhase(run_id="r1", phase_id="x", phase_pk=0, state="failed", failure_kind=None,
@@ -93,7 +93,7 @@ def test_prioritise_orders_by_rank_then_oldest_failure_then_run_then_plan_order(
 
 def test_a_queued_phase_that_was_interrupted_ranks_as_a_transient_failure() -> None:
     from autopack.drain import prioritise
-    from autopack.store.drains import DrainablePhase
+    from autopack.store.drainable import DrainablePhase
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     fresh = DrainablePhase("r", "fresh", 1, "queued", None, None, 0, t0, None, None, None, None, 0)

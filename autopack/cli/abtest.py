@@ -64,7 +64,7 @@ def ab_test(
     tests, flipped phases and validity warnings. Pairs whose plans differ are left out unless
     --allow-mismatch. Exit 2: an unknown run id, arms of different lengths, or no pair left."""
     from autopack import abtest
-    from autopack.store import open_store
+    from autopack.store import open_reader
 
     modes = [name for name, given in (("--control/--treatment", control or treatment), ("--pair", pair),
                                       ("--by-flag", by_flag)) if given]
@@ -74,15 +74,15 @@ def ab_test(
     if json_file == "-" and markdown_file == "-":
         raise UsageError("--json - and --markdown - both want stdout; write one of them to a file")
     settings = load(db)
-    store = open_store(settings.db, create=False)
+    reader = open_reader(settings.db)
     try:
         notes: list[str] = []
         if by_flag:
-            if store is None:
+            if reader is None:
                 raise UsageError(f"no database at {settings.db}: no runs to pair")
             from autopack.store.metrics import run_facts
 
-            pairs, unpaired = abtest.pairs_by_flag(run_facts(store).values(), by_flag)
+            pairs, unpaired = abtest.pairs_by_flag(run_facts(reader).values(), by_flag)
             if not pairs:
                 raise UsageError(f"no two runs of one plan differ only in flag '{by_flag}'; "
                                  "`autopack status` lists the runs")
@@ -92,11 +92,11 @@ def ab_test(
             pairs = [abtest.parse_pair(text) for text in pair]
         else:
             pairs = abtest.pairs_from_arms(_split(control), _split(treatment))
-        report = abtest.compare(store, pairs, allow_mismatch=allow_mismatch, seed=seed, resamples=resamples,
+        report = abtest.compare(reader, pairs, allow_mismatch=allow_mismatch, seed=seed, resamples=resamples,
                                 notes=notes)
     finally:
-        if store is not None:
-            store.close()
+        if reader is not None:
+            reader.close()
     _output(report, json_file, markdown_file)
     if not report.included:
         raise UsageError(f"all {len(report.pairs)} pairs were excluded because their plans differ; "

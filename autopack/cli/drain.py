@@ -42,31 +42,27 @@ def drain(
     phase failed or run --run-id is not complete, 75 when --run-id's run is locked.
     """
     from autopack import render
-    from autopack.drain import DrainOptions, Drainer, plan_candidates
-    from autopack.store import open_store
+    from autopack.drain import DrainOptions, Drainer
+    from autopack.store import open_reader, open_store
+    from autopack.store.queries import run_exists
 
     settings = load(db)
     options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
                            max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
-    store = open_store(settings.db, create=False)
-    if store is None:
+    reader = open_reader(settings.db)
+    if reader is None:
         if run_id:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         _finish({"schema": 1, "processed": 0, "completed": 0, "failed": 0, "stop_reason": "no database yet",
                  "phases": []}, as_json, junit_xml, quiet)
         return
-    with store:
-        if run_id and store.get_run(run_id) is None:
+    with reader:
+        if run_id and not run_exists(reader, run_id):
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         if dry_run:
-            candidates = plan_candidates(store, settings, options)
-            if as_json:
-                print(json.dumps({"schema": 1, "candidates": [
-                    {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
-                     "rank": c.rank, "reason": c.reason} for n, c in enumerate(candidates, 1)]}, indent=2))
-            else:
-                render.print_candidates(candidates, shown=max(batch_size, DRY_RUN_ROWS))
+            _print_candidates(reader, settings, options, as_json, shown=max(batch_size, DRY_RUN_ROWS))
             return
+    with open_store(settings.db) as store:  # it existed a moment ago: at worst it is created empty again
         if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
             summary = _drain_in_workers(workers, options, settings.db)
         else:
@@ -80,6 +76,20 @@ def drain(
             summary["run"] = {"id": run_id, "state": run_status(store, run_id)["run"]["state"]}
     code = _finish(summary, as_json, junit_xml, quiet)
     raise typer.Exit(code)
+
+
+def _print_candidates(reader: object, settings: object, options: "DrainOptions", as_json: bool, shown: int) -> None:
+    """`drain --dry-run`: the ordered candidates, each with the reason for its place."""
+    from autopack import render
+    from autopack.drain import plan_candidates
+
+    candidates = plan_candidates(reader, settings, options)
+    if as_json:
+        print(json.dumps({"schema": 1, "candidates": [
+            {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
+             "rank": c.rank, "reason": c.reason} for n, c in enumerate(candidates, 1)]}, indent=2))
+    else:
+        render.print_candidates(candidates, shown=shown)
 
 
 def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -> int:
@@ -172,16 +182,16 @@ def pick_next(
     from autopack import render
     from autopack.drain import park_rule
     from autopack.picker import WEIGHTS, score_runs
-    from autopack.store import open_store
+    from autopack.store import open_reader
 
     if output_format not in ("text", "json"):
         raise UsageError(f"--format: '{output_format}' is not text or json")
     settings = load(db)
-    store = open_store(settings.db, create=False)
+    reader = open_reader(settings.db)
     scores = []
-    if store is not None:
-        with store:
-            scores = score_runs(store, park_rule(settings))
+    if reader is not None:
+        with reader:
+            scores = score_runs(reader, park_rule(settings))
     best = scores[0] if scores else None
     if output_format == "json":
         payload = {"schema": 1, "run_id": best.run_id if best else None, "run_type": best.run_type if best else None,

@@ -51,10 +51,10 @@ def status(
 
 
 def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit: int) -> dict[str, Any]:
-    from autopack.store import STATUS_SCHEMA, open_store
+    from autopack.store import STATUS_SCHEMA, open_reader
 
-    store = open_store(settings.db, create=False)
-    if store is None:
+    reader = open_reader(settings.db)
+    if reader is None:
         if run_id is not None:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         return {"schema": STATUS_SCHEMA, "runs": [], "total_runs": 0, "executors": [], "stale_executors": [],
@@ -63,27 +63,28 @@ def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit
     from autopack.store.queries import count_runs, list_runs, run_status
 
     if run_id is not None:
-        with store:
-            result = run_status(store, run_id)
+        with reader:
+            result = run_status(reader, run_id)
         if result is None:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         return result
-    with store:
+    with reader:
         now = datetime.now(timezone.utc)
-        return {"schema": STATUS_SCHEMA, "runs": list_runs(store, limit or None), "total_runs": count_runs(store),
-                **activity(store, now, settings.lease_s, waiting_after_min * 60)}
+        return {"schema": STATUS_SCHEMA, "runs": list_runs(reader, limit or None), "total_runs": count_runs(reader),
+                **activity(reader, now, settings.lease_s, waiting_after_min * 60)}
 
 
 def _stats(settings: Any, run_id: str | None) -> dict[str, Any]:
-    from autopack.store import open_store
+    from autopack.store import open_reader
+    from autopack.store.queries import run_exists
     from autopack.store.stats import telemetry
 
-    store = open_store(settings.db, create=False)
-    if store is None:
+    reader = open_reader(settings.db)
+    if reader is None:
         if run_id:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         return {"schema": 1, "run_id": None, "builder_calls": 0}
-    with store:
-        if run_id and store.get_run(run_id) is None:
+    with reader:
+        if run_id and not run_exists(reader, run_id):
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
-        return telemetry(store, run_id)
+        return telemetry(reader, run_id)

@@ -2,6 +2,7 @@
 
 The only package that imports sqlmodel/sqlalchemy, which take ~0.5 s to load: importing
 this package does not load them; ``open_store`` does, and only when there is a database.
+Read commands use ``open_reader``, which never loads them (see ``store.sql``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from autopack.store.runs import Store
+    from autopack.store.sql import Reader
 
 STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
+ACTIVE_STATES = ("executing", "ci_running", "gate")  # a phase an executor is working on
 
 
 def open_store(path: Path, *, create: bool = True) -> Store | None:
@@ -37,6 +40,23 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     return Store(path)
 
 
+def open_reader(path: Path) -> Reader | None:
+    """A read-only view of the database at ``path``; None when it does not exist yet.
+
+    Refuses, as ``open_store`` does, a database that needs migrating or that a newer autopack wrote.
+    """
+    if database_absent(Path(path)):
+        return None
+    from autopack.store.migrations import check_current, inspect_database
+    from autopack.store.sql import Reader
+
+    status = inspect_database(path)
+    if status.fresh:
+        return None
+    check_current(path, status)
+    return Reader.open(path)
+
+
 def database_absent(path: Path) -> bool:
     """No database yet: no file, or an empty one (SQLite creates the schema in an empty file)."""
     try:
@@ -58,4 +78,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["STATUS_SCHEMA", "Store", "open_store", "migrate", "inspect_database"]
+__all__ = ["ACTIVE_STATES", "STATUS_SCHEMA", "Store", "open_reader", "open_store", "migrate",
+           "inspect_database"]

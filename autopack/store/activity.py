@@ -5,39 +5,33 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists
-from sqlmodel import select
-
-from autopack.store.db import read_session
-from autopack.store.models import Executor, Phase
-from autopack.store.runs import Store
+from autopack.store.sql import Readable, db_time, py_time
 
 WAITING_LIMIT = 50
 
 
-def activity(store: Store, now: datetime, lease_s: float, waiting_after_s: float) -> dict[str, Any]:
+def activity(db: Readable, now: datetime, lease_s: float, waiting_after_s: float) -> dict[str, Any]:
     """Executors with a fresh heartbeat, executors gone silent without stopping, and phases
     queued for longer than ``waiting_after_s`` in runs no live executor is working on."""
-    fresh_after = now - timedelta(seconds=lease_s)
-    live_on_run = exists().where(Executor.run_id == Phase.run_id, Executor.stopped_at.is_(None),
-                                 Executor.heartbeat_at >= fresh_after)
-    with read_session(store.engine) as session:
-        running = list(session.exec(select(Executor).where(Executor.stopped_at.is_(None))
-                                    .order_by(Executor.started_at)))
-        waiting = session.exec(
-            select(Phase.run_id, Phase.phase_id, Phase.updated_at)
-            .where(Phase.state == "queued", Phase.updated_at < now - timedelta(seconds=waiting_after_s), ~live_on_run)
-            .order_by(Phase.updated_at).limit(WAITING_LIMIT)
-        ).all()
+    fresh = db_time(now - timedelta(seconds=lease_s))
+    with db.read() as conn:
+        running = conn.execute("SELECT id, pid, host, run_id, phase_id, step, heartbeat_at, started_at "
+                               "FROM executors WHERE stopped_at IS NULL ORDER BY started_at").fetchall()
+        waiting = conn.execute(
+            "SELECT run_id, phase_id, updated_at FROM phases p WHERE state = 'queued' AND updated_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.run_id = p.run_id AND e.stopped_at IS NULL "
+            "AND e.heartbeat_at >= ?) ORDER BY updated_at LIMIT ?",
+            (db_time(now - timedelta(seconds=waiting_after_s)), fresh, WAITING_LIMIT)).fetchall()
 
-    def describe(e: Executor) -> dict[str, Any]:
-        return {"id": e.id, "pid": e.pid, "host": e.host, "run": e.run_id, "phase": e.phase_id, "step": e.step,
-                "heartbeat_age_s": round((now - e.heartbeat_at).total_seconds(), 1),
-                "started_at": e.started_at.isoformat()}
+    def describe(row: tuple) -> dict[str, Any]:
+        executor_id, pid, host, run, phase, step, beat, started = row
+        return {"id": executor_id, "pid": pid, "host": host, "run": run, "phase": phase, "step": step,
+                "heartbeat_age_s": round((now - py_time(beat)).total_seconds(), 1),
+                "started_at": py_time(started).isoformat()}
 
     return {
-        "executors": [describe(e) for e in running if e.heartbeat_at >= fresh_after],
-        "stale_executors": [describe(e) for e in running if e.heartbeat_at < fresh_after],
-        "waiting_phases": [{"run": r, "phase": p, "queued_for_s": round((now - u).total_seconds())}
+        "executors": [describe(row) for row in running if row[6] >= fresh],  # stored text sorts as time does
+        "stale_executors": [describe(row) for row in running if row[6] < fresh],
+        "waiting_phases": [{"run": r, "phase": p, "queued_for_s": round((now - py_time(u)).total_seconds())}
                            for r, p, u in waiting],
     }

@@ -14,11 +14,11 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
-from autopack.errors import AutopackError, EnvironmentProblem
+from autopack.store.sql import database_error
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -73,36 +73,8 @@ def read_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def translate_errors(engine: Engine) -> Iterator[None]:
-    """Turn SQLite's low-level failures into one-line environment errors."""
+    """Turn SQLite's low-level failures into one-line errors naming the file."""
     try:
         yield
-    except OperationalError as exc:
-        raise EnvironmentProblem(f"{engine.url.database}: {_first_line(exc)}{advice(str(exc))}") from exc
-    except IntegrityError as exc:  # autopack's own write broke a constraint: its transaction was rolled back
-        raise AutopackError(f"{engine.url.database}: a write was refused and rolled back "
-                            f"({_first_line(exc)}); this is a bug in autopack, please report it") from exc
     except DatabaseError as exc:
-        raise EnvironmentProblem(
-            f"{engine.url.database}: {_first_line(exc)}; is this an autopack database?"
-        ) from exc
-
-
-_ADVICE = (
-    (("disk i/o error", "disk is full"), "; free disk space (or raise the file size limit) and run the command "
-     "again: an attempt cut short is recovered"),
-    (("readonly database", "read-only"), "; make the database file and its directory writable"),
-    (("unable to open database file",), "; SQLite must be able to create files beside the database: make its "
-     "directory writable"),
-)
-
-
-def advice(error: str) -> str:
-    """What to do about a SQLite failure that the environment causes ("" when there is no advice)."""
-    lowered = error.lower()
-    return next((text for needles, text in _ADVICE if any(n in lowered for n in needles)), "")
-
-
-def _first_line(exc: Exception) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return text[0] if text else type(orig).__name__
+        raise database_error(engine.url.database, exc.orig) from exc

@@ -7,22 +7,17 @@ whole ledger loaded into Python.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-from sqlalchemy import case, func
-from sqlmodel import select
-
-from autopack.store.db import read_session
-from autopack.store.models import Attempt, Event, LlmCall, Phase, Run, SuiteRun
-from autopack.store.queries import derive_run_state
-from autopack.store.runs import Store
+from autopack.store.queries import USAGE_SUMS, derive_run_state
+from autopack.store.sql import Readable, chunks, marks, py_time
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 ROLES = ("builder", "doctor")
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -65,86 +60,66 @@ class RunMetrics:
     phase_states: dict[str, str] = field(default_factory=dict)
 
 
-def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), _CHUNK):
-        yield list(ids[start:start + _CHUNK])
-
-
-def run_facts(store: Store, run_ids: Sequence[str] | None = None) -> dict[str, RunFacts]:
+def run_facts(db: Readable, run_ids: Sequence[str] | None = None) -> dict[str, RunFacts]:
     """Facts of the named runs (those that exist), or of every run when ``run_ids`` is None."""
-    with read_session(store.engine) as session:
+    columns = "SELECT id, comparable_hash, base_commit, plan, flags, autopack_version, created_at FROM runs"
+    with db.read() as conn:
         if run_ids is None:
-            rows = list(session.exec(select(Run.id, Run.comparable_hash, Run.base_commit, Run.plan, Run.flags,
-                                            Run.autopack_version, Run.created_at)))
+            rows = conn.execute(columns).fetchall()
             run_ids = [row[0] for row in rows]
         else:
             rows = []
-            for chunk in _chunks(run_ids):
-                rows += session.exec(select(Run.id, Run.comparable_hash, Run.base_commit, Run.plan, Run.flags,
-                                            Run.autopack_version, Run.created_at).where(Run.id.in_(chunk)))
+            for chunk in chunks(run_ids):
+                rows += conn.execute(f"{columns} WHERE id IN ({marks(chunk)})", chunk)
         states: dict[str, dict[str, int]] = defaultdict(dict)
         builders: dict[str, set[str]] = defaultdict(set)
-        for chunk in _chunks(run_ids):
-            for run_id, state, n in session.exec(
-                select(Phase.run_id, Phase.state, func.count()).where(Phase.run_id.in_(chunk))
-                .group_by(Phase.run_id, Phase.state)
-            ):
+        for chunk in chunks(run_ids):
+            for run_id, state, n in conn.execute(
+                    f"SELECT run_id, state, count(*) FROM phases WHERE run_id IN ({marks(chunk)}) "
+                    "GROUP BY run_id, state", chunk):
                 states[run_id][state] = n
-            for run_id, model in session.exec(
-                select(Attempt.run_id, Attempt.model).distinct()
-                .where(Attempt.run_id.in_(chunk), Attempt.number == 1, Attempt.model.is_not(None))
-            ):
+            for run_id, model in conn.execute(
+                    f"SELECT DISTINCT run_id, model FROM attempts WHERE run_id IN ({marks(chunk)}) "
+                    "AND number = 1 AND model IS NOT NULL", chunk):
                 builders[run_id].add(model)
     facts = {}
     for run_id, comparable, base, plan, flags, version, created in rows:
+        plan = json.loads(plan)
         models = dict((plan.get("run") or {}).get("models") or {})
         if builders[run_id]:
             models["builder"] = ", ".join(sorted(builders[run_id]))
         facts[run_id] = RunFacts(id=run_id, comparable_hash=comparable, base_commit=base, plan=plan, models=models,
                                  autopack_version=version, state=derive_run_state(states[run_id]),
-                                 flags=dict(flags or {}), created_at=created)
+                                 flags=dict(json.loads(flags) or {}), created_at=py_time(created))
     return facts
 
 
-def run_metrics(store: Store, run_ids: Sequence[str]) -> dict[str, RunMetrics]:
+def run_metrics(db: Readable, run_ids: Sequence[str]) -> dict[str, RunMetrics]:
     """Metrics of each named run; a run with no rows in a table counts zero there."""
     usage: dict[str, dict[str, tuple]] = defaultdict(dict)
     events: dict[str, dict[str, int]] = defaultdict(dict)
     attempts: dict[str, tuple[int, datetime | None, datetime | None]] = {}
     suites: dict[str, int] = {}
     phases: dict[str, dict[str, str]] = defaultdict(dict)
-    with read_session(store.engine) as session:
-        for chunk in _chunks(run_ids):
-            for run_id, role, *sums in session.exec(
-                select(LlmCall.run_id, LlmCall.role,
-                       func.coalesce(func.sum(LlmCall.input_tokens), 0),
-                       func.coalesce(func.sum(LlmCall.output_tokens), 0),
-                       func.coalesce(func.sum(LlmCall.cache_read_tokens), 0),
-                       func.coalesce(func.sum(LlmCall.cache_write_tokens), 0),
-                       func.coalesce(func.sum(LlmCall.cost_usd), 0.0),
-                       func.sum(case((LlmCall.cost_usd.is_(None), 1), else_=0)),
-                       func.count())
-                .where(LlmCall.run_id.in_(chunk)).group_by(LlmCall.run_id, LlmCall.role)
-            ):
+    with db.read() as conn:
+        for chunk in chunks(run_ids):
+            among = f"run_id IN ({marks(chunk)})"
+            for run_id, role, *sums in conn.execute(
+                    f"SELECT run_id, role, {USAGE_SUMS}, count(*) FROM llm_calls WHERE {among} "
+                    "GROUP BY run_id, role", chunk):
                 usage[run_id][role] = tuple(sums)
-            for run_id, kind, n in session.exec(
-                select(Event.run_id, Event.kind, func.count())
-                .where(Event.run_id.in_(chunk), Event.kind.in_(("doctor_skipped", "escalation")))
-                .group_by(Event.run_id, Event.kind)
-            ):
+            for run_id, kind, n in conn.execute(
+                    f"SELECT run_id, kind, count(*) FROM events WHERE {among} "
+                    "AND kind IN ('doctor_skipped', 'escalation') GROUP BY run_id, kind", chunk):
                 events[run_id][kind] = n
-            for run_id, n, first, last in session.exec(
-                select(Attempt.run_id, func.count(), func.min(Attempt.started_at), func.max(Attempt.finished_at))
-                .where(Attempt.run_id.in_(chunk)).group_by(Attempt.run_id)
-            ):
-                attempts[run_id] = (n, first, last)
-            suites.update(session.exec(
-                select(SuiteRun.run_id, func.count()).where(SuiteRun.run_id.in_(chunk)).group_by(SuiteRun.run_id)
-            ).all())
-            for run_id, phase_id, state in session.exec(
-                select(Phase.run_id, Phase.phase_id, Phase.state).where(Phase.run_id.in_(chunk))
-                .order_by(Phase.run_id, Phase.position)
-            ):
+            for run_id, n, first, last in conn.execute(
+                    f"SELECT run_id, count(*), min(started_at), max(finished_at) FROM attempts WHERE {among} "
+                    "GROUP BY run_id", chunk):
+                attempts[run_id] = (n, py_time(first), py_time(last))
+            suites.update(conn.execute(f"SELECT run_id, count(*) FROM test_runs WHERE {among} GROUP BY run_id",
+                                       chunk))
+            for run_id, phase_id, state in conn.execute(
+                    f"SELECT run_id, phase_id, state FROM phases WHERE {among} ORDER BY run_id, position", chunk):
                 phases[run_id][phase_id] = state
     return {run_id: _metrics(run_id, usage[run_id], events[run_id], attempts.get(run_id, (0, None, None)),
                              suites.get(run_id, 0), phases[run_id])

@@ -13,15 +13,15 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
-
-from sqlalchemy import Connection, inspect, insert, select
-from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
+from typing import TYPE_CHECKING, Callable
 
 from autopack.errors import EnvironmentProblem, MigrationNeeded
-from autopack.store import database_absent, models
-from autopack.store.db import advice, make_engine, translate_errors
+from autopack.store import database_absent
+from autopack.store.sql import advice, connect_existing
+
+if TYPE_CHECKING:  # SQLAlchemy loads only to migrate: read commands check the schema without it
+    from sqlalchemy import Connection
+    from sqlalchemy.engine import Engine
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = []
 
@@ -81,7 +81,7 @@ def inspect_database(path: Path) -> MigrationStatus:
     if database_absent(path):
         return MigrationStatus(False, (), names, ())
     try:
-        conn = _connect_existing(path)
+        conn = connect_existing(path)
         try:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if "_migrations" not in tables:
@@ -103,22 +103,6 @@ def inspect_database(path: Path) -> MigrationStatus:
         tuple(n for n in names if n not in applied),
         tuple(n for n in applied if n not in known),
     )
-
-
-def _connect_existing(path: Path) -> sqlite3.Connection:
-    """A connection that never creates the file: read-write when allowed, so that closing it
-    removes the -wal/-shm files a read opens; read-only for a file or directory we may not write."""
-    conn = None
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=60)
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
-        return conn
-    except sqlite3.DatabaseError as problem:
-        if conn is not None:
-            conn.close()
-        if not isinstance(problem, sqlite3.OperationalError):  # not a database: no second try
-            raise
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)  # a read-only file or directory
 
 
 def check_current(path: Path, status: MigrationStatus) -> None:
@@ -153,6 +137,8 @@ def migrate(path: Path) -> MigrationResult:
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may be creating it too
         (path.parent / ".gitignore").write_text("# autopack's state: never committed\n*\n")
     backup = backup_database(path) if status.exists and not status.fresh else None
+    from autopack.store.db import make_engine, translate_errors
+
     engine = make_engine(path)
     try:
         with translate_errors(engine):
@@ -163,6 +149,11 @@ def migrate(path: Path) -> MigrationResult:
 
 
 def _apply(engine: Engine) -> tuple[bool, tuple[str, ...]]:
+    from sqlalchemy import inspect, insert, select
+    from sqlmodel import SQLModel
+
+    from autopack.store import models
+
     immediate = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
     table = models.AppliedMigration.__table__
     with immediate.begin() as conn:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func
-from sqlmodel import select
+from autopack.store import ACTIVE_STATES, STATUS_SCHEMA
+from autopack.store.sql import Readable, py_time
 
-from autopack.store import STATUS_SCHEMA
-from autopack.store.db import read_session
-from autopack.store.models import Attempt, Executor, LlmCall, Phase, Run
-from autopack.store.runs import ACTIVE_STATES, Store
-
+# usage totals of a set of ledger rows (read from the covering index ix_llm_calls_run_role_usage)
+USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
+              "coalesce(sum(cache_write_tokens), 0), coalesce(sum(cost_usd), 0.0), "
+              "coalesce(sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END), 0)")
+_NEWEST_FIRST = "ORDER BY created_at DESC, id DESC"
 
 
 def derive_run_state(by_state: dict[str, int]) -> str:
@@ -27,18 +28,8 @@ def derive_run_state(by_state: dict[str, int]) -> str:
     return "failed" if by_state else "queued"
 
 
-def _usage_columns() -> tuple[Any, ...]:
-    return (
-        func.coalesce(func.sum(LlmCall.input_tokens), 0),
-        func.coalesce(func.sum(LlmCall.output_tokens), 0),
-        func.coalesce(func.sum(LlmCall.cache_read_tokens), 0),
-        func.coalesce(func.sum(LlmCall.cache_write_tokens), 0),
-        func.coalesce(func.sum(LlmCall.cost_usd), 0.0),
-        func.coalesce(func.sum(case((LlmCall.cost_usd.is_(None), 1), else_=0)), 0),
-    )
-
-
-def _usage_dict(row: Any) -> dict[str, Any]:
+def usage_dict(row: Any) -> dict[str, Any]:
+    """Tokens, cost and unpriced calls of a ``USAGE_SUMS`` row."""
     inp, out, cread, cwrite, cost, unpriced = row
     return {
         "tokens": {"input": int(inp), "output": int(out), "cache_read": int(cread), "cache_write": int(cwrite)},
@@ -51,82 +42,90 @@ def _iso(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
-def count_runs(store: Store) -> int:
+def count_runs(db: Readable) -> int:
     """How many runs the store holds."""
-    with read_session(store.engine) as session:
-        return session.exec(select(func.count()).select_from(Run)).one()
+    with db.read() as conn:
+        return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
 
 
-def list_runs(store: Store, limit: int | None = None) -> list[dict[str, Any]]:
+def run_exists(db: Readable, run_id: str) -> bool:
+    with db.read() as conn:
+        return conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None
+
+
+def list_runs(db: Readable, limit: int | None = None) -> list[dict[str, Any]]:
     """The newest ``limit`` runs (None: every run), newest first, with phases counted by state,
     usage and last update. Only the listed runs' phases and ledger rows are aggregated."""
-    newest_first = (Run.created_at.desc(), Run.id.desc())
-    newest = select(Run.id, Run.goal, Run.branch, Run.created_at).order_by(*newest_first)
-    phase_counts = (select(Phase.run_id, Phase.state, func.count(), func.max(Phase.updated_at))
-                    .group_by(Phase.run_id, Phase.state))
-    usage_sums = select(LlmCall.run_id, *_usage_columns()).group_by(LlmCall.run_id)
+    listed, where, params = "", "", ()
     if limit is not None:
-        newest = newest.limit(limit)
-        listed = select(Run.id).order_by(*newest_first).limit(limit)
-        phase_counts = phase_counts.where(Phase.run_id.in_(listed))
-        usage_sums = usage_sums.where(LlmCall.run_id.in_(listed))
-    with read_session(store.engine) as session:
-        runs = list(session.exec(newest))
+        listed, params = " LIMIT ?", (limit,)
+        where = f"WHERE run_id IN (SELECT id FROM runs {_NEWEST_FIRST} LIMIT ?)"
+    with db.read() as conn:
+        runs = conn.execute(f"SELECT id, goal, branch, created_at FROM runs {_NEWEST_FIRST}{listed}", params).fetchall()
         counts: dict[str, dict[str, int]] = defaultdict(dict)
-        updated: dict[str, datetime] = {}
-        for run_id, state, n, last in session.exec(phase_counts):
+        updated: dict[str, str] = {}
+        for run_id, state, n, last in conn.execute(
+                f"SELECT run_id, state, count(*), max(updated_at) FROM phases {where} GROUP BY run_id, state", params):
             counts[run_id][state] = n
-            if last and (run_id not in updated or last > updated[run_id]):
+            if last and (run_id not in updated or last > updated[run_id]):  # stored text sorts as time does
                 updated[run_id] = last
-        usage = {row[0]: _usage_dict(row[1:]) for row in session.exec(usage_sums)}
-    empty = _usage_dict((0, 0, 0, 0, 0.0, 0))
+        usage = {row[0]: usage_dict(row[1:]) for row in conn.execute(
+            f"SELECT run_id, {USAGE_SUMS} FROM llm_calls {where} GROUP BY run_id", params)}
+    empty = usage_dict((0, 0, 0, 0, 0.0, 0))
     return [
         {"id": run_id, "goal": goal, "state": derive_run_state(counts[run_id]), "branch": branch,
          "phases": dict(sorted(counts[run_id].items())), **usage.get(run_id, empty),
-         "created_at": _iso(created), "updated_at": _iso(updated.get(run_id, created))}
+         "created_at": _iso(py_time(created)), "updated_at": _iso(py_time(updated.get(run_id, created)))}
         for run_id, goal, branch, created in runs
     ]
 
 
-def run_status(store: Store, run_id: str) -> dict[str, Any] | None:
+def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
     """Contract 4: the run, its usage totals and every phase with its decision and last failure."""
-    with read_session(store.engine) as session:
-        run = session.get(Run, run_id)
+    with db.read() as conn:
+        run = conn.execute("SELECT id, goal, branch, base_commit, worktree, plan_path, flags, created_at "
+                           "FROM runs WHERE id = ?", (run_id,)).fetchone()
         if run is None:
             return None
-        phases = list(session.exec(select(Phase).where(Phase.run_id == run_id).order_by(Phase.position)))
-        usage = _usage_dict(session.exec(select(*_usage_columns()).where(LlmCall.run_id == run_id)).one())
-        completing = dict(session.exec(
-            select(Attempt.phase_pk, Attempt.model).where(Attempt.run_id == run_id, Attempt.state == "complete")).all())
-        executors = list(session.exec(
-            select(Executor).where(Executor.run_id == run_id, Executor.stopped_at.is_(None))))
+        phases = conn.execute(
+            'SELECT pk, phase_id, state, attempts, max_attempts, "commit", spec, decision, failure_kind, '
+            "failure_fingerprint, failure_message, parked_reason, updated_at "
+            "FROM phases WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
+        usage = usage_dict(conn.execute(f"SELECT {USAGE_SUMS} FROM llm_calls WHERE run_id = ?", (run_id,)).fetchone())
+        completing = dict(conn.execute(
+            "SELECT phase_pk, model FROM attempts WHERE run_id = ? AND state = 'complete'", (run_id,)))
+        executors = conn.execute(
+            "SELECT id, pid, host, phase_id, step, heartbeat_at FROM executors "
+            "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at", (run_id,)).fetchall()
     by_state: dict[str, int] = defaultdict(int)
     for phase in phases:
-        by_state[phase.state] += 1
+        by_state[phase[2]] += 1
+    rid, goal, branch, base_commit, worktree, plan_path, flags, created = run
     return {
         "schema": STATUS_SCHEMA,
         "run": {
-            "id": run.id, "goal": run.goal, "state": derive_run_state(by_state), "branch": run.branch,
-            "base_commit": run.base_commit, "worktree": run.worktree, "plan_path": run.plan_path,
-            "flags": run.flags, **usage, "created_at": _iso(run.created_at),
-            "executors": [{"id": e.id, "pid": e.pid, "host": e.host, "phase": e.phase_id, "step": e.step,
-                           "heartbeat_at": _iso(e.heartbeat_at)} for e in executors],
+            "id": rid, "goal": goal, "state": derive_run_state(by_state), "branch": branch,
+            "base_commit": base_commit, "worktree": worktree, "plan_path": plan_path,
+            "flags": json.loads(flags), **usage, "created_at": _iso(py_time(created)),
+            "executors": [{"id": e, "pid": pid, "host": host, "phase": phase_id, "step": step,
+                           "heartbeat_at": _iso(py_time(beat))} for e, pid, host, phase_id, step, beat in executors],
         },
-        "phases": [_phase_dict(p, completing.get(p.pk)) for p in phases],
+        "phases": [_phase_dict(row, completing.get(row[0])) for row in phases],
     }
 
 
-def _phase_dict(phase: Phase, completed_by: str | None) -> dict[str, Any]:
-    decision = phase.decision
+def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
+    (_, phase_id, state, attempts, max_attempts, commit, spec, decision, failure_kind, fingerprint, message,
+     parked, updated) = row
+    spec = json.loads(spec)
     last_failure = None
-    if phase.failure_kind:
-        last_failure = {"kind": phase.failure_kind, "fingerprint": phase.failure_fingerprint,
-                        "message": phase.failure_message}
+    if failure_kind:
+        last_failure = {"kind": failure_kind, "fingerprint": fingerprint, "message": message}
     return {
-        "id": phase.phase_id, "state": phase.state, "attempts": phase.attempts,
-        "max_attempts": phase.max_attempts, "commit": phase.commit,
-        "category": phase.spec.get("category"), "depends_on": phase.spec.get("depends_on", []),
-        "decision": decision, "last_failure": last_failure, "model": completed_by,
-        "parked": phase.parked_reason,
-        "updated_at": _iso(phase.updated_at),
+        "id": phase_id, "state": state, "attempts": attempts,
+        "max_attempts": max_attempts, "commit": commit,
+        "category": spec.get("category"), "depends_on": spec.get("depends_on", []),
+        "decision": json.loads(decision) if decision is not None else None, "last_failure": last_failure,
+        "model": completed_by, "parked": parked,
+        "updated_at": _iso(py_time(updated)),
     }

@@ -7,9 +7,11 @@ are single statements or ``BEGIN IMMEDIATE`` transactions.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import and_, exists, func, update
 from sqlalchemy.orm import aliased
@@ -17,7 +19,8 @@ from sqlmodel import select
 
 from autopack import __version__
 from autopack.errors import UsageError
-from autopack.store.db import make_engine, read_session, write_session
+from autopack.store import ACTIVE_STATES
+from autopack.store.db import make_engine, read_session, translate_errors, write_session
 from autopack.store.models import (
     Attempt,
     Baseline,
@@ -30,9 +33,7 @@ from autopack.store.models import (
     SuiteOutcome,
     SuiteRun,
 )
-
-ACTIVE_STATES = ("executing", "ci_running", "gate")
-TERMINAL_STATES = ("complete", "failed", "skipped")
+from autopack.store.sql import translate_sqlite_errors
 
 
 def utcnow() -> datetime:
@@ -52,6 +53,13 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled sqlite3 connection in one read transaction, for the read models (store.sql)."""
+        with translate_errors(self.engine), translate_sqlite_errors(self.path), self.engine.connect() as conn, \
+                conn.begin():
+            yield conn.connection.driver_connection
 
     def __enter__(self) -> "Store":
         return self

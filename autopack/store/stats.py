@@ -2,66 +2,48 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_
-from sqlmodel import select
-
 from autopack.llm.budget import TRUNCATING_STOPS, TRUNCATION_UTILISATION
-from autopack.store.db import read_session
-from autopack.store.models import Attempt, Event, LlmCall, Phase
-from autopack.store.runs import Store
+from autopack.store.queries import USAGE_SUMS
+from autopack.store.sql import Readable, chunks, json_field, marks
 
 # A builder call counts as truncated as the builder judges it (llm.budget.is_truncated): a truncating
 # stop, or at least 95 % of its max_tokens used.
-TRUNCATED = or_(LlmCall.stop_reason.in_(TRUNCATING_STOPS),
-                and_(LlmCall.max_tokens > 0, LlmCall.output_tokens >= TRUNCATION_UTILISATION * LlmCall.max_tokens))
+TRUNCATED = (f"(stop_reason IN ({', '.join(repr(stop) for stop in TRUNCATING_STOPS)}) "
+             f"OR (max_tokens > 0 AND output_tokens >= {TRUNCATION_UTILISATION!r} * max_tokens))")
 
 
-def _scoped(query: Any, column: Any, run_id: str | None) -> Any:
-    return query.where(column == run_id) if run_id else query
-
-
-def telemetry(store: Store, run_id: str | None = None) -> dict[str, Any]:
+def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
     """Truncation, escalation, estimation error, doctor, failure kinds, cache and cost figures."""
-    with read_session(store.engine) as session:
-        builder_ok = _scoped(select(func.count(), func.coalesce(func.sum(case((TRUNCATED, 1),
-                                                                            else_=0)), 0))
-                             .where(LlmCall.role == "builder", LlmCall.status == "ok"), LlmCall.run_id, run_id)
-        calls, truncated = session.exec(builder_ok).one()
+    scope, params = ("AND run_id = ?", (run_id,)) if run_id else ("", ())
 
-        escalations = session.exec(_scoped(select(Event.attempt_id).where(Event.kind == "escalation"),
-                                           Event.run_id, run_id)).all()
-        escalated_ok = 0
-        if escalations:
-            escalated_ok = session.exec(select(func.count()).where(
-                Attempt.id.in_([a for a in escalations if a is not None]), Attempt.state == "complete")).one()
+    with db.read() as conn:
+        def one(query: str) -> Any:
+            return conn.execute(query, params).fetchone()
 
-        category = Phase.spec["category"].as_string()
-        complexity = Phase.spec["complexity"].as_string()
-        error = func.abs(LlmCall.predicted_tokens - LlmCall.output_tokens) * 2.0 / (
-            LlmCall.predicted_tokens + LlmCall.output_tokens)
-        smape_rows = session.exec(_scoped(
-            select(category, complexity, func.count(), func.avg(error))
-            .join(Attempt, Attempt.id == LlmCall.attempt_id).join(Phase, Phase.pk == Attempt.phase_pk)
-            .where(LlmCall.role == "builder", LlmCall.status == "ok", LlmCall.predicted_tokens.is_not(None),
-                   LlmCall.predicted_tokens + LlmCall.output_tokens > 0)
-            .group_by(category, complexity), LlmCall.run_id, run_id)).all()
-
-        doctor_calls = session.exec(_scoped(select(func.count()).where(LlmCall.role == "doctor"),
-                                            LlmCall.run_id, run_id)).one()
-        skipped = session.exec(_scoped(select(Event.data).where(Event.kind == "doctor_skipped"),
-                                       Event.run_id, run_id)).all()
-
-        kinds = session.exec(_scoped(select(Attempt.failure_kind, func.count()).where(Attempt.failure_kind.is_not(None))
-                                     .group_by(Attempt.failure_kind), Attempt.run_id, run_id)).all()
-
-        inp, cread, cwrite, cost, unpriced = session.exec(_scoped(select(
-            func.coalesce(func.sum(LlmCall.input_tokens), 0), func.coalesce(func.sum(LlmCall.cache_read_tokens), 0),
-            func.coalesce(func.sum(LlmCall.cache_write_tokens), 0), func.coalesce(func.sum(LlmCall.cost_usd), 0.0),
-            func.coalesce(func.sum(case((LlmCall.cost_usd.is_(None), 1), else_=0)), 0)), LlmCall.run_id, run_id)).one()
-        completed = session.exec(_scoped(select(func.count()).where(Phase.state == "complete"),
-                                         Phase.run_id, run_id)).one()
+        calls, truncated = one(f"SELECT count(*), coalesce(sum(CASE WHEN {TRUNCATED} THEN 1 ELSE 0 END), 0) FROM llm_calls "
+                               f"WHERE role = 'builder' AND status = 'ok' {scope}")
+        escalations = [row[0] for row in conn.execute(
+            f"SELECT attempt_id FROM events WHERE kind = 'escalation' {scope}", params)]
+        escalated_ok = sum(conn.execute(f"SELECT count(*) FROM attempts WHERE id IN ({marks(chunk)}) "
+                                        "AND state = 'complete'", chunk).fetchone()[0]
+                           for chunk in chunks(sorted({a for a in escalations if a is not None})))
+        smape_rows = conn.execute(
+            f"SELECT {json_field('p.spec', 'category')}, {json_field('p.spec', 'complexity')}, count(*), "
+            "avg(abs(c.predicted_tokens - c.output_tokens) * 2.0 / (c.predicted_tokens + c.output_tokens)) "
+            "FROM llm_calls c JOIN attempts a ON a.id = c.attempt_id JOIN phases p ON p.pk = a.phase_pk "
+            "WHERE c.role = 'builder' AND c.status = 'ok' AND c.predicted_tokens IS NOT NULL "
+            f"AND c.predicted_tokens + c.output_tokens > 0 {scope.replace('run_id', 'c.run_id')} "
+            "GROUP BY 1, 2 ORDER BY 1, 2", params).fetchall()
+        doctor_calls = one(f"SELECT count(*) FROM llm_calls WHERE role = 'doctor' {scope}")[0]
+        skipped = [json.loads(row[0]) for row in conn.execute(
+            f"SELECT data FROM events WHERE kind = 'doctor_skipped' {scope}", params)]
+        kinds = conn.execute(f"SELECT failure_kind, count(*) FROM attempts WHERE failure_kind IS NOT NULL {scope} "
+                             "GROUP BY failure_kind", params).fetchall()
+        inp, _, cread, cwrite, cost, unpriced = one(f"SELECT {USAGE_SUMS} FROM llm_calls WHERE 1 = 1 {scope}")
+        completed = one(f"SELECT count(*) FROM phases WHERE state = 'complete' {scope}")[0]
 
     prompt_tokens = inp + cread + cwrite
     avoided = [d.get("tokens_avoided") or 0 for d in skipped if d]

@@ -1,0 +1,98 @@
+"""Read models for drains and pick-next: drainable phases, parking by rule, what each run cost."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from autopack.store.sql import Readable, chunks, json_field, marks, py_time
+
+
+@dataclass(frozen=True)
+class DrainablePhase:
+    run_id: str
+    phase_id: str
+    phase_pk: int
+    state: str  # queued | failed
+    failure_kind: str | None  # of its last failure (a queued phase may carry one: interrupted, requeued)
+    failed_at: datetime | None  # when that failure was recorded
+    position: int
+    run_created_at: datetime
+    parked_reason: str | None  # recorded, or why it would be parked now
+    escalated_budget: int | None
+    run_type: str | None
+    category: str | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ParkRule:
+    """Park a failed phase whose last ``identical`` failures share a fingerprint, or after ``max_attempts``."""
+
+    identical: int = 3
+    max_attempts: int = 12
+
+
+_DRAINABLE = """
+SELECT p.run_id, p.phase_id, p.pk, p.state, p.failure_kind, p.updated_at, p.position, r.created_at,
+       p.parked_reason, p.escalated_budget, {run_type}, {category}, p.attempts
+FROM phases p JOIN runs r ON r.id = p.run_id
+WHERE ((p.state = 'queued' AND NOT EXISTS (
+          SELECT 1 FROM phase_dependencies d JOIN phases dep ON dep.pk = d.depends_on_pk
+          WHERE d.phase_pk = p.pk AND dep.state != 'complete'))
+       OR (p.state = 'failed' {unparked}))
+  {one_run}
+"""
+
+
+def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bool = False,
+                     rule: ParkRule = ParkRule()) -> list[DrainablePhase]:
+    """Queued phases whose dependencies are complete, and failed phases that are not parked.
+
+    A failed phase that the rule would park counts as parked. ``include_parked`` keeps
+    parked phases, with the reason.
+    """
+    query = _DRAINABLE.format(run_type=json_field("r.plan", "run", "type"), category=json_field("p.spec", "category"),
+                              unparked="" if include_parked else "AND p.parked_reason IS NULL",
+                              one_run="" if run_id is None else "AND p.run_id = ?")
+    with db.read() as conn:
+        rows = conn.execute(query, () if run_id is None else (run_id,)).fetchall()
+        stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == "failed" and not r[8]], rule)
+    phases = [
+        DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == "failed" else None, r[6],
+                       py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == "failed" else None, r[9], r[10], r[11],
+                       r[12])
+        for r in rows
+    ]
+    return [p for p in phases if include_parked or not p.parked_reason]
+
+
+def stuck_reasons(conn: sqlite3.Connection, failed: list[tuple[int, str | None, int]],
+                  rule: ParkRule) -> dict[int, str]:
+    """phase pk -> why the rule parks it, for failed phases given as (pk, failure kind, attempts)."""
+    recent: dict[int, list[str | None]] = {}
+    for chunk in chunks([pk for pk, _, _ in failed]):
+        for pk, fingerprint in conn.execute(
+                f"SELECT phase_pk, failure_fingerprint FROM attempts WHERE phase_pk IN ({marks(chunk)}) "
+                "AND state = 'failed' ORDER BY phase_pk, number DESC", chunk):
+            recent.setdefault(pk, []).append(fingerprint)
+    reasons = {}
+    for pk, kind, attempts in failed:
+        last = recent.get(pk, [])[: rule.identical]
+        if len(last) == rule.identical and last[0] and len(set(last)) == 1:
+            reasons[pk] = f"the last {rule.identical} attempts failed the same way ({kind}, fingerprint {last[0]})"
+        elif attempts >= rule.max_attempts:
+            reasons[pk] = f"{attempts} attempts used (limit {rule.max_attempts})"
+    return reasons
+
+
+def run_costs(db: Readable, run_ids: list[str]) -> dict[str, float]:
+    """What each run's priced LLM calls cost."""
+    costs: dict[str, float] = {}
+    with db.read() as conn:
+        for chunk in chunks(run_ids):
+            for run_id, cost in conn.execute(f"SELECT run_id, sum(cost_usd) FROM llm_calls "
+                                             f"WHERE run_id IN ({marks(chunk)}) GROUP BY run_id", chunk):
+                costs[run_id] = float(cost or 0.0)
+    return costs

@@ -1,0 +1,147 @@
+"""The read side of the store: SQL over the standard library's sqlite3, without SQLAlchemy.
+
+Read commands (`status`, `pick-next`, `drain --dry-run`, `ab-test`) must answer within a
+second on a large store, and loading SQLAlchemy and SQLModel alone took half of that. So
+the read models (store.queries, .activity, .drainable, .metrics, .stats) are SQL text run on
+a ``Readable``: a ``Reader`` (its own connection, for the read commands) or a ``Store`` (a
+connection from its pool, for a drain). Writes stay in the ORM.
+
+The read models' SQL is standard but for what this module supplies: the connection, JSON
+fields (``json_field``) and timestamps stored as SQLAlchemy writes them on SQLite (naive UTC
+text, ``YYYY-MM-DD HH:MM:SS.ffffff``), as db.py holds the ORM side's SQLite specifics.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+from autopack.errors import AutopackError, EnvironmentProblem
+
+BUSY_TIMEOUT_S = 60
+CHUNK = 500  # ids per IN (...) list, far under SQLite's bound-parameter limit
+
+
+class Readable(Protocol):
+    """Anything that lends a sqlite3 connection in a read transaction: a Reader or a Store."""
+
+    def read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+
+class Reader:
+    """A read-only view of a database file: one sqlite3 connection in one read transaction, so
+    everything a read command shows comes from the same snapshot. Meant to live for one command."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self.connection = connection
+
+    @classmethod
+    def open(cls, path: Path) -> "Reader":
+        with translate_sqlite_errors(path):
+            connection = connect_existing(path)
+            try:
+                connection.isolation_level = None  # the transaction is ours
+                connection.execute("PRAGMA query_only=ON")
+                connection.execute("BEGIN")
+            except BaseException:
+                connection.close()
+                raise
+        return cls(path, connection)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with translate_sqlite_errors(self.path):
+            yield self.connection
+
+    def close(self) -> None:
+        self.connection.close()  # ends the read transaction; nothing was written
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_existing(path: Path) -> sqlite3.Connection:
+    """A connection that never creates the file: read-write when allowed, so that closing it
+    removes the -wal/-shm files a read opens; read-only for a file or directory we may not write."""
+    conn = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        return conn
+    except sqlite3.DatabaseError as problem:
+        if conn is not None:
+            conn.close()
+        if not isinstance(problem, sqlite3.OperationalError):  # not a database: no second try
+            raise
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+
+
+@contextmanager
+def translate_sqlite_errors(path: Path | str) -> Iterator[None]:
+    """Turn sqlite3's failures into one-line errors naming the file."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise database_error(path, exc) from exc
+
+
+def database_error(path: Path | str, exc: sqlite3.DatabaseError) -> AutopackError:
+    """The one-line error for a SQLite failure: the environment's (exit 4), or autopack's own bug."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return EnvironmentProblem(f"{path}: {first_line(exc)}{advice(str(exc))}")
+    if isinstance(exc, sqlite3.IntegrityError):  # autopack's own write broke a constraint; it was rolled back
+        return AutopackError(f"{path}: a write was refused and rolled back ({first_line(exc)}); "
+                             "this is a bug in autopack, please report it")
+    return EnvironmentProblem(f"{path}: {first_line(exc)}; is this an autopack database?")
+
+
+_ADVICE = (
+    (("disk i/o error", "disk is full"), "; free disk space (or raise the file size limit) and run the command "
+     "again: an attempt cut short is recovered"),
+    (("readonly database", "read-only"), "; make the database file and its directory writable"),
+    (("unable to open database file",), "; SQLite must be able to create files beside the database: make its "
+     "directory writable"),
+)
+
+
+def advice(error: str) -> str:
+    """What to do about a SQLite failure that the environment causes ("" when there is no advice)."""
+    lowered = error.lower()
+    return next((text for needles, text in _ADVICE if any(n in lowered for n in needles)), "")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def db_time(when: datetime) -> str:
+    """A timezone-aware datetime as stored: naive UTC text, comparable with the stored values."""
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def py_time(stored: str | None) -> datetime | None:
+    """A stored timestamp, timezone-aware (None stays None)."""
+    return None if stored is None else datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
+
+
+def json_field(column: str, *path: str) -> str:
+    """SQL for one scalar inside a JSON column, e.g. ``json_field("p.spec", "category")``."""
+    return f"json_extract({column}, '$.{'.'.join(path)}')"
+
+
+def chunks(ids: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(ids), CHUNK):
+        yield list(ids[start:start + CHUNK])
+
+
+def marks(values: Iterable[Any]) -> str:
+    """``?, ?, ?`` for an IN (...) list of ``values``."""
+    return ", ".join("?" for _ in values)
