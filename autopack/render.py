@@ -16,7 +16,6 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from autopack.errors import AutopackError
-from autopack.toolchains import resolve_test_command
 
 STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queued": "dim",
                "executing": "cyan", "ci_running": "cyan", "gate": "cyan", "running": "cyan"}
@@ -50,6 +49,8 @@ def _cost(entry: dict[str, Any]) -> str:
 
 def print_plan(plan: Any) -> None:
     """`run --dry-run`: phases in execution order with scope, deliverables and dependencies."""
+    from autopack.toolchains import resolve_test_command
+
     out = console()
     out.print(f"run {plan.run.id}: {plan.run.goal}")
     out.print(f"repository {plan.run.repo}  base {plan.run.base or 'HEAD'}")
