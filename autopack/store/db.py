@@ -77,4 +77,4 @@ def translate_errors(engine: Engine) -> Iterator[None]:
     try:
         yield
     except DatabaseError as exc:
-        raise database_error(engine.url.database, exc.orig) from exc
+        raise database_error(engine.url.database, exc.orig or exc) from exc

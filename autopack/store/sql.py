@@ -92,7 +92,7 @@ def translate_sqlite_errors(path: Path | str) -> Iterator[None]:
         raise database_error(path, exc) from exc
 
 
-def database_error(path: Path | str, exc: sqlite3.DatabaseError) -> AutopackError:
+def database_error(path: Path | str, exc: BaseException) -> AutopackError:
     """The one-line error for a SQLite failure: the environment's (exit 4), or autopack's own bug."""
     if isinstance(exc, sqlite3.OperationalError):
         return EnvironmentProblem(f"{path}: {first_line(exc)}{advice(str(exc))}")
