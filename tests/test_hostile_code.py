@@ -115,36 +115,16 @@ def test_grandchildren_and_fork_loops_are_gone_after_the_suite(tmp_path: Path, h
 
 def test_a_gigabyte_of_output_keeps_memory_and_the_stored_log_bounded(tmp_path: Path) -> None:
     project = Project(tmp_path / "p", {"AUTOPACK_MAX_OUTPUT_BYTES": "1000000"})
-    growth = tmp_path / "rss-growth"
-
-    def measure() -> None:
-        import autopack.cli as cli
-
-        original, start = cli.main, _status_kib("VmRSS")
-
-        def main(argv: list[str] | None = None) -> None:
-            try:
-                original(argv)
-            finally:
-                growth.write_text(str(_status_kib("VmHWM") - start))
-
-        cli.main = main
-
-    run_id, done = project.run("flood.py", prepare=measure, attempts=1)
+    peak = forkcli.PeakRss()
+    run_id, done = project.run("flood.py", prepare=peak.arm, attempts=1)
     assert done.code == 0, done.output
-    assert int(growth.read_text()) < 100 * 1024, f"autopack's memory grew by {growth.read_text()} KiB"
+    growth = peak.read()
+    assert growth < 100 * 1024, f"autopack's memory grew by {growth} KiB"
     with closing(sqlite3.connect(project.wb.db)) as db:
         (size, truncated, log) = db.execute("SELECT output_bytes, output_truncated, log_path FROM test_runs "
                                             "WHERE run_id = ? AND kind = 'attempt'", (run_id,)).fetchone()
     assert size >= 1 << 30 and truncated
     assert 1_000_000 <= Path(log).stat().st_size < 1_001_000
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return 0
 
 
 TAMPERING = ["delete-branch", "move-branch", "own-commit", "exclude", "corrupt-head"]

@@ -309,7 +309,7 @@ def test_hostile_junit_report_is_judged_safely(bench: Bench, name: str, source: 
     emit = bench.wb.root / "emit.py"
     ok = builder_line("a", 1, "out/a.txt", "fine\n")
     run_id, plan = bench.new_run(f'test_command = "python {emit} {source}"\njunit_xml = "report.xml"', [ok])
-    peak = PeakRss()
+    peak = forkcli.PeakRss()
     done = bench.cli("run", str(plan), prepare=peak.arm)
     assert "Traceback" not in done.output, done.output
     phase = bench.phase(run_id)
@@ -324,40 +324,6 @@ def test_hostile_junit_report_is_judged_safely(bench: Bench, name: str, source: 
         for suite in store.phases(run_id):
             for attempt in store.attempts(suite.pk):
                 assert len(json.dumps(attempt.decision or {})) < 200_000
-
-
-class PeakRss:
-    """How much a forked child's peak resident set (VmHWM) grew past what it inherited, in KiB."""
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self.path = Path(tempfile.mkstemp(prefix="autopack-rss-")[1])
-
-    def arm(self) -> None:
-        import autopack.cli as cli
-
-        path, original, start = self.path, cli.main, _status_kib("VmRSS")
-
-        def main(argv: list[str] | None = None) -> None:
-            try:
-                original(argv)
-            finally:
-                path.write_text(str(_status_kib("VmHWM") - start))
-
-        cli.main = main
-
-    def read(self) -> int:
-        text = self.path.read_text().strip()
-        self.path.unlink(missing_ok=True)
-        return int(text or 0)
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return 0
 
 
 # --- settings ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import gc
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,3 +144,37 @@ def run(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], logs: Path,
         prepare: Callable[[], None] | None = None) -> Finished:
     """``spawn`` and wait."""
     return spawn(args, cwd=cwd, env=env, logs=logs, prepare=prepare).wait()
+
+
+class PeakRss:
+    """How much a forked child's peak resident set (VmHWM) grew past what it inherited, in KiB."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkstemp(prefix="autopack-rss-")[1])
+
+    def arm(self) -> None:
+        import autopack.cli as cli
+
+        path, original, start = self.path, cli.main, _status_kib("VmRSS")
+
+        def main(argv: list[str] | None = None) -> None:
+            try:
+                original(argv)
+            finally:
+                path.write_text(str(_status_kib("VmHWM") - start))
+
+        cli.main = main
+
+    def read(self) -> int:
+        """The growth; an error if the child never got to measure it."""
+        text = self.path.read_text().strip()
+        self.path.unlink(missing_ok=True)
+        assert text, "the forked autopack never wrote its peak RSS"
+        return int(text)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
