@@ -49,20 +49,19 @@ def drain(
     settings = load(db)
     options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
                            max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
-    reader = open_reader(settings.db)
-    if reader is None:
+    store = open_reader(settings.db) if dry_run else open_store(settings.db, create=False)  # a dry run only reads
+    if store is None:
         if run_id:
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         _finish({"schema": 1, "processed": 0, "completed": 0, "failed": 0, "stop_reason": "no database yet",
                  "phases": []}, as_json, junit_xml, quiet)
         return
-    with reader:
-        if run_id and not run_exists(reader, run_id):
+    with store:
+        if run_id and not run_exists(store, run_id):
             raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
         if dry_run:
-            _print_candidates(reader, settings, options, as_json, shown=max(batch_size, DRY_RUN_ROWS))
+            _print_candidates(store, settings, options, as_json, shown=max(batch_size, DRY_RUN_ROWS))
             return
-    with open_store(settings.db) as store:  # it existed a moment ago: at worst it is created empty again
         if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
             summary = _drain_in_workers(workers, options, settings.db)
         else:
@@ -78,12 +77,12 @@ def drain(
     raise typer.Exit(code)
 
 
-def _print_candidates(reader: object, settings: object, options: "DrainOptions", as_json: bool, shown: int) -> None:
+def _print_candidates(db: object, settings: object, options: "DrainOptions", as_json: bool, shown: int) -> None:
     """`drain --dry-run`: the ordered candidates, each with the reason for its place."""
     from autopack import render
     from autopack.drain import plan_candidates
 
-    candidates = plan_candidates(reader, settings, options)
+    candidates = plan_candidates(db, settings, options)
     if as_json:
         print(json.dumps({"schema": 1, "candidates": [
             {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
