@@ -23,6 +23,7 @@ Outcome = Literal["passed", "failed", "error", "skipped"]
 MAX_JUNIT_BYTES = 50 * 1024 * 1024
 MESSAGE_CAP = 2000
 COLLECTION_FAILURE = "collection failure"  # pytest's message for a module that failed to import
+PYTEST_INTERNAL_ERROR = ("pytest", "internal", "internal error")  # classname, name, message of pytest's crash
 
 _SEVERITY: dict[str, int] = {"passed": 0, "skipped": 1, "failed": 2, "error": 3}
 _CHILD_OUTCOME = {"error": "error", "failure": "failed", "skipped": "skipped"}
@@ -186,7 +187,8 @@ def _testcase_outcome(case: Any, path: Path) -> TestOutcome:
         file=case.get("file"),
         message=cap_text(detail),
         duration_s=_duration(case),
-        collection_error=outcome == "error" and not classname and message == COLLECTION_FAILURE,
+        collection_error=outcome == "error" and ((not classname and message == COLLECTION_FAILURE)
+                                                 or (classname, name, message) == PYTEST_INTERNAL_ERROR),
     )
 
 

@@ -17,14 +17,17 @@ Two converters turn a runner's output into per-test outcomes:
 collection errors with ids ``build::<unit>``, so a broken build never reads as "0 tests,
 all fine": TypeScript ``error TS...`` (per file), Go ``[build failed]``/``[setup failed]``
 (per package), Rust ``error[E...]`` + ``could not compile`` (per crate), Maven
-``COMPILATION ERROR`` (per module and goal), Gradle ``> Task :compile... FAILED`` (per task).
+``COMPILATION ERROR`` (per module and goal), Gradle ``> Task :compile... FAILED`` (per task),
+and pytest sessions that stopped before running any test: ``ImportError while loading
+conftest`` (per conftest), ``ERROR:`` usage and configuration errors (``build::pytest``) and
+``INTERNALERROR>`` tracebacks (``pytest::internal``, the id pytest's own JUnit report uses).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,6 +54,12 @@ _MAVEN_GOAL_FAILED = re.compile(
 _MAVEN_SOURCE_ERROR = re.compile(r"^\[ERROR\] (?P<text>\S+\.\w+:\[\d+,\d+\] .*)$")
 _GRADLE_TASK_FAILED = re.compile(r"^> Task (?P<task>:[\w:.\-]*compile\w*) FAILED")
 _GRADLE_SOURCE_ERROR = re.compile(r"^(?:e: (?:file://)?\S+|\S+\.(?:java|groovy|scala):\d+: error: .*)")
+_PYTEST_CONFTEST_ERROR = re.compile(r"^ImportError while loading conftest '(?P<path>[^']+)'\.$")
+_PYTEST_USAGE_ERROR = re.compile(r"^ERROR: (?P<usage>usage: )?")  # pytest's UsageError (its usage line says nothing)
+_PYTEST_DIRS = re.compile(r"^\s+(inifile|configfile|rootdir): ")  # after a usage error: machine-specific
+_PYTEST_INTERNAL_ERROR = "INTERNALERROR> "
+PYTEST_INTERNAL_ID = "pytest::internal"
+PYTEST_STOPPED = {2: "interrupted", 3: "internal error", 4: "usage error"}  # pytest's exit codes
 
 
 def convert_output(converter: str, text: str, root: Path) -> list[TestOutcome]:
@@ -268,6 +277,45 @@ def _typescript_build_errors(text: str) -> list[TestOutcome]:
     return [_build_error(file, lines, f"{file}: TypeScript error") for file, lines in by_file.items()]
 
 
+# --- Python ---------------------------------------------------------------------------
+
+
+def pytest_session_errors(text: str, exit_code: int, root: Path) -> list[TestOutcome]:
+    """Why a pytest session that exited with a ``PYTEST_STOPPED`` code stopped before any test
+    ran, from its output: the errors ``build_errors("python", ...)`` recognises, else one
+    ``build::pytest`` error with the output's last lines."""
+    found = build_errors("python", text, root)
+    if found:
+        return found
+    tail = "\n".join(_clean(text, root).strip().splitlines()[-20:])
+    message = f"pytest exited {exit_code} ({PYTEST_STOPPED.get(exit_code, 'error')}) before running any test\n{tail}"
+    return [_build_error("pytest", message.splitlines(), "pytest: stopped")]
+
+
+def _pytest_session_errors(text: str) -> list[TestOutcome]:
+    """What stopped a pytest session before any test ran: conftest import, usage and internal errors."""
+    lines = text.splitlines()
+    errors: list[TestOutcome] = []
+    for index, line in enumerate(lines):
+        if (match := _PYTEST_CONFTEST_ERROR.match(line)) is not None:
+            path = match.group("path")
+            errors.append(replace(_build_error(path, _block(lines, index), f"{path}: cannot be imported"), file=path))
+        elif (match := _PYTEST_USAGE_ERROR.match(line)) is not None:
+            block = [line[match.end():], *(text for text in _block(lines, index)[1:] if not _PYTEST_DIRS.match(text))]
+            errors.append(_build_error("pytest", block[1:] if match.group("usage") else block, "pytest: usage error"))
+    internal = [line.removeprefix(_PYTEST_INTERNAL_ERROR) for line in lines if line.startswith(_PYTEST_INTERNAL_ERROR)]
+    if internal:
+        errors.append(TestOutcome(PYTEST_INTERNAL_ID, "error", message=cap_text("\n".join(internal)),
+                                  collection_error=True))
+    return errors
+
+
+def _block(lines: list[str], start: int) -> list[str]:
+    """``lines[start]`` and the lines after it, up to the next blank line."""
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return lines[start:end]
+
+
 def _go_text_build_errors(text: str) -> list[TestOutcome]:
     return _go_build_errors([line for line in text.splitlines() if _json_object(line) is None])
 
@@ -278,4 +326,5 @@ _SCANNERS: dict[str, Callable[[str], list[TestOutcome]]] = {
     "rust": _rust_build_errors,
     "java-maven": _maven_build_errors,
     "java-gradle": _gradle_build_errors,
+    "python": _pytest_session_errors,
 }

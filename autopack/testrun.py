@@ -36,7 +36,7 @@ from autopack.junit import (
     write_junit,
 )
 from autopack.orphans import SUITE_PIDFILE, record_suite, signal_group, stop_orphaned_suite
-from autopack.testoutput import build_errors, convert_output
+from autopack.testoutput import PYTEST_STOPPED, build_errors, convert_output, pytest_session_errors
 
 __all__ = [
     "JUNIT_FILE_ENV", "MAX_JUNIT_BYTES", "MESSAGE_CAP", "NO_JUNIT", "JUnitError", "Outcome",
@@ -197,7 +197,10 @@ def run_tests(
     - otherwise ``junit_path``, which the command finds in ``$AUTOPACK_JUNIT_FILE``.
 
     ``ecosystem`` (from ``toolchains.TestCommand``) turns that toolchain's compile/build
-    failures in the output into collection errors, and selects the node JUnit rules.
+    failures in the output into collection errors, and selects the node JUnit rules. A pytest
+    session that stopped before any test ran (exit code 2, 3 or 4 without results: a conftest
+    that cannot be imported, a usage or configuration error, an internal error) is reported
+    as collection errors carrying pytest's error lines, read from the log.
     Report files are deleted before the run, so a build that fails writes no stale
     results. Output goes to ``log_path``, capped at ``output_cap_bytes``. The whole
     process group is killed when the command exits, times out, or autopack is interrupted.
@@ -252,6 +255,9 @@ def run_tests(
             except JUnitError as error:
                 junit_error = str(error)
         found = build_errors(ecosystem, output, cwd) if output and not result.timed_out else []
+        if pytest and not outcomes and not result.timed_out and result.exit_code in PYTEST_STOPPED:
+            text = Path(log_path).read_bytes()[:MAX_JUNIT_BYTES].decode("utf-8", errors="replace")
+            found = pytest_session_errors(text, result.exit_code, cwd)
         if found:
             outcomes = merge_outcomes([*outcomes, *found])
             if not reports:

@@ -171,6 +171,46 @@ def test_collection_error_is_reported(tmp_path: Path) -> None:
     assert report.exit_code == 1
 
 
+SESSION_STOPS = {
+    "conftest imports a package with a syntax error": (
+        {"pkg/__init__.py": "def broken(:\n    pass\n", "tests/conftest.py": "import pkg\n"}, "",
+        4, "build::tests/conftest.py", ["ImportError while loading conftest", "SyntaxError: invalid syntax",
+                                       'File "pkg/__init__.py", line 1']),
+    "root conftest raises": (
+        {"conftest.py": "raise RuntimeError('conftest exploded')\n"}, "", 4, "build::conftest.py",
+        ["RuntimeError: conftest exploded"]),
+    "unknown option in the ini file": (
+        {"pytest.ini": "[pytest]\naddopts = --no-such-option\n"}, "", 4, "build::pytest",
+        ["error: unrecognized arguments: --no-such-option"]),
+    "plugin that cannot be imported": (
+        {"conftest.py": "pytest_plugins = ['no_such_plugin']\n"}, "", 4, "build::pytest",
+        ["Error importing plugin", "no_such_plugin"]),
+    "test path that does not exist": ({}, " no_such_dir", 4, "build::pytest", ["not found: no_such_dir"]),
+    "internal error before collection (no JUnit)": (
+        {"conftest.py": "def pytest_sessionstart(session):\n    raise ValueError('hook broke')\n"}, "",
+        3, "pytest::internal", ["ValueError: hook broke"]),
+    "internal error after collection (pytest's JUnit)": (
+        {"conftest.py": "def pytest_collection_modifyitems(items):\n    raise ValueError('hook broke')\n"}, "",
+        3, "pytest::internal", ["ValueError: hook broke"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SESSION_STOPS))
+def test_a_pytest_session_that_stops_before_any_test_is_a_collection_error(tmp_path: Path, case: str) -> None:
+    files, arguments, exit_code, error_id, needles = SESSION_STOPS[case]
+    root = project(tmp_path / "proj", {"tests/test_ok.py": "def test_ok():\n    pass\n", **files})
+    report = run(root, command=PYTEST + arguments)
+    assert report.exit_code == exit_code
+    assert report.junit_error is None
+    assert report.collection_errors() == [error_id]
+    [error] = report.outcomes
+    assert error.outcome == "error"
+    for needle in needles:
+        assert needle in error.message, (needle, error.message)
+    if "JUnit" not in case:  # read from the output: paths relative to the project, stable across worktrees
+        assert str(root) not in error.message
+
+
 def test_no_tests_is_an_empty_report(tmp_path: Path) -> None:
     root = project(tmp_path / "proj", {"tests/helpers.py": "X = 1\n"})
     report = run(root)
