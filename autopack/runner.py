@@ -17,11 +17,12 @@ from typing import Any, Protocol
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
+from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.errors import Interrupted
 from autopack.failures import Failure, digest
 from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
 from autopack.llm.builder import BuilderRequest, EscalationCheck, collect_files, render_prompt
-from autopack.testrun import TestReport, is_pytest, pytest_node_id, run_tests
+from autopack.testrun import TestReport, is_pytest, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
 from autopack.workspace import GitTampered
 
@@ -206,10 +207,11 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
 
         _step(ctx, phase, attempt, "tests", state="ci_running")
         report, test_run_id = _run_suite(ctx, attempt.id, "attempt", tree_sha, timings)
-        rerun = _confirm_failures(ctx, attempt.id, baseline, report, timings)
+        reruns = _confirm(ctx, attempt.id, baseline, report, timings)
 
         _step(ctx, phase, attempt, "finalize", state="gate")
-        decision = decide(baseline, report, rerun=rerun, files_changed=files_changed,
+        decision = decide(baseline, report, rerun=reruns.in_suite, rerun_alone=reruns.alone,
+                          files_changed=files_changed,
                           deliverables_missing=missing_deliverables(ws.project_root, spec.deliverables),
                           allow_noop=spec.allow_noop)
         decision_dict = decision.to_dict()
@@ -229,7 +231,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
              "Autopack-Attempt": str(attempt.number)},
             staged_tree=tree_sha,
         )
-        store.save_baseline(tree_sha, ctx.test_command, test_run_id)
+        baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
+        store.save_baseline(tree_sha, ctx.test_command, baseline_id)
         store.finish_attempt(attempt.id, "complete", commit=commit, **_times(started, timings))
         store.complete_phase(phase.pk, commit, decision_dict)
         notify("phase_finished", phase_id=phase.phase_id, state="complete", commit=commit,
@@ -311,15 +314,19 @@ def _times(started: float, timings: dict[str, int]) -> dict[str, int]:
 
 
 def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> TestReport:
-    """Outcomes at the branch head, from the cache when this tree was tested before."""
+    """Outcomes at the branch head, from the cache when this tree was tested before; a fresh
+    run's failures are re-run like an attempt's, so a flaky one is not cached as failing."""
     tree_sha = ctx.workspace.head_tree()
     cached = ctx.store.baseline_for(tree_sha, ctx.test_command)
     if cached is not None:
         return ctx.store.test_report(cached)
     report, test_run_id = _run_suite(ctx, attempt_id, "baseline", tree_sha, timings)
-    ctx.store.save_baseline(tree_sha, ctx.test_command, test_run_id)
+    reruns = _confirm(ctx, attempt_id, None, report, timings, kind_prefix="baseline_")
+    confirmed, confirmed_id = record_confirmed(ctx.store, ctx.run.id, attempt_id, tree_sha, report, test_run_id,
+                                               reruns)
+    ctx.store.save_baseline(tree_sha, ctx.test_command, confirmed_id)
     ctx.workspace.reset_clean()  # the suite may leave files behind; the builder starts clean
-    return report
+    return confirmed
 
 
 def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None,
@@ -340,18 +347,14 @@ def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None
     return report, test_run_id
 
 
-def _confirm_failures(ctx: RunContext, attempt_id: int, baseline: TestReport, report: TestReport,
-                      timings: dict[str, int]) -> TestReport | None:
-    """Re-run only the newly failing tests (pytest), or the whole suite for other runners."""
-    suspects = new_failures_to_confirm(baseline, report)
-    if not suspects or report.timed_out:
-        return None
-    if is_pytest(ctx.test_command):
-        node_ids = tuple(n for n in (pytest_node_id(o) for o in suspects) if n)
-        if not node_ids:
-            return None
-        return _run_suite(ctx, attempt_id, "rerun", None, timings, select=node_ids)[0]
-    return _run_suite(ctx, attempt_id, "rerun", None, timings)[0]
+def _confirm(ctx: RunContext, attempt_id: int, baseline: TestReport | None, report: TestReport,
+             timings: dict[str, int], kind_prefix: str = "") -> Reruns:
+    """Re-run the tests that broke in ``report`` and not in ``baseline`` (all that broke, without
+    one) in the context they failed in (see autopack.confirm)."""
+    def run(kind: str, select: tuple[str, ...]) -> TestReport:
+        return _run_suite(ctx, attempt_id, kind_prefix + kind, None, timings, select=select)[0]
+    suspects = [] if report.timed_out else new_failures_to_confirm(baseline, report)
+    return rerun_suspects(suspects, run, pytest=is_pytest(ctx.test_command))
 
 
 def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],

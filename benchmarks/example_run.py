@@ -30,8 +30,8 @@ class RunRecord:
 
     attempts: int
     overheads_ms: list[int]
-    full_suite_runs: int  # baselines and attempt runs
-    reruns: int  # re-runs of newly failing tests only
+    full_suite_runs: int  # baselines, attempt runs and whole-suite re-runs
+    reruns: int  # re-runs of failing tests alone
 
     @property
     def overhead_ms(self) -> float:
@@ -63,8 +63,9 @@ def read_record(db: Path) -> RunRecord:
         kinds = dict(conn.execute("SELECT kind, count(*) FROM test_runs GROUP BY kind").fetchall())
     finally:
         conn.close()
-    return RunRecord(len(overheads), overheads, kinds.get("baseline", 0) + kinds.get("attempt", 0),
-                     kinds.get("rerun", 0))
+    full = ("baseline", "attempt", "rerun_suite", "baseline_rerun_suite")
+    return RunRecord(len(overheads), overheads, sum(kinds.get(kind, 0) for kind in full),
+                     kinds.get("rerun", 0) + kinds.get("baseline_rerun", 0))
 
 
 def example_figures(repeats: int) -> list[Figure]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
 ACTIVE_STATES = ("executing", "ci_running", "gate")  # a phase an executor is working on
+CONFIRMED_TEST_RUN = "confirmed"  # a test run's kind: outcomes derived from a run and its re-runs, not executed
 
 
 def open_store(path: Path, *, create: bool = True) -> Store | None:

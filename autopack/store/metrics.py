@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
+from autopack.store import CONFIRMED_TEST_RUN
 from autopack.store.queries import USAGE_SUMS, derive_run_state
 from autopack.store.sql import Readable, chunks, marks, py_time
 
@@ -116,8 +117,8 @@ def run_metrics(db: Readable, run_ids: Sequence[str]) -> dict[str, RunMetrics]:
                     f"SELECT run_id, count(*), min(started_at), max(finished_at) FROM attempts WHERE {among} "
                     "GROUP BY run_id", chunk):
                 attempts[run_id] = (n, py_time(first), py_time(last))
-            suites.update(conn.execute(f"SELECT run_id, count(*) FROM test_runs WHERE {among} GROUP BY run_id",
-                                       chunk))
+            suites.update(conn.execute(f"SELECT run_id, count(*) FROM test_runs WHERE {among} AND kind != ? "
+                                       "GROUP BY run_id", [*chunk, CONFIRMED_TEST_RUN]))
             for run_id, phase_id, state in conn.execute(
                     f"SELECT run_id, phase_id, state FROM phases WHERE {among} ORDER BY run_id, position", chunk):
                 phases[run_id][phase_id] = state

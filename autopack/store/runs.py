@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from autopack import __version__
 from autopack.errors import UsageError
-from autopack.store import ACTIVE_STATES
+from autopack.store import ACTIVE_STATES, CONFIRMED_TEST_RUN
 from autopack.store.db import make_engine, read_session, translate_errors, write_session
 from autopack.store.models import (
     Attempt,
@@ -324,7 +324,7 @@ class Store:
                              message=o.message, duration_s=o.duration_s, collection_error=o.collection_error)
                 for o in report.outcomes
             )
-            if attempt_id is not None:
+            if attempt_id is not None and kind != CONFIRMED_TEST_RUN:  # counts executions only
                 session.execute(update(Attempt).where(Attempt.id == attempt_id)
                                 .values(test_runs=Attempt.test_runs + 1))
             return row.id
