@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
-from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
+from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
 from autopack.errors import Interrupted
 from autopack.failures import Failure, digest
-from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
+from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_failures_to_confirm
 from autopack.llm.builder import BuilderRequest, EscalationCheck, collect_files, render_prompt
 from autopack.testrun import TestReport, is_pytest, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
@@ -204,6 +204,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         files_changed = len(ws.staged_files())
         store.update_attempt(attempt.id, apply_stats={**stats.to_dict(), "files_changed": files_changed},
                              tree_sha=tree_sha)
+        if files_changed == 0 and not spec.allow_noop:  # known now: no test run can change the verdict
+            return _fail(ctx, phase, attempt, started, timings, Failure("no_op", NO_OP_REASON))
 
         _step(ctx, phase, attempt, "tests", state="ci_running")
         report, test_run_id = _run_suite(ctx, attempt.id, "attempt", tree_sha, timings)

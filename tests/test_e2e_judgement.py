@@ -182,6 +182,14 @@ def test_an_order_dependent_regression_is_not_called_flaky(judged):
     assert any("order-dependent" in reason for reason in decision["reasons"])
 
 
+def test_an_answer_that_changes_nothing_fails_as_no_op_before_the_tests(judged):
+    assert outcome(judged, "noop") == ("failed", "no_op")
+    assert "nothing was applied" in judged["phases"]["noop"]["last_failure"]["message"]
+    runs = rows(judged["db"], "SELECT count(*) FROM test_runs r JOIN attempts a ON a.id = r.attempt_id "
+                "JOIN phases p ON p.pk = a.phase_pk WHERE p.phase_id = 'noop' AND r.kind != 'baseline'")
+    assert runs == [(0,)]
+
+
 def test_a_broken_import_in_the_conftest_is_a_collection_error_naming_the_syntax_error(judged):
     assert outcome(judged, "break-conftest") == ("failed", "collection_error")
     phase = judged["phases"]["break-conftest"]
