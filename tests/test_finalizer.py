@@ -1,4 +1,4 @@
-"""The finalizer's verdicts: one case per rule in DESIGN.md's "Finalizer rules"."""
+"""The finalizer's verdicts: one case per rule in DESIGN.md's "Finalizer rules"; how suspects are re-run."""
 
 from __future__ import annotations
 
@@ -343,3 +343,34 @@ def test_missing_deliverables(tmp_path: Path) -> None:
     (tmp_path / "notes.md").mkdir()  # a directory is not the file deliverable
     wanted = ["src/power.py", "tests/", "docs/", "notes.md", "CHANGELOG.md", "src/power.py/"]
     assert missing_deliverables(tmp_path, wanted) == ["docs/", "notes.md", "CHANGELOG.md", "src/power.py/"]
+
+
+SUSPECTS = (TestOutcome("tests.test_b::test_one", "failed", file="tests/test_b.py"),
+            TestOutcome("tests.test_b.TestK::test_two[1]", "error", file="tests/test_b.py"))
+
+
+@pytest.mark.parametrize("pytest_command, suspects, alone, runs", [
+    (True, SUSPECTS, {"tests.test_b::test_one": "failed", "tests.test_b.TestK::test_two[1]": "error"},
+     [("rerun", ("tests/test_b.py::test_one", "tests/test_b.py::TestK::test_two[1]"))]),
+    (True, SUSPECTS, {"tests.test_b::test_one": "failed", "tests.test_b.TestK::test_two[1]": "passed"},
+     [("rerun", ("tests/test_b.py::test_one", "tests/test_b.py::TestK::test_two[1]")), ("rerun_suite", ())]),
+    (True, SUSPECTS, {"tests.test_b::test_one": "failed"},  # one missing from the re-run alone
+     [("rerun", ("tests/test_b.py::test_one", "tests/test_b.py::TestK::test_two[1]")), ("rerun_suite", ())]),
+    (True, (TestOutcome("mod::test_x", "failed"),), {}, [("rerun_suite", ())]),  # no file: cannot be named
+    (False, SUSPECTS, {}, [("rerun_suite", ())]),  # other runners cannot select tests
+    (True, (), {}, []),
+], ids=["all-fail-alone", "one-passes-alone", "one-missing-alone", "unnamed", "not-pytest", "no-suspects"])
+def test_suspects_are_re_run_alone_then_in_the_whole_suite_unless_all_fail_again(pytest_command, suspects, alone,
+                                                                                  runs) -> None:
+    from autopack.confirm import rerun_suspects
+
+    made: list[tuple[str, tuple[str, ...]]] = []
+
+    def run(kind: str, select: tuple[str, ...]) -> TestReport:
+        made.append((kind, select))
+        return report(alone if select else {"tests.test_b::test_one": "failed"})
+
+    reruns = rerun_suspects(suspects, run, pytest=pytest_command)
+    assert made == runs
+    kinds = [kind for kind, _ in runs]
+    assert (reruns.alone is not None, reruns.in_suite is not None) == ("rerun" in kinds, "rerun_suite" in kinds)
