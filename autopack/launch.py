@@ -162,7 +162,9 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     from autopack.runner import RunContext
     from autopack.workspace import Workspace
 
-    workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
+    worktree = Path(run.worktree)
+    owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
+    workspace = Workspace(Path(run.repo_root), worktree, run.branch, run.subdir, owned=owned)
     stop_orphaned_suite(state_dir(settings) / "runs" / run.id / "logs")
     workspace.ensure(run.base_commit)
     recover(store, run, workspace, observer)

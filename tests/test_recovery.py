@@ -1,0 +1,66 @@
+"""What a SIGKILL leaves outside a claim, repaired by the next command: a half-created worktree,
+a state directory without its .gitignore, executors that never stopped.
+
+Every kill here lands at a fixed point (git is made to kill the command as it starts a named
+sub-command, see conftest.git_killed_at), never after a delay.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import git, git_killed_at
+from drainkit import PhaseScript, Workbench
+
+RUN = "r027"
+
+
+@pytest.fixture
+def wb(tmp_path: Path) -> Workbench:
+    return Workbench(tmp_path)
+
+
+def killed_while_adding_the_worktree(wb: Workbench, step: str, *args: str) -> None:
+    """Run the CLI and SIGKILL its whole session as `git worktree add` starts ``step``."""
+    env = wb.env | git_killed_at(step, wb.root / "killing-git", kill="0")
+    done = subprocess.run([sys.executable, "-m", "autopack", *args], cwd=wb.root, env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL, start_new_session=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    listing = git(wb.repo, "worktree", "list", "--porcelain", env=wb.env)
+    assert "locked initializing" in listing  # the half-created worktree the kill leaves
+
+
+@pytest.mark.parametrize("step", ["symbolic-ref", "reset"])
+@pytest.mark.parametrize("then", ["run PLAN", "drain --run-id"])
+def test_a_kill_while_the_worktree_is_created_is_repaired_by_the_next_command(wb: Workbench, step: str,
+                                                                               then: str) -> None:
+    plan = wb.add_run(RUN, [PhaseScript("a"), PhaseScript("b", depends_on=("a",))])
+    killed_while_adding_the_worktree(wb, step, "run", str(plan))
+
+    done = wb.cli("run", str(plan)) if then == "run PLAN" else wb.cli("drain", "--run-id", RUN)
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wb.phase_states(RUN) == {"a": "complete", "b": "complete"}
+    assert wb.commits(RUN) == [("a", "1"), ("b", "1")]
+    worktree = wb.root / "state" / "worktrees" / RUN
+    assert git(worktree, "status", "--porcelain", env=wb.env) == ""
+    listing = git(wb.repo, "worktree", "list", "--porcelain", env=wb.env)
+    assert "locked" not in listing and listing.count("worktree ") == 2
+
+
+def test_a_half_created_worktree_outside_autopacks_directory_is_refused(wb: Workbench) -> None:
+    plan = wb.add_run(RUN, [PhaseScript("a")])
+    killed_while_adding_the_worktree(wb, "symbolic-ref", "run", str(plan))
+    wb.env["AUTOPACK_WORKTREES_DIR"] = str(wb.root / "other-worktrees")  # the recorded one is not ours now
+
+    done = wb.cli("run", str(plan))
+
+    assert done.returncode == 2
+    assert "is on a detached HEAD" in done.stderr and "git worktree remove" in done.stderr
+    assert (wb.root / "state" / "worktrees" / RUN / ".git").is_file()  # left for the user to decide
