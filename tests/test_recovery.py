@@ -64,3 +64,50 @@ def test_a_half_created_worktree_outside_autopacks_directory_is_refused(wb: Work
     assert done.returncode == 2
     assert "is on a detached HEAD" in done.stderr and "git worktree remove" in done.stderr
     assert (wb.root / "state" / "worktrees" / RUN / ".git").is_file()  # left for the user to decide
+
+
+# -- the state directory's .gitignore ----------------------------------------------------
+
+
+def untracked(project: Path, env: dict[str, str]) -> str:
+    return git(project, "status", "--porcelain", "--untracked-files=all", env=env)
+
+
+def test_a_state_dir_a_kill_left_without_its_gitignore_is_ignored_once_the_next_command_writes(
+        calc_project: Path, autopack, base_env: dict[str, str]) -> None:
+    (calc_project / ".autopack").mkdir()  # killed between creating the directory and writing .gitignore
+
+    done = autopack("run", "plan.toml", "--queue-only", cwd=calc_project)
+
+    assert done.returncode == 0, done.stderr
+    assert (calc_project / ".autopack" / "autopack.db").is_file()
+    assert untracked(calc_project, base_env) == ""
+
+
+# What a kill (or a user) can leave: no .gitignore, an empty one (killed while writing it), a cut one.
+BROKEN_IGNORES = (None, "", "# autopack's state: ne")
+COMMANDS = (("status",), ("status", "calc-demo", "--json"), ("drain", "--dry-run"), ("pick-next",),
+            ("migrate",), ("run", "plan.toml", "--queue-only"))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_any_command_puts_back_the_state_dirs_gitignore(calc_project: Path, autopack, base_env: dict[str, str],
+                                                       command: tuple[str, ...]) -> None:
+    assert autopack("run", "plan.toml", "--queue-only", cwd=calc_project).returncode == 0
+    ignore = calc_project / ".autopack" / ".gitignore"
+    for broken in BROKEN_IGNORES:
+        ignore.unlink(missing_ok=True)
+        if broken is not None:
+            ignore.write_text(broken)
+        assert "?? .autopack/" in untracked(calc_project, base_env)
+
+        done = autopack(*command, cwd=calc_project)
+
+        assert done.returncode == 0, done.stderr
+        assert untracked(calc_project, base_env) == ""
+
+
+def test_a_read_command_creates_no_state_dir(calc_project: Path, autopack) -> None:
+    for command in (("status",), ("status", "--json"), ("drain", "--dry-run"), ("pick-next",), ("drain",)):
+        assert autopack(*command, cwd=calc_project).returncode == 0
+        assert not (calc_project / ".autopack").exists(), command
