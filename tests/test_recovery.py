@@ -8,14 +8,18 @@ sub-command, see conftest.git_killed_at), never after a delay.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from conftest import git, git_killed_at
+from conftest import git, git_killed_at, rows
 from drainkit import PhaseScript, Workbench
 
 RUN = "r027"
@@ -111,3 +115,50 @@ def test_a_read_command_creates_no_state_dir(calc_project: Path, autopack) -> No
     for command in (("status",), ("status", "--json"), ("drain", "--dry-run"), ("pick-next",), ("drain",)):
         assert autopack(*command, cwd=calc_project).returncode == 0
         assert not (calc_project / ".autopack").exists(), command
+
+
+# -- executors that never stopped ----------------------------------------------------------
+
+
+def listed_executors(wb: Workbench) -> tuple[list[str], list[str]]:
+    """The ids `status --json` lists as running and as stale (running but silent)."""
+    done = wb.cli("status", "--json")
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    return [e["id"] for e in listing["executors"]], [e["id"] for e in listing["stale_executors"]]
+
+
+def test_an_executor_killed_outside_a_claim_is_retired_by_the_next_command(wb: Workbench) -> None:
+    plan = wb.add_run(RUN, [PhaseScript("a")])
+    killed_while_adding_the_worktree(wb, "reset", "run", str(plan))
+    [(killed,)] = rows(wb.db, "SELECT id FROM executors")
+    assert listed_executors(wb) == ([killed], [])  # its heartbeat is fresh: it looks alive
+
+    assert wb.cli("drain").returncode == 0
+
+    assert listed_executors(wb) == ([], [])
+    assert wb.phase_states(RUN) == {"a": "complete"}
+
+
+def test_executors_silent_for_too_long_are_retired_and_a_recent_remote_one_is_kept(wb: Workbench) -> None:
+    from autopack.store.sql import db_time
+
+    wb.queue("r", [PhaseScript("a")])
+    with wb.open_store() as store:
+        register = store.register_executor
+        reused = register(os.getpid(), socket.gethostname(), "autopack drain", None)  # a live pid, not autopack's
+        remote = register(4242, "another-host", "autopack drain", None)
+        remote_gone = register(4242, "another-host", "autopack drain", None)
+    now = datetime.now(timezone.utc)
+    lease_s = 120  # the default
+    conn = sqlite3.connect(wb.db)
+    with conn:
+        for executor_id, silent_s in ((reused, 2 * lease_s), (remote, 2 * lease_s), (remote_gone, 11 * lease_s)):
+            conn.execute("UPDATE executors SET heartbeat_at = ? WHERE id = ?",
+                         (db_time(now - timedelta(seconds=silent_s)), executor_id))
+    conn.close()
+    assert listed_executors(wb) == ([], [reused, remote, remote_gone])
+
+    assert wb.cli("drain").returncode == 0
+
+    assert listed_executors(wb) == ([], [remote])  # another host's, silent for two leases: not provably dead
