@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopack.errors import UsageError
+
 if TYPE_CHECKING:
     from autopack.store.runs import Store
     from autopack.store.sql import Reader
@@ -59,6 +61,24 @@ def open_reader(path: Path) -> Reader | None:
         return None
     check_current(path, status)
     return Reader.open(path)
+
+
+def check_database_path(path: Path, label: str) -> None:
+    """Refuse a database path that exists but is not a regular file (a directory, a device, a FIFO):
+    SQLite's own error would read as a full disk. ``label`` names where the path came from."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing (created when needed) or unreachable: opening it says why
+    if stat.S_ISREG(mode):
+        return
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a file")
+    raise UsageError(f"{label}: {kind}, not a regular file; give the path of a database file "
+                     "(it is created when missing)")
 
 
 def make_state_dir(directory: Path) -> None:
