@@ -76,7 +76,7 @@ def check_database_path(path: Path, label: str) -> None:
         return
     kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
              (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "not a file")
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
     raise UsageError(f"{label}: {kind}, not a regular file; give the path of a database file "
                      "(it is created when missing)")
 
