@@ -424,7 +424,7 @@ class _Journal:
             if not absolute.is_dir():
                 os.mkdir(absolute)
                 self.created_directories.append(absolute)
-        _atomic_write(target, data, original.mode)
+        atomic_write(target, data, original.mode)
         self.done.append((path, original))
 
     def rollback(self) -> list[str]:
@@ -444,13 +444,13 @@ class _Journal:
         for path, original in reversed(self.done):
             if original.data is not None:
                 try:
-                    _atomic_write(self.root / path, original.data, original.mode)
+                    atomic_write(self.root / path, original.data, original.mode)
                 except OSError as error:
                     failures.append(f"{path}: {error.strerror}")
         return failures
 
 
-def _atomic_write(target: Path, data: bytes, mode: int | None) -> None:
+def atomic_write(target: Path, data: bytes, mode: int | None) -> None:
     """Write via a temp file in the same directory and os.replace; keep ``mode`` if given."""
     temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.autopack-tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)

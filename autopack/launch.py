@@ -11,6 +11,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -142,15 +143,46 @@ def run_lock(settings: Any, run_id: str) -> RunLock:
     return RunLock(state_dir(settings) / "locks", run_id)
 
 
+# An executor silent for this many leases is retired whatever its host: none beats that rarely.
+RETIRE_AFTER_LEASES = 10
+
+
 @contextmanager
 def executor(store: Any, settings: Any, run_id: str | None = None) -> Iterator[str]:
-    """This process as a recorded executor with a heartbeat that extends its leases."""
-    executor_id = store.register_executor(os.getpid(), socket.gethostname(), " ".join(sys.argv), run_id)
+    """This process as a recorded executor with a heartbeat that extends its leases.
+
+    First, the executors that kills left recorded as running are retired (see ``is_dead``).
+    """
+    host = socket.gethostname()
+    store.retire_executors(lambda recorded, now: is_dead(recorded, now, host, settings.lease_s))
+    executor_id = store.register_executor(os.getpid(), host, " ".join(sys.argv), run_id)
     try:
         with Heartbeat(lambda: store.extend_leases(executor_id, settings.lease_s), settings.heartbeat_s):
             yield executor_id
     finally:
         store.stop_executor(executor_id)
+
+
+def is_dead(recorded: Any, now: datetime, host: str, lease_s: float) -> bool:
+    """Whether a running executor's record outlived its process: on this host, its pid is gone, or
+    it has been silent for a lease (the pid is another process's now); anywhere, it has been
+    silent for RETIRE_AFTER_LEASES leases."""
+    silent_s = (now - recorded.heartbeat_at).total_seconds()
+    if silent_s > RETIRE_AFTER_LEASES * lease_s:
+        return True
+    return recorded.host == host and (silent_s > lease_s or not _process_exists(recorded.pid))
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:  # 0 and below name process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
@@ -162,7 +194,9 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     from autopack.runner import RunContext
     from autopack.workspace import Workspace
 
-    workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
+    worktree = Path(run.worktree)
+    owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
+    workspace = Workspace(Path(run.repo_root), worktree, run.branch, run.subdir, owned=owned)
     stop_orphaned_suite(state_dir(settings) / "runs" / run.id / "logs")
     workspace.ensure(run.base_commit)
     recover(store, run, workspace, observer)

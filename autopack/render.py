@@ -371,11 +371,11 @@ def print_drain_summary(summary: dict[str, Any]) -> None:
         line += f"; cost ${summary['cost_usd']:.4f}"
     if summary.get("busy_runs"):
         line += f"; skipped busy runs: {', '.join(summary['busy_runs'])}"
-    for run_id, why in summary.get("unavailable_runs", {}).items():
-        line += f"; skipped run {run_id}: {why}"
     if "run" in summary:
         line += f"; run {summary['run']['id']} is {summary['run']['state']}"
     out.print(line)
+    for run_id, why in summary.get("unavailable_runs", {}).items():
+        out.print(f"not drained: run {run_id}: {why}")
 
 
 def write_drain_junit(summary: dict[str, Any], path: Any) -> None:

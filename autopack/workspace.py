@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ _SAFE_CONFIG = (
     "gc.auto=0",
 )
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
+_ADD_IN_PROGRESS = "initializing"  # the lock reason `git worktree add` holds while it works
+_NO_COMMIT = "0" * 40
 
 
 # Files of the git directories that steer what `git add` stages and what a commit records.
@@ -84,7 +87,14 @@ class _Registration:
     """One entry of `git worktree list --porcelain`."""
 
     path: Path
+    head: str | None  # the commit; 0000... when `git worktree add` never got to set it
     branch: str | None  # "refs/heads/..." or None when detached/bare
+    locked: str | None  # the lock's reason ("" without one); None when not locked
+
+    @property
+    def half_added(self) -> bool:
+        """`git worktree add` was killed: it writes this lock first and removes it last."""
+        return self.locked == _ADD_IN_PROGRESS
 
 
 def _gitpython() -> ModuleType:
@@ -186,13 +196,20 @@ def _message_with_trailers(message: str, trailers: Mapping[str, str]) -> str:
 
 
 class Workspace:
-    """One run's git worktree on its own branch; file operations happen inside it."""
+    """One run's git worktree on its own branch; file operations happen inside it.
 
-    def __init__(self, toplevel: Path, worktree: Path, branch: str, subdir: str = "") -> None:
+    ``owned``: the worktree's path is autopack's (under its worktrees directory) and the
+    caller holds the run's lock, so ``ensure`` may recreate a worktree there that a kill
+    left half-created or detached, as long as no commit would be lost.
+    """
+
+    def __init__(self, toplevel: Path, worktree: Path, branch: str, subdir: str = "",
+                 owned: bool = False) -> None:
         self.toplevel = Path(toplevel)
         self.worktree = Path(worktree).absolute()
         self.branch = branch
         self.subdir = subdir.strip("/")
+        self.owned = owned
         self._seal: _Seal | None = None
 
     def __repr__(self) -> str:
@@ -220,7 +237,8 @@ class Workspace:
                 name, _, value = line.partition(" ")
                 fields[name] = value
             if "worktree" in fields:
-                found.append(_Registration(Path(fields["worktree"]), fields.get("branch")))
+                found.append(_Registration(Path(fields["worktree"]), fields.get("HEAD"), fields.get("branch"),
+                                           fields.get("locked")))
         return found
 
     def _is_our_path(self, path: Path) -> bool:
@@ -237,6 +255,12 @@ class Workspace:
         ref = f"refs/heads/{self.branch}"
         registrations = self._registrations()
         ours = next((r for r in registrations if self._is_our_path(r.path)), None)
+        if self.owned and ours is not None and self._disposable(ours, ref):
+            self._discard(ours)
+            registrations = self._registrations()
+            ours = None
+        if self.owned:
+            self._unlock_unlisted_half_add()
         occupied = self.worktree.exists() and not (
             self.worktree.is_dir() and not any(self.worktree.iterdir())
         )
@@ -248,7 +272,7 @@ class Workspace:
                 )
             if ours.branch != ref:
                 raise UsageError(
-                    f"worktree {self.worktree} is on {ours.branch or 'a detached HEAD'}, "
+                    f"worktree {self.worktree} is on {self._describe_head(ours, ref)}, "
                     f"not {ref}; remove it with `git worktree remove {self.worktree}`"
                 )
             self.remove_stale_git_locks()
@@ -266,6 +290,50 @@ class Workspace:
             )
         self.worktree.parent.mkdir(parents=True, exist_ok=True)
         self._in_toplevel("worktree", "add", "--quiet", str(self.worktree), self.branch)
+
+    def _disposable(self, ours: _Registration, ref: str) -> bool:
+        """Whether our worktree is broken and holds nothing the branch lacks: a `git worktree add`
+        that was killed, or a HEAD detached at no commit or at one the branch contains."""
+        if ours.branch not in (None, ref) or ours.locked not in (None, _ADD_IN_PROGRESS):
+            return False  # on another branch, or locked by someone: theirs to sort out
+        if ours.half_added:
+            return True
+        return ours.branch is None and self._on_branch(ours.head, ref)
+
+    def _on_branch(self, commit: str | None, ref: str) -> bool:
+        if commit in (None, _NO_COMMIT):
+            return True
+        found = _git(self.toplevel, "merge-base", "--is-ancestor", commit, ref, check=False)
+        return found.status == 0
+
+    def _describe_head(self, ours: _Registration, ref: str) -> str:
+        if ours.branch is not None:
+            return ours.branch
+        if self.owned and ours.head and not self._on_branch(ours.head, ref):
+            return (f"a detached HEAD at {ours.head[:10]}, which is not on branch {self.branch} (its "
+                    f"commits would be lost: keep them with `git -C {self.worktree} branch NAME` first)")
+        return "a detached HEAD"
+
+    def _discard(self, ours: _Registration) -> None:
+        """Delete our broken worktree, then its registration (the lock last: a kill on the way
+        leaves a worktree that is still recognisably half-created)."""
+        if self.worktree.is_dir() and not self.worktree.is_symlink():
+            shutil.rmtree(self.worktree)
+        else:
+            self.worktree.unlink(missing_ok=True)
+        if ours.locked is not None:
+            self._in_toplevel("worktree", "unlock", str(ours.path))
+        self._in_toplevel("worktree", "prune")
+
+    def _unlock_unlisted_half_add(self) -> None:
+        """Unlock the registration a `git worktree add` of this path left when killed before it
+        wrote where the worktree is (git lists it nowhere and never prunes it while locked)."""
+        common = self._in_toplevel("rev-parse", "--git-common-dir").stdout.strip()
+        admin = self.toplevel / common / "worktrees" / self.worktree.name
+        lock = admin / "locked"
+        if not (admin / "gitdir").exists() and _read_or_none(lock) == f"{_ADD_IN_PROGRESS}\n".encode():
+            lock.unlink()
+            self._in_toplevel("worktree", "prune")
 
     def remove_stale_git_locks(self) -> list[Path]:
         """Delete the lock files a killed git left in this worktree; return the ones deleted.

@@ -93,3 +93,17 @@ def autopack(base_env: dict[str, str]) -> Callable[..., subprocess.CompletedProc
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     return run
+
+
+def git_killed_at(step: str, directory: Path, kill: str = "$PPID") -> dict[str, str]:
+    """Environment variables that make git SIGKILL ``kill`` (a pid; "0": the whole process group)
+    the moment it starts its sub-command ``step`` (e.g. ``git worktree add`` runs ``symbolic-ref``
+    while the new worktree's HEAD is still detached, then ``reset`` to check it out), as a kill
+    landing there would. Deterministic: git looks its sub-commands up in GIT_EXEC_PATH."""
+    real = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    fake = directory / "git"
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = "{step}" ]; then kill -KILL {kill}; exit 1; fi\n'
+                    f'exec "{real}/git" "$@"\n')
+    fake.chmod(0o755)
+    return {"GIT_EXEC_PATH": str(directory)}

@@ -251,6 +251,26 @@ def test_a_locked_run_exits_75_for_run_id_and_is_skipped_by_a_plain_drain(wb: Wo
     assert wb.phase_states("held") == {"a": "queued"}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_run_a_plain_drain_cannot_enter_is_named_with_why_and_exits_1(wb: Workbench, workers: int) -> None:
+    wb.queue_many({"blocked": [PhaseScript("a")], "free": [PhaseScript("a")]})
+    occupied = wb.db.parent / "worktrees" / "blocked"
+    occupied.mkdir(parents=True)
+    (occupied / "precious.txt").write_text("not autopack's\n")
+    why = f"{occupied} exists but is not a git worktree"
+
+    code, summary = drain(wb, "--workers", str(workers))
+
+    assert code == 1  # work was left undone, though nothing drained failed
+    assert drained(summary) == [("free", "a", "complete")] and summary["failed"] == 0
+    assert list(summary["unavailable_runs"]) == ["blocked"] and why in summary["unavailable_runs"]["blocked"]
+    assert wb.phase_states("blocked") == {"a": "queued"}
+    text = wb.cli("drain", "--quiet")
+    assert text.returncode == 1
+    [line] = [line for line in text.stdout.splitlines() if "blocked" in line]
+    assert line.startswith("not drained: run blocked: ") and why in line, text.stdout
+
+
 def test_skipped_dependents_are_queued_again_when_a_drain_completes_their_dependency(wb: Workbench) -> None:
     plan = wb.add_run("deps", [PhaseScript("base", ("outside", "ok")), PhaseScript("next", depends_on=("base",)),
                                PhaseScript("last", depends_on=("next",))])

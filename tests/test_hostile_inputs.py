@@ -7,7 +7,7 @@ end the documented way:
   (``autopack: error: ...`` naming the problem), no traceback, and every byte of the
   workbench (database included) unchanged;
 - databases that are corrupt, foreign, from a newer autopack or unwritable: exit 4 with one
-  line, the file unchanged;
+  line, the file unchanged (a database path that is a directory: exit 2);
 - LLM answers (served from a cassette) that are malformed or unsafe: the run finishes (exit 1)
   with the phase failed with the kind the file name starts with, nothing applied, no commit,
   and nothing written outside the worktree;
@@ -395,7 +395,8 @@ def make_db(kind: str, bench: Bench, path: Path) -> None:
 DB_CASES = ["random-bytes", "text-file", "truncated", "header-only-garbage", "foreign-schema",
             "from-a-newer-autopack", "needs-migrating", "a-directory"]
 DB_MESSAGES = {"foreign-schema": "not an autopack database", "from-a-newer-autopack": "newer autopack",
-               "needs-migrating": "autopack migrate"}
+               "needs-migrating": "autopack migrate", "a-directory": "a directory, not a regular file"}
+DB_EXIT_CODES = {"a-directory": 2}  # a path that is not a file is bad usage; the rest exit 4
 
 
 @pytest.mark.parametrize("command", ["status", "drain"])
@@ -404,7 +405,7 @@ def test_broken_database_exits_4_in_one_line_and_is_left_alone(bench: Bench, kin
     path = bench.wb.root / "dbs" / f"{kind}-{command}.db"
     path.parent.mkdir(exist_ok=True)
     make_db(kind, bench, path)
-    bench.expect_error(4, DB_MESSAGES.get(kind), command, "--db", str(path))
+    bench.expect_error(DB_EXIT_CODES.get(kind, 4), DB_MESSAGES.get(kind), command, "--db", str(path))
 
 
 def read_only(path: Path) -> Callable[[], None]:

@@ -126,3 +126,25 @@ def test_corrupt_file_is_refused_in_one_line(tmp_path, autopack):
     for command in (["status"], ["migrate"], ["run", "--run-id", "x"]):
         done = autopack(*command, "--db", "bad.db", cwd=tmp_path)
         assert_one_line_error(done, 4, "bad.db")
+
+
+@pytest.mark.parametrize("kind", ["character device", "directory", "named pipe"])
+def test_a_database_path_that_is_not_a_regular_file_is_a_usage_error_naming_it(tmp_path, autopack, base_env, kind):
+    path = {"character device": Path(os.devnull), "directory": tmp_path / "a-dir", "named pipe": tmp_path / "fifo"}[kind]
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "named pipe":
+        os.mkfifo(path)
+    commands = (["status"], ["status", "--json"], ["drain"], ["drain", "--dry-run"], ["pick-next"], ["migrate"],
+                ["run", "--run-id", "x"], ["drain-one", "--run-id", "x", "--phase-id", "y"])
+    for command in commands:
+        done = autopack(*command, "--db", str(path), cwd=tmp_path)
+        line = assert_one_line_error(done, 2, f"--db {path}: ", kind, "not a regular file")
+        assert "disk" not in line
+    done = autopack("status", cwd=tmp_path, env={**base_env, "AUTOPACK_DB": str(path)})
+    assert_one_line_error(done, 2, f"AUTOPACK_DB={path}: ", kind)
+    (tmp_path / "autopack.toml").write_text(f"db = {json.dumps(str(path))}\n")
+    done = autopack("drain", cwd=tmp_path)
+    assert_one_line_error(done, 2, f"autopack.toml: db = {path}: ", kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["autopack.toml", *(p.name for p in (path,) if p.parent == tmp_path)])

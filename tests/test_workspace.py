@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import git_killed_at
 from autopack.errors import EnvironmentProblem, UsageError
 from autopack.workspace import RepoLocation, Workspace, locate_repo, resolve_ref
 
@@ -131,10 +133,84 @@ def test_ensure_refuses_a_directory_that_is_not_the_run_worktree(repo, tmp_path)
     assert (occupied / "precious.txt").read_text() == "mine\n"
 
 
-def test_ensure_refuses_a_worktree_on_another_branch(workspace, repo):
+@pytest.mark.parametrize("owned", [False, True])
+def test_ensure_refuses_a_worktree_on_another_branch(workspace, repo, owned):
     git(workspace.worktree, "switch", "-q", "-c", "elsewhere")
     with pytest.raises(UsageError, match="refs/heads/elsewhere"):
-        workspace.ensure(resolve_ref(repo, None))
+        Workspace(repo, workspace.worktree, workspace.branch, owned=owned).ensure(resolve_ref(repo, None))
+
+
+def half_created_worktree(repo: Path, path: Path, branch: str, killed: str, tmp_path: Path) -> None:
+    """What a SIGKILL during `git worktree add path branch` leaves, at the step ``killed``.
+
+    "symbolic-ref" and "reset": git really is killed as it starts that sub-command (HEAD still
+    detached at 0000..., or on the branch with nothing checked out). The earlier steps happen
+    inside one git process, so the files it has written by then are written here, in its order.
+    """
+    if killed in ("symbolic-ref", "reset"):
+        env = {**os.environ, **IDENTITY, **git_killed_at(killed, tmp_path / "killing-git")}
+        done = subprocess.run(["git", "worktree", "add", "--quiet", str(path), branch], cwd=repo, env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        return
+    admin = repo / ".git" / "worktrees" / path.name
+    admin.mkdir(parents=True)
+    (admin / "locked").write_text("initializing\n")
+    if killed == "locked":
+        return
+    path.mkdir(parents=True)
+    (admin / "gitdir").write_text(f"{path}/.git\n")
+    if killed == "gitdir":
+        return
+    (path / ".git").write_text(f"gitdir: {admin}\n")
+
+
+@pytest.mark.parametrize("killed", ["locked", "gitdir", ".git", "symbolic-ref", "reset"])
+def test_ensure_repairs_a_worktree_whose_creation_was_killed(repo, tmp_path, killed):
+    base = resolve_ref(repo, None)
+    path = tmp_path / "worktrees" / "run1"
+    git(repo, "branch", "autopack/run1", base)
+    half_created_worktree(repo, path, "autopack/run1", killed, tmp_path)
+
+    Workspace(repo, path, "autopack/run1", owned=True).ensure(base)
+
+    assert git(path, "symbolic-ref", "HEAD") == "refs/heads/autopack/run1"
+    assert (path / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+    assert git(path, "status", "--porcelain") == ""
+    listing = git(repo, "worktree", "list", "--porcelain")
+    assert "locked" not in listing and listing.count("worktree ") == 2
+    assert sorted(os.listdir(repo / ".git" / "worktrees")) == ["run1"]  # no registration left behind
+
+
+def test_ensure_refuses_a_half_created_worktree_it_does_not_own(repo, tmp_path):
+    base = resolve_ref(repo, None)
+    path = tmp_path / "elsewhere" / "run1"
+    git(repo, "branch", "autopack/run1", base)
+    half_created_worktree(repo, path, "autopack/run1", "symbolic-ref", tmp_path)
+    with pytest.raises(UsageError, match="is on a detached HEAD"):
+        Workspace(repo, path, "autopack/run1").ensure(base)
+    assert (path / ".git").is_file()  # left as it was
+
+
+@pytest.mark.parametrize("where", ["on the branch", "off the branch"])
+def test_ensure_repairs_a_detached_head_only_when_no_commit_would_be_lost(workspace, repo, where):
+    (workspace.worktree / "calc.py").write_text("changed\n")
+    workspace.stage_all()
+    tip = workspace.commit_staged("phase one", {})
+    git(workspace.worktree, "switch", "-q", "--detach", "HEAD~1")
+    if where == "off the branch":
+        (workspace.worktree / "README.md").write_text("someone's work\n")
+        git(workspace.worktree, "commit", "-q", "-am", "not on the run branch")
+    detached = git(workspace.worktree, "rev-parse", "HEAD")
+    owned = Workspace(repo, workspace.worktree, workspace.branch, owned=True)
+    if where == "on the branch":
+        owned.ensure(resolve_ref(repo, None))
+        assert owned.head() == tip
+        assert git(workspace.worktree, "symbolic-ref", "HEAD") == "refs/heads/autopack/run1"
+        return
+    with pytest.raises(UsageError, match=f"detached HEAD at {detached[:10]}.*not on branch autopack/run1"):
+        owned.ensure(resolve_ref(repo, None))
+    assert git(workspace.worktree, "rev-parse", "HEAD") == detached
 
 
 def test_ensure_refuses_a_branch_checked_out_in_the_main_checkout(repo, tmp_path):

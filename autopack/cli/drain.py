@@ -39,7 +39,8 @@ def drain(
 
     Safe to start from cron while another drain runs: locked runs are skipped, claims are
     atomic. Exit 0 when everything drained completed (or there was nothing to do), 1 when a
-    phase failed or run --run-id is not complete, 75 when --run-id's run is locked.
+    phase failed, a run could not be entered (named, with why) or run --run-id is not
+    complete, 75 when --run-id's run is locked.
     """
     from autopack import render
     from autopack.drain import DrainOptions, Drainer
@@ -104,7 +105,8 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
         return EXIT_FAILED
     if "run" in summary:
         return EXIT_OK if summary["run"]["state"] == "complete" else EXIT_FAILED
-    return EXIT_FAILED if summary["failed"] else EXIT_OK
+    # A run it could not enter is work left undone; a busy one is another executor's (cron overlap).
+    return EXIT_FAILED if summary["failed"] or summary.get("unavailable_runs") else EXIT_OK
 
 
 def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
@@ -125,7 +127,7 @@ def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
     procs = [subprocess.Popen([sys.executable, "-m", "autopack", "drain", *args], stdout=subprocess.PIPE, text=True)
              for _ in range(workers)]
     merged: dict = {"schema": 1, "processed": 0, "completed": 0, "failed": 0, "phases": [], "busy_runs": [],
-                    "stop_reason": "", "workers": workers, "cost_usd": 0.0}
+                    "unavailable_runs": {}, "stop_reason": "", "workers": workers, "cost_usd": 0.0}
     reasons = set()
     for proc in procs:
         out, _ = proc.communicate()
@@ -137,6 +139,7 @@ def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
             merged[key] += part.get(key, 0)
         merged["phases"] += part.get("phases", [])
         merged["busy_runs"] = sorted(set(merged["busy_runs"]) | set(part.get("busy_runs", [])))
+        merged["unavailable_runs"].update(part.get("unavailable_runs", {}))
         reasons.add(part.get("stop_reason", ""))
     merged["stop_reason"] = "; ".join(sorted(r for r in reasons if r))
     return merged

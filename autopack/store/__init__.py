@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopack.errors import UsageError
+
 if TYPE_CHECKING:
     from autopack.store.runs import Store
     from autopack.store.sql import Reader
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
 STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
 ACTIVE_STATES = ("executing", "ci_running", "gate")  # a phase an executor is working on
 CONFIRMED_TEST_RUN = "confirmed"  # a test run's kind: outcomes derived from a run and its re-runs, not executed
+STATE_DIR_IGNORE = "# autopack's state: never committed\n*\n"
+DEFAULT_STATE_DIR_NAME = ".autopack"  # config's default place for the database
 
 
 def open_store(path: Path, *, create: bool = True) -> Store | None:
@@ -28,6 +32,7 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     """
     if not create and database_absent(Path(path)):
         return None
+    repair_state_dir(Path(path).parent)
     from autopack.store.migrations import check_current, inspect_database, migrate
     from autopack.store.runs import Store
 
@@ -48,6 +53,7 @@ def open_reader(path: Path) -> Reader | None:
     """
     if database_absent(Path(path)):
         return None
+    repair_state_dir(Path(path).parent)
     from autopack.store.migrations import check_current, inspect_database
     from autopack.store.sql import Reader
 
@@ -56,6 +62,57 @@ def open_reader(path: Path) -> Reader | None:
         return None
     check_current(path, status)
     return Reader.open(path)
+
+
+def check_database_path(path: Path, label: str) -> None:
+    """Refuse a database path that exists but is not a regular file (a directory, a device, a FIFO):
+    SQLite's own error would read as a full disk. ``label`` names where the path came from."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # missing (created when needed) or unreachable: opening it says why
+    if stat.S_ISREG(mode):
+        return
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    raise UsageError(f"{label}: {kind}, not a regular file; give the path of a database file "
+                     "(it is created when missing)")
+
+
+def make_state_dir(directory: Path) -> None:
+    """Create the directory for a new database, its .gitignore in it before anything else."""
+    try:
+        directory.mkdir(parents=True)
+    except FileExistsError:
+        repair_state_dir(directory)  # another process's, or what a kill left: perhaps no .gitignore yet
+        return
+    _write_ignore(directory)
+
+
+def repair_state_dir(directory: Path) -> None:
+    """Put back the .gitignore a kill (or a user) left missing or cut short, so the user's checkout
+    never shows autopack's state as untracked. Only in a directory named .autopack, the default: a
+    database elsewhere may share its directory with the user's files."""
+    if directory.name != DEFAULT_STATE_DIR_NAME:
+        return
+    try:
+        if (directory / ".gitignore").read_text(encoding="utf-8") == STATE_DIR_IGNORE:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass  # missing or unreadable: written again below
+    try:
+        _write_ignore(directory)
+    except OSError:
+        pass  # a read-only state directory: reading goes on, and the next command that can write repairs it
+
+
+def _write_ignore(directory: Path) -> None:
+    from autopack.edits import atomic_write  # a temp file renamed into place: never a partial .gitignore
+
+    atomic_write(directory / ".gitignore", STATE_DIR_IGNORE.encode(), None)
 
 
 def database_absent(path: Path) -> bool:

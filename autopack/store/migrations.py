@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from autopack.errors import EnvironmentProblem, MigrationNeeded
-from autopack.store import database_absent
+from autopack.store import database_absent, make_state_dir
 from autopack.store.sql import advice, connect_existing
 
 if TYPE_CHECKING:  # SQLAlchemy loads only to migrate: read commands check the schema without it
@@ -131,11 +131,9 @@ def migrate(path: Path) -> MigrationResult:
     status = inspect_database(path)
     if status.unknown:
         check_current(path, status)
+    make_state_dir(path.parent)
     if status.exists and not status.fresh and not status.pending:
         return MigrationResult(False, (), None)
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)  # another process may be creating it too
-        (path.parent / ".gitignore").write_text("# autopack's state: never committed\n*\n")
     backup = backup_database(path) if status.exists and not status.fresh else None
     from autopack.store.db import make_engine, translate_errors
 

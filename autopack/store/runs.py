@@ -11,7 +11,7 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import and_, exists, func, update
 from sqlalchemy.orm import aliased
@@ -381,6 +381,18 @@ class Store:
         with write_session(self.engine) as session:
             session.add(Executor(id=executor_id, pid=pid, host=host, command=command, run_id=run_id))
         return executor_id
+
+    def retire_executors(self, dead: Callable[[Executor, datetime], bool]) -> list[str]:
+        """Record as stopped the running executors that ``dead(executor, now)`` says are gone:
+        a killed executor never stops itself, and `status` would show it at work for ever."""
+        now = utcnow()
+        with write_session(self.engine) as session:
+            running = session.exec(select(Executor).where(Executor.stopped_at.is_(None))).all()
+            retired = [e.id for e in running if dead(e, now)]
+            if retired:
+                session.execute(update(Executor).where(Executor.id.in_(retired), Executor.stopped_at.is_(None))
+                                .values(stopped_at=now, phase_id=None, step=None))
+        return retired
 
     def update_executor(self, executor_id: str, **fields: Any) -> None:
         with write_session(self.engine) as session:
