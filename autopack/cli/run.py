@@ -44,14 +44,21 @@ def run(
             raise UsageError("--dry-run needs the plan file")
         render.print_plan(spec)
         return
+    if queue_only and (cassette or record):
+        raise UsageError("--queue-only executes nothing, so --cassette and --record would be ignored; give "
+                         "them to the command that executes the run (a drain replays the plan's run.cassette)")
     for warning in spec.warnings if spec else ():
         print(f"autopack: warning: {warning}", file=sys.stderr)
+
+    def make_builder(plan: object) -> tuple:
+        """The builder (a cassette, or the API key) only when this command executes phases."""
+        return (None, None) if queue_only else launch.make_builder(settings, plan, cassette, record)
 
     from autopack.store import open_store
 
     store = open_store(settings.db, create=False)
     if spec is not None:
-        builder, model = launch.make_builder(settings, spec, cassette, record)
+        builder, model = make_builder(spec)
         recorded, notice = launch.recorded_run(store, settings, spec) if store is not None else (None, None)
         if notice:
             print(f"autopack: {notice}", file=sys.stderr)
@@ -61,7 +68,7 @@ def run(
             recorded = launch.record_run(store, spec, target)
     else:
         spec, recorded = launch.resume_target(store, settings, run_id)
-        builder, model = launch.make_builder(settings, spec, cassette, record)
+        builder, model = make_builder(spec)
     for warning in launch.model_warnings(settings, spec):
         print(f"autopack: warning: {warning}", file=sys.stderr)
     with store:
