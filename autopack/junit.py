@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 from autopack.errors import AutopackError, UsageError
+from autopack.text import head_tail
 
 Outcome = Literal["passed", "failed", "error", "skipped"]
 
@@ -119,11 +120,7 @@ def check_inside(junit_xml: str) -> None:
 
 def cap_text(text: str, cap: int = MESSAGE_CAP) -> str:
     """Keep the head (the message) and the tail (where the traceback ends)."""
-    if len(text) <= cap:
-        return text
-    marker = "\n[...]\n"
-    head = cap // 4
-    return text[:head] + marker + text[-(cap - head - len(marker)) :]
+    return head_tail(text, cap, "\n[...]\n")
 
 
 # --- reading ----------------------------------------------------------------------

@@ -1,0 +1,35 @@
+"""Text autopack shows: long values cut to their head and tail.
+
+``shown`` is how a user's or an LLM's value appears in a one-line message; ``head_tail``
+is the one truncator (prompts, test messages and error lines keep where text begins and
+where it ends).
+"""
+
+from __future__ import annotations
+
+ECHO_MAX_CHARS = 200  # a value quoted in a message (ids are at most 64, paths rarely longer)
+MESSAGE_MAX_CHARS = 1500  # a whole one-line error: the backstop in AutopackError
+
+
+def head_tail(text: str, limit: int, marker: str = "…") -> str:
+    """``text`` in at most ``limit`` characters: its head and tail joined by ``marker``."""
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - len(marker))
+    head = keep // 2
+    return text[:head] + marker + text[len(text) - (keep - head):]
+
+
+def shown(value: object, *, quote: bool = True, limit: int = ECHO_MAX_CHARS) -> str:
+    """``value`` for a one-line message (quoted, unless ``quote`` is false, as for a leading path);
+    beyond ``limit`` characters, its head…tail and its length.
+
+    >>> shown("a" * 100000, limit=12)
+    "'aaaaa…aaaaaa' (100000 chars)"
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text) if quote else text
+    cut = head_tail(text, limit)
+    return f"{repr(cut) if quote else cut} ({len(text)} chars)"
+
