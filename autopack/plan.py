@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import PlanError
 
 CATEGORIES = ("feature", "bugfix", "tests", "docs", "refactor", "config")
@@ -25,13 +26,14 @@ DEFAULT_TEST_COMMAND = "python -m pytest -q"
 MODEL_ROLES = ("builder", "doctor", "escalation")
 
 _ID_RE = re.compile(RUN_ID_PATTERN)
-_ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
+ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
 _TOP_KEYS = ("run", "phases")
 _RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassette",
              "flags", "models", "limits", "type")
 _LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s")
 _PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
                "acceptance", "depends_on", "allow_noop", "max_attempts")
+MAX_COST_USD = Bounds(0, 1_000_000, integer=False, above=True)  # run.limits.max_cost_usd
 
 
 @dataclass(frozen=True)
@@ -214,11 +216,11 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
     limits = check.table(run.get("limits", {}), "run.limits", _LIMIT_KEYS)
     checked_limits: dict[str, int | float] = {}
     if "max_cost_usd" in limits:
-        checked_limits["max_cost_usd"] = check.positive_number(limits["max_cost_usd"],
-                                                               "run.limits.max_cost_usd")
+        checked_limits["max_cost_usd"] = check.number(limits["max_cost_usd"], "run.limits.max_cost_usd",
+                                                      MAX_COST_USD)
     if "phase_timeout_s" in limits:
         checked_limits["phase_timeout_s"] = check.integer(limits["phase_timeout_s"],
-                                                          "run.limits.phase_timeout_s", 1)
+                                                          "run.limits.phase_timeout_s", TIMEOUT_S)
     return RunSpec(
         id=run_id,
         goal=check.string(run["goal"], "run.goal"),
@@ -265,7 +267,7 @@ def _phase_spec(check: _Checker, raw: dict, index: int, default_max_attempts: in
         depends_on=check.strings(phase.get("depends_on", []), f"{where}.depends_on"),
         allow_noop=check.boolean(phase.get("allow_noop", False), f"{where}.allow_noop"),
         max_attempts=check.integer(phase.get("max_attempts", default_max_attempts),
-                                   f"{where}.max_attempts", 1),
+                                   f"{where}.max_attempts", ATTEMPTS),
         position=index,
     )
 
@@ -382,7 +384,7 @@ class _Checker:
         if not _ID_RE.fullmatch(text):
             slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).lstrip("._-")[:64].rstrip("-")
             hint = f"; try '{slug}'" if slug and _ID_RE.fullmatch(slug) else ""
-            self.fail(key, f"{text!r} is not a valid id ({_ID_RULE}){hint}")
+            self.fail(key, f"{text!r} is not a valid id ({ID_RULE}){hint}")
         return text
 
     def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
@@ -398,18 +400,18 @@ class _Checker:
             self.fail(key, f"expected true or false, got {_describe(value)}")
         return value
 
-    def integer(self, value: Any, key: str, minimum: int) -> int:
+    def integer(self, value: Any, key: str, bounds: Bounds) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(key, f"expected an integer, got {_describe(value)}")
-        if value < minimum:
-            self.fail(key, f"must be at least {minimum}, got {value}")
+        if problem := bounds.problem(value):
+            self.fail(key, problem)
         return value
 
-    def positive_number(self, value: Any, key: str) -> float:
+    def number(self, value: Any, key: str, bounds: Bounds) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(key, f"expected a number, got {_describe(value)}")
-        if not value > 0:
-            self.fail(key, f"must be greater than 0, got {value}")
+        if problem := bounds.problem(float(value)):
+            self.fail(key, problem)
         return float(value)
 
 

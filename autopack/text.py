@@ -21,13 +21,14 @@ def head_tail(text: str, limit: int, marker: str = "…") -> str:
 
 
 def shown(value: object, *, quote: bool = True, limit: int = ECHO_MAX_CHARS) -> str:
-    """``value`` for a one-line message (quoted, unless ``quote`` is false, as for a leading path);
-    beyond ``limit`` characters, its head…tail and its length.
+    """``value`` for a one-line message: a string quoted (unless ``quote`` is false, as for a
+    leading path), anything else as its repr; beyond ``limit`` characters, head…tail and the length.
 
     >>> shown("a" * 100000, limit=12)
     "'aaaaa…aaaaaa' (100000 chars)"
     """
-    text = value if isinstance(value, str) else str(value)
+    quote = quote and isinstance(value, str)
+    text = value if isinstance(value, str) else repr(value)
     if len(text) <= limit:
         return repr(text) if quote else text
     cut = head_tail(text, limit)

@@ -355,7 +355,53 @@ ENV_CASES = json.loads((HOSTILE / "config" / "env-cases.json").read_text())
 @pytest.mark.parametrize("name", sorted(ENV_CASES))
 def test_hostile_environment_setting_is_refused_in_one_line(bench: Bench, name: str) -> None:
     variables, must = ENV_CASES[name]
-    bench.expect_error(2, must, "status", env=variables)
+    line = bench.expect_error(2, must, "status", env=variables)
+    assert len(line) < 1000, line[:300]
+
+
+# --- command-line values -------------------------------------------------------------------
+
+HUGE = str(10**20)
+LONG_ID = "a" * 100_000
+# Every numeric option has a range and every id option refuses an empty value (an unset CI
+# variable: `--run-id "$RUN"`), so none of these reaches SQLite, a timedelta or "drain everything".
+OPTION_CASES = {
+    "status-limit-huge": (["status", "--limit", HUGE], "--limit"),
+    "status-limit-negative": (["status", "--limit", "-1"], "--limit"),
+    "status-waiting-after-inf": (["status", "--waiting-after", "inf"], "--waiting-after"),
+    "status-waiting-after-1e308": (["status", "--waiting-after", "1e308"], "--waiting-after"),
+    "status-waiting-after-nan": (["status", "--waiting-after", "nan"], "--waiting-after"),
+    "drain-batch-size-huge": (["drain", "--batch-size", HUGE], "--batch-size"),
+    "drain-zero-yield-huge": (["drain", "--max-consecutive-zero-yield", HUGE], "--max-consecutive-zero-yield"),
+    "drain-max-minutes-nan": (["drain", "--max-minutes", "nan"], "--max-minutes"),
+    "drain-max-minutes-huge": (["drain", "--max-minutes", "1e308"], "--max-minutes"),
+    "drain-max-cost-inf": (["drain", "--max-cost", "inf"], "--max-cost"),
+    "drain-workers-huge": (["drain", "--workers", "100000"], "--workers"),
+    "run-max-cost-nan": (["run", "--run-id", "existing", "--max-cost", "nan"], "--max-cost"),
+    "ab-test-seed-huge": (["ab-test", "--pair", "existing:existing", "--seed", str(10**30)], "--seed"),
+    "ab-test-resamples-huge": (["ab-test", "--pair", "existing:existing", "--resamples", HUGE], "--resamples"),
+    "drain-run-id-empty": (["drain", "--run-id", ""], "--run-id"),
+    "drain-run-id-blank": (["drain", "--run-id", "  "], "--run-id"),
+    "drain-dry-run-run-id-empty": (["drain", "--dry-run", "--run-id", ""], "--run-id"),
+    "drain-one-phase-id-empty": (["drain-one", "--run-id", "existing", "--phase-id", ""], "--phase-id"),
+    "run-run-id-empty": (["run", "--run-id", ""], "--run-id"),
+    "status-stats-run-id-empty": (["status", "--stats", "--run-id", ""], "--run-id"),
+    "ab-test-control-empty": (["ab-test", "--control", "", "--treatment", "existing"], "--control"),
+    "ab-test-control-empty-item": (["ab-test", "--control", "existing,", "--treatment", "existing,existing"],
+                                   "--control"),
+    "ab-test-pair-empty-side": (["ab-test", "--pair", ":existing"], "--pair"),
+    "status-run-id-100k-chars": (["status", LONG_ID], "(100000 chars)"),
+    "drain-run-id-100k-chars": (["drain", "--run-id", LONG_ID], "(100000 chars)"),
+    "drain-one-phase-id-100k-chars": (["drain-one", "--run-id", "existing", "--phase-id", LONG_ID],
+                                      "(100000 chars)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_CASES))
+def test_hostile_option_value_is_a_one_line_usage_error(bench: Bench, name: str) -> None:
+    args, must = OPTION_CASES[name]
+    line = bench.expect_error(2, must, *args)
+    assert line.endswith("--help)") and len(line) < 1000, line[:300]
 
 
 # --- databases -----------------------------------------------------------------------------

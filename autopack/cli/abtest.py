@@ -10,17 +10,18 @@ from typing import Annotated, Optional
 import typer
 
 from autopack.cli import app
-from autopack.cli.options import DbOption, load
+from autopack.bounds import Bounds
+from autopack.cli.options import DbOption, ids, load, number_option
 from autopack.errors import UsageError
 
 RunsOption = Optional[list[str]]
 ControlOption = Annotated[RunsOption, typer.Option(
-    "--control", metavar="RUN", show_default=False,
+    "--control", metavar="RUN", show_default=False, parser=ids(","),
     help="Control run id (repeat, or comma-separate); paired in order with --treatment.")]
 TreatmentOption = Annotated[RunsOption, typer.Option(
-    "--treatment", metavar="RUN", show_default=False, help="Treatment run id (repeat, or comma-separate).")]
+    "--treatment", metavar="RUN", show_default=False, parser=ids(","), help="Treatment run id (repeat, or comma-separate).")]
 PairOption = Annotated[RunsOption, typer.Option(
-    "--pair", metavar="CONTROL:TREATMENT", show_default=False, help="One pair of runs (repeat).")]
+    "--pair", metavar="CONTROL:TREATMENT", show_default=False, parser=ids(":"), help="One pair of runs (repeat).")]
 ByFlagOption = Annotated[Optional[str], typer.Option(
     "--by-flag", metavar="NAME", show_default=False,
     help="Pair runs of the same plan whose flags differ only in NAME (off or absent = control), in creation order.")]
@@ -54,9 +55,9 @@ def ab_test(
         "--json", metavar="FILE", show_default=False, help="Write the report as JSON (- = stdout).")] = None,
     markdown_file: Annotated[FileOption, typer.Option(
         "--markdown", metavar="FILE", show_default=False, help="Write the report as Markdown (- = stdout).")] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", metavar="INT", help="Seed of the bootstrap (same seed, same intervals).")] = 0,
-    resamples: Annotated[int, typer.Option("--resamples", metavar="N", min=100, help="Bootstrap resamples.")] = 10_000,
+    seed: Annotated[int, number_option(
+        "--seed", bounds=Bounds(0, 2**63 - 1), help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    resamples: Annotated[int, number_option("--resamples", bounds=Bounds(100, 100_000), help="Bootstrap resamples.")] = 10_000,
     db: DbOption = None,
 ) -> None:
     """Compare runs pairwise (treatment - control): tokens, cost, doctor calls, phases complete,

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from autopack.cli import app
-from autopack.cli.options import DbOption, JsonOption, load
+from autopack.bounds import Bounds
+from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
@@ -18,18 +19,19 @@ if TYPE_CHECKING:
 
 # The rows `drain --dry-run` prints at least (more with a larger --batch-size); --json prints all.
 DRY_RUN_ROWS = 50
+WORKERS = Bounds(1, 64)
 
 
 @app.command()
 def drain(
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Drain only this run; exit 0 only if it ends complete.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Stop after this many phases.")] = 10,
-    max_consecutive_zero_yield: Annotated[Optional[int], typer.Option("--max-consecutive-zero-yield", min=1, help="Stop after K phases in a row without a completion.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0, help="Stop claiming work after this many minutes.")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="Stop claiming work once this drain has spent USD.")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", parser=ID, help="Drain only this run; exit 0 only if it ends complete.")] = None,
+    batch_size: Annotated[int, number_option("--batch-size", bounds=COUNT, help="Stop after this many phases.")] = 10,
+    max_consecutive_zero_yield: Annotated[Optional[int], number_option("--max-consecutive-zero-yield", bounds=COUNT, help="Stop after K phases in a row without a completion.")] = None,
+    max_minutes: Annotated[Optional[float], number_option("--max-minutes", bounds=MINUTES, help="Stop claiming work after this many minutes.")] = None,
+    max_cost: Annotated[Optional[float], number_option("--max-cost", bounds=COST_USD, help="Stop claiming work once this drain has spent USD.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the ordered candidates with the reason for each position; change nothing.")] = False,
     include_parked: Annotated[bool, typer.Option("--include-parked", help="Also drain parked phases.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Drain up to N runs at once, each in its own process.")] = 1,
+    workers: Annotated[int, number_option("--workers", bounds=WORKERS, help="Drain up to N runs at once, each in its own process.")] = 1,
     as_json: JsonOption = False,
     junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write each drained phase as a JUnit testcase.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
@@ -144,8 +146,8 @@ def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
 
 @app.command("drain-one")
 def drain_one(
-    run_id: Annotated[str, typer.Option("--run-id", help="The run.")],
-    phase_id: Annotated[str, typer.Option("--phase-id", help="The phase to give one pass.")],
+    run_id: Annotated[str, typer.Option("--run-id", parser=ID, help="The run.")],
+    phase_id: Annotated[str, typer.Option("--phase-id", parser=ID, help="The phase to give one pass.")],
     force: Annotated[bool, typer.Option("--force", help="Run a complete phase again.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,

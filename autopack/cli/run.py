@@ -9,19 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 from autopack.cli import app
-from autopack.cli.options import DbOption, load
+from autopack.cli.options import COST_USD, ID, DbOption, load, number_option
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
 @app.command()
 def run(
     plan: Annotated[Optional[Path], typer.Argument(help="The plan file (TOML).", show_default=False)] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Resume a recorded run.")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", parser=ID, help="Resume a recorded run.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the phases in execution order; touch nothing.")] = False,
     queue_only: Annotated[bool, typer.Option("--queue-only", help="Record the run with every phase queued; execute nothing.")] = False,
     cassette: Annotated[Optional[Path], typer.Option("--cassette", help="Replay LLM responses from this cassette (offline).")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Give failed phases a new pass (and unskip their dependents).")] = False,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
+    max_cost: Annotated[Optional[float], number_option("--max-cost", bounds=COST_USD, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
     record: Annotated[Optional[Path], typer.Option("--record", help="Write every live LLM exchange to this cassette (needs ANTHROPIC_API_KEY).")] = None,
     db: DbOption = None,
 ) -> None:

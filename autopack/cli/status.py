@@ -10,19 +10,20 @@ from typing import Annotated, Any, Optional
 import typer
 
 from autopack.cli import app
-from autopack.cli.options import DbOption, JsonOption, load
+from autopack.bounds import Bounds
+from autopack.cli.options import ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import UsageError
 
 
 @app.command()
 def status(
-    run_id: Annotated[Optional[str], typer.Argument(help="Show this run phase by phase.", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Argument(parser=ID, metavar="RUN", help="Show this run phase by phase.", show_default=False)] = None,
     as_json: JsonOption = False,
     stats: Annotated[bool, typer.Option("--stats", help="Telemetry: truncation, escalations, estimation error, doctor, failure kinds, cache, cost per phase.")] = False,
-    stats_run: Annotated[Optional[str], typer.Option("--run-id", help="With --stats: only this run.")] = None,
+    stats_run: Annotated[Optional[str], typer.Option("--run-id", parser=ID, help="With --stats: only this run.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh the view every 2 s until Ctrl-C.")] = False,
-    waiting_after: Annotated[float, typer.Option("--waiting-after", min=0, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="List the newest N runs (0: every run).")] = 20,
+    waiting_after: Annotated[float, number_option("--waiting-after", bounds=MINUTES, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
+    limit: Annotated[int, number_option("--limit", bounds=Bounds(0, 1_000_000), help="List the newest N runs (0: every run).")] = 20,
     db: DbOption = None,
 ) -> None:
     """List runs (state, phases by state, cost, executors at work), or one run's phases, verdicts and failures."""
