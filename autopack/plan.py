@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import heapq
-import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import PlanError
+from autopack.text import to_json
 
 CATEGORIES = ("feature", "bugfix", "tests", "docs", "refactor", "config")
 COMPLEXITIES = ("low", "medium", "high")
@@ -188,6 +189,7 @@ def plan_from_dict(data: Any, path: Path, *, default_max_attempts: int = 3) -> P
     """
     path = Path(path)
     check = _Checker(str(path))
+    _check_finite(check, data)
     top = check.table(data, "", _TOP_KEYS, required=_TOP_KEYS)
     run = _run_spec(check, top["run"], path.resolve().parent)
     raw_phases = top["phases"]
@@ -270,6 +272,20 @@ def _phase_spec(check: _Checker, raw: dict, index: int, default_max_attempts: in
                                    f"{where}.max_attempts", ATTEMPTS),
         position=index,
     )
+
+
+def _check_finite(check: _Checker, data: Any) -> None:
+    """NaN or an infinity anywhere (free-form flags included) is an error: JSON cannot record it."""
+    pending = [("", data)]
+    while pending:
+        key, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            check.fail(key or "(top level)", f"{value} is not a finite number; give a number (NaN and "
+                                             "infinities cannot be recorded)")
+        if isinstance(value, dict):
+            pending += [(f"{key}.{name}" if key else str(name), item) for name, item in reversed(value.items())]
+        elif isinstance(value, list):
+            pending += [(f"{key}[{index}]", item) for index, item in reversed(list(enumerate(value)))]
 
 
 def _check_dependencies(check: _Checker, phases: tuple[PhaseSpec, ...]) -> None:
@@ -433,5 +449,5 @@ def _describe(value: Any) -> str:
 
 
 def _sha256_json(data: Any) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = to_json(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,11 +1,17 @@
-"""Text autopack shows: long values cut to their head and tail.
+"""Text autopack shows or writes: long values cut to their head and tail, and strict JSON.
 
 ``shown`` is how a user's or an LLM's value appears in a one-line message; ``head_tail``
 is the one truncator (prompts, test messages and error lines keep where text begins and
-where it ends).
+where it ends); ``to_json`` writes every JSON document autopack writes (never NaN or an
+infinity, which SQLite's JSON functions and other readers refuse as malformed), and
+``from_json`` reads user JSON (cassettes) under the same rule.
 """
 
 from __future__ import annotations
+
+import json
+import math
+from typing import Any
 
 ECHO_MAX_CHARS = 200  # a value quoted in a message (ids are at most 64, paths rarely longer)
 MESSAGE_MAX_CHARS = 1500  # a whole one-line error: the backstop in AutopackError
@@ -34,3 +40,23 @@ def shown(value: object, *, quote: bool = True, limit: int = ECHO_MAX_CHARS) -> 
     cut = head_tail(text, limit)
     return f"{repr(cut) if quote else cut} ({len(text)} chars)"
 
+
+def to_json(value: Any, **options: Any) -> str:
+    """``json.dumps`` that raises ValueError for NaN and infinities instead of writing invalid JSON."""
+    return json.dumps(value, allow_nan=False, **options)
+
+
+def from_json(text: str) -> Any:
+    """``json.loads`` that refuses NaN, infinities and numbers beyond a float (ValueError), as to_json does."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{shown(text)} is too large for a number")
+    return value

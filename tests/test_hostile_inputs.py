@@ -241,6 +241,27 @@ def test_hostile_plan_is_refused_in_one_line_and_changes_nothing(bench: Bench, c
     assert str(target) in line or "run.repo" in line
 
 
+def test_a_non_finite_number_that_got_past_validation_is_never_written_to_the_store(bench: Bench) -> None:
+    """The store's JSON is strict: one bad value is refused and rolled back, instead of being written
+    as JSON that SQLite calls malformed for every later reader of the store (status, drain)."""
+    from dataclasses import replace
+
+    from autopack.config import load_settings
+    from autopack.launch import check_new_run, record_run
+    from autopack.plan import load_plan
+
+    plan = load_plan(bench.wb.add_run("poison", [PhaseScript("a")]))
+    poisoned = replace(plan, run=replace(plan.run, flags={"x": float("nan")}))
+    settings = load_settings(bench.wb.root, environ=bench.wb.env)
+    with bench.wb.open_store() as store:
+        with pytest.raises(Exception, match="not JSON compliant"):
+            record_run(store, poisoned, check_new_run(settings, poisoned))
+        assert store.get_run("poison") is None
+    for command in (["drain", "--dry-run"], ["status"], ["status", "existing"]):
+        done = bench.cli(*command)
+        assert done.code == 0, done.output
+
+
 # --- cassettes -----------------------------------------------------------------------------
 
 

@@ -1,9 +1,13 @@
-"""autopack.text: the one head-and-tail truncator and values echoed in messages."""
+"""autopack.text: the one head-and-tail truncator, values echoed in messages, strict JSON."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from autopack.errors import UsageError
-from autopack.text import MESSAGE_MAX_CHARS, head_tail, shown
+from autopack.text import MESSAGE_MAX_CHARS, from_json, head_tail, shown, to_json
 
 
 def test_head_tail_keeps_both_ends_within_the_limit() -> None:
@@ -24,3 +28,11 @@ def test_every_error_message_is_one_line_of_bounded_length() -> None:
     assert len(message) == MESSAGE_MAX_CHARS and "\n" not in message
     assert message.startswith("head yyy") and message.endswith("yyy tail")
 
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_json_written_by_autopack_never_holds_nan_or_infinity(number: float) -> None:
+    assert to_json({"ok": 1.5}) == '{"ok": 1.5}'
+    with pytest.raises(ValueError):
+        to_json({"flags": {"x": number}})
+    with pytest.raises(ValueError):
+        from_json(to_json({"x": 1.5}).replace("1.5", {math.nan: "NaN", math.inf: "1e999"}.get(number, "-Infinity")))

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from autopack.cli import app
 from autopack.bounds import Bounds
+from autopack.cli import app
 from autopack.cli.options import DbOption, ids, load, number_option
 from autopack.errors import UsageError
+from autopack.text import to_json
 
 RunsOption = Optional[list[str]]
 ControlOption = Annotated[RunsOption, typer.Option(
@@ -108,7 +108,7 @@ def _output(report: object, json_file: str | None, markdown_file: str | None) ->
     from autopack import render_abtest
 
     if json_file:
-        _write(json_file, json.dumps(report.to_dict(), indent=2) + "\n")
+        _write(json_file, to_json(report.to_dict(), indent=2) + "\n")
     if markdown_file:
         _write(markdown_file, render_abtest.to_markdown(report))
     if "-" in (json_file, markdown_file):

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from autopack.cli import app
 from autopack.bounds import Bounds
+from autopack.cli import app
 from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
+from autopack.text import to_json
 
 if TYPE_CHECKING:
     from autopack.drain import DrainOptions
@@ -86,7 +87,7 @@ def _print_candidates(db: object, settings: object, options: "DrainOptions", as_
 
     candidates = plan_candidates(db, settings, options)
     if as_json:
-        print(json.dumps({"schema": 1, "candidates": [
+        print(to_json({"schema": 1, "candidates": [
             {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
              "rank": c.rank, "reason": c.reason} for n, c in enumerate(candidates, 1)]}, indent=2))
     else:
@@ -99,7 +100,7 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
     if junit_xml:
         render.write_drain_junit(summary, junit_xml)
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(to_json(summary, indent=2))
     else:
         render.print_drain_summary(summary)
     if summary.get("stop_reason", "").startswith("cost cap"):
@@ -167,7 +168,7 @@ def drain_one(
             result = drains.drain_one(store, settings, run_id, phase_id, force=force, observer=observer)
     summary = drains.DrainReport(results=[result], stop_reason="one phase").to_dict()
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(to_json(summary, indent=2))
     else:
         render.print_drain_summary(summary)
     raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)
@@ -200,7 +201,7 @@ def pick_next(
         if explain:
             payload["top"] = [s.to_dict() for s in scores[:5]]
             payload["weights"] = WEIGHTS
-        print(json.dumps(payload, indent=2))
+        print(to_json(payload, indent=2))
         return
     if best:
         print(f"{best.run_id}\t{best.run_type}")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
 import typer
 
-from autopack.cli import app
 from autopack.bounds import Bounds
+from autopack.cli import app
 from autopack.cli.options import ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import UsageError
+from autopack.text import to_json
 
 
 @app.command()
@@ -32,7 +32,7 @@ def status(
     settings = load(db)
     if stats:
         report = _stats(settings, stats_run or run_id)
-        print(json.dumps(report, indent=2)) if as_json else render.print_stats(report)
+        print(to_json(report, indent=2)) if as_json else render.print_stats(report)
         return
     if watch and not as_json:
         from rich.live import Live
@@ -44,7 +44,7 @@ def status(
                 live.update(render.status_view(_snapshot(settings, run_id, waiting_after, limit)))
     snapshot = _snapshot(settings, run_id, waiting_after, limit)
     if as_json:
-        print(json.dumps(snapshot, indent=2))
+        print(to_json(snapshot, indent=2))
     elif run_id is None:
         render.print_runs(snapshot["runs"], snapshot)
     else:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autopack.errors import CassetteError
+from autopack.text import from_json, to_json
 
 if TYPE_CHECKING:
     import httpx2
@@ -108,9 +109,11 @@ class Cassette:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = from_json(raw)
             except json.JSONDecodeError as problem:
                 raise CassetteError(f"{path}:{number}: not valid JSON ({problem.msg}, column {problem.colno})") from None
+            except ValueError as problem:  # NaN, Infinity, 1e999
+                raise CassetteError(f"{path}:{number}: not valid JSON ({problem})") from None
             except RecursionError:
                 raise CassetteError(f"{path}:{number}: JSON nested too deeply to read") from None
             problem = _entry_problem(record)
@@ -177,7 +180,7 @@ def _response(httpx2, entry: CassetteEntry, streamed: bool = False):
         return httpx2.Response(entry.status, content=message_to_sse(entry.body), headers=headers)
     if isinstance(entry.body, dict):
         headers.setdefault("content-type", "application/json")
-        return httpx2.Response(entry.status, content=json.dumps(entry.body).encode(), headers=headers)
+        return httpx2.Response(entry.status, content=to_json(entry.body).encode(), headers=headers)
     headers.setdefault("content-type", "text/plain; charset=utf-8")
     return httpx2.Response(entry.status, content=entry.body.encode(), headers=headers)
 
@@ -220,7 +223,7 @@ class CassetteRecorder:
             record["request"] = sent
         record["response"] = {"status": status, "headers": headers, "body": body}
         with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(to_json(record, ensure_ascii=False) + "\n")
 
 
 def recorded_headers(headers, *, streamed: bool) -> dict[str, str]:
