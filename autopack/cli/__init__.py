@@ -60,8 +60,7 @@ def _run_app(argv: list[str] | None) -> None:
         what = exc.format_message().strip().rstrip(".")
         what = what[:1].lower() + what[1:] if what[1:2].islower() else what
         raise UsageError(f"{what} (see {_command_path(exc, argv)} --help)") from None
-    if code:
-        sys.exit(code)
+    sys.exit(code or 0)  # as click's standalone mode does: every command ends in SystemExit
 
 
 def _command_path(error: ClickException, argv: list[str] | None) -> str:
