@@ -17,6 +17,7 @@ from typing import Any
 from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import ConfigError, UsageError
 from autopack.text import shown
+from autopack.userfiles import NotARegularFile, read_regular, require_regular_or_absent
 
 CONFIG_FILE_NAME = "autopack.toml"
 _PATH_SETTINGS = ("db", "worktrees_dir")
@@ -123,12 +124,25 @@ def find_config_file(start: Path) -> Path | None:
     start = Path(start).resolve()
     for directory in (start, *start.parents):
         candidate = directory / CONFIG_FILE_NAME
-        if candidate.is_file():
+        if _is_settings_file(candidate):
             return candidate
         pyproject = directory / "pyproject.toml"
-        if pyproject.is_file() and _has_tool_autopack(pyproject):
+        if _is_settings_file(pyproject) and _has_tool_autopack(pyproject):
             return pyproject
     return None
+
+
+def _is_settings_file(path: Path) -> bool:
+    """True for a regular file; False when there is none; ConfigError for a directory, FIFO or device
+    (it would be silently ignored, and its settings with it)."""
+    try:
+        require_regular_or_absent(path)
+    except (NotARegularFile, IsADirectoryError) as error:
+        raise ConfigError(f"{path}: {error.strerror}; autopack reads its settings from a regular file: "
+                          "replace it with one, or remove it") from None
+    except OSError:  # e.g. a directory above the project we may not search: no settings there
+        return False
+    return path.is_file()
 
 
 def default_db_path(cwd: Path) -> Path:
@@ -270,7 +284,7 @@ def _file_key(path: Path, name: str) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return read_regular(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8; save the file as UTF-8") from None
     except OSError as error:

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Literal, Sequence
 
 from autopack.errors import AutopackError, UsageError
 from autopack.text import head_tail
+from autopack.userfiles import read_regular
 
 Outcome = Literal["passed", "failed", "error", "skipped"]
 
@@ -128,8 +129,7 @@ def cap_text(text: str, cap: int = MESSAGE_CAP) -> str:
 
 def _read_junit_file(path: Path, ecosystem: str | None, root: Path | None) -> list[TestOutcome]:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_JUNIT_BYTES + 1)
+        data = read_regular(path, MAX_JUNIT_BYTES)
     except OSError as error:
         raise JUnitError(f"cannot read JUnit XML {path}: {error.strerror}") from error
     if len(data) > MAX_JUNIT_BYTES:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import PlanError
 from autopack.text import to_json
+from autopack.userfiles import read_regular
 
 CATEGORIES = ("feature", "bugfix", "tests", "docs", "refactor", "config")
 COMPLEXITIES = ("low", "medium", "high")
@@ -150,7 +151,7 @@ def load_plan(path: Path, *, default_max_attempts: int = 3) -> PlanSpec:
     """Read, parse and validate a plan file; ``repo`` must be a directory, ``cassette`` a file."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
         raise PlanError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:

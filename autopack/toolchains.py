@@ -21,6 +21,7 @@ from typing import Any, Callable
 from autopack.errors import UsageError
 from autopack.plan import DEFAULT_TEST_COMMAND
 from autopack.testrun import is_pytest
+from autopack.userfiles import read_regular
 
 ECOSYSTEMS = ("python", "node", "go", "rust", "java-maven", "java-gradle", "custom")
 
@@ -178,7 +179,7 @@ def _node(root: Path) -> TestCommand:
 
 def _read_package_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))
     except (OSError, ValueError) as error:
         raise UsageError(f"{path}: cannot read it as JSON ({error}); fix it or set run.test_command") from None
     if not isinstance(data, dict):
@@ -215,7 +216,7 @@ def _rust(root: Path) -> TestCommand:
 def _nextest_junit_profile(root: Path) -> tuple[str, str] | None:
     """(profile, junit path) from .config/nextest.toml; the "ci" profile first."""
     try:
-        config = tomllib.loads((root / ".config" / "nextest.toml").read_text(encoding="utf-8"))
+        config = tomllib.loads(read_regular(root / ".config" / "nextest.toml").decode("utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return None
     profiles = config.get("profile") or {}

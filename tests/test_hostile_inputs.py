@@ -152,9 +152,18 @@ class Bench:
         self.runs = 0
 
     def cli(self, *args: str, cwd: Path | None = None, env: dict | None = None,
-            prepare: Callable[[], None] | None = None) -> forkcli.Finished:
-        return forkcli.run(args, cwd=cwd or self.wb.root, env={**self.wb.env, **(env or {})}, logs=self.logs,
-                           prepare=prepare)
+            prepare: Callable[[], None] | None = None, timeout: float | None = None) -> forkcli.Finished:
+        """Run autopack; with ``timeout``, a command still running after it is killed and fails the test."""
+        child = forkcli.spawn(args, cwd=cwd or self.wb.root, env={**self.wb.env, **(env or {})}, logs=self.logs,
+                              prepare=prepare)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is not None and not child.poll():
+            if time.monotonic() > deadline:
+                child.kill()
+                child.wait()
+                pytest.fail(f"autopack {' '.join(args)[:200]} hung: killed after {timeout} s")
+            time.sleep(0.02)
+        return child.wait()
 
     def snapshot(self) -> dict[str, str]:
         """Every file under the workbench (database, repository, plans, worktrees) by content hash.
@@ -175,7 +184,7 @@ class Bench:
                     found[str(path)] = f"{info.st_mode:o} {info.st_size} {info.st_mtime_ns}"
         return found
 
-    def expect_error(self, code: int, must_contain: str | None, *args: str, **kwargs) -> str:
+    def expect_error(self, code: int, must_contain: str | None, *args: str, **kwargs: object) -> str:
         """Run a command that must fail with ``code`` and one stderr line, changing nothing."""
         before = self.snapshot()
         done = self.cli(*args, **kwargs)
@@ -260,6 +269,70 @@ def test_a_non_finite_number_that_got_past_validation_is_never_written_to_the_st
     for command in (["drain", "--dry-run"], ["status"], ["status", "existing"]):
         done = bench.cli(*command)
         assert done.code == 0, done.output
+
+
+# --- FIFOs, directories and devices where a file belongs ------------------------------------
+
+HANG_S = 60  # each case answers in about a second; before, a FIFO without a writer hung forever
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def test_a_plan_that_is_a_fifo_is_refused_instead_of_hanging(bench: Bench) -> None:
+    plan = fifo(bench.wb.plans / "plan-fifo.toml")
+    bench.expect_error(2, f"{plan}: cannot read the file: is a named pipe (FIFO), not a regular file",
+                       "run", str(plan), timeout=HANG_S)
+    bench.expect_error(2, "is a character device", "run", "/dev/zero", timeout=HANG_S)
+
+
+def test_a_cassette_that_is_a_fifo_is_refused_instead_of_hanging(bench: Bench) -> None:
+    cassette = fifo(bench.wb.plans / "cassette-fifo.jsonl")
+    _, plan = bench.new_run("", [])
+    bench.expect_error(2, "named pipe", "run", str(plan), "--cassette", str(cassette), timeout=HANG_S)
+
+
+@pytest.mark.parametrize("name", ["autopack.toml", "pyproject.toml"])
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_settings_file_that_is_not_a_regular_file_is_refused_not_ignored(bench: Bench, name: str,
+                                                                           kind: str) -> None:
+    directory = bench.wb.root / f"cfg-{kind}-{name}"
+    directory.mkdir()
+    settings = fifo(directory / name) if kind == "fifo" else directory / name
+    if kind == "directory":
+        settings.mkdir()
+    what = "is a named pipe (FIFO)" if kind == "fifo" else "is a directory"
+    bench.expect_error(2, f"{settings}: {what}", "status", cwd=directory, timeout=HANG_S)
+
+
+def test_record_into_a_fifo_is_refused(bench: Bench) -> None:
+    plan = bench.wb.plans / "live-plan.toml"
+    plan.write_text('[run]\nid = "live-record"\ngoal = "g"\nrepo = "../repo"\n\n'
+                    '[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\n')
+    target = fifo(bench.wb.plans / "record-fifo.jsonl")
+    bench.expect_error(2, "named pipe", "run", str(plan), "--record", str(target), timeout=HANG_S)
+
+
+def test_an_output_fifo_nobody_reads_is_an_error_and_one_somebody_reads_gets_the_report(bench: Bench) -> None:
+    import threading
+
+    nowhere = fifo(bench.wb.root / "junit-fifo.xml")
+    empty_db = ["--db", str(bench.wb.root / "no-such-state" / "autopack.db")]
+    bench.expect_error(2, "that no process is reading", "drain", *empty_db, "--junit-xml", str(nowhere),
+                       timeout=HANG_S)
+    bench.wb.queue("fifo-pair", [PhaseScript("a")])
+    bench.expect_error(2, "that no process is reading", "ab-test", "--pair", "existing:fifo-pair",
+                       "--allow-mismatch", "--json", str(nowhere), timeout=HANG_S)
+
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(nowhere.read_bytes()), daemon=True)
+    reader.start()
+    done = bench.cli("drain", *empty_db, "--junit-xml", str(nowhere), timeout=HANG_S)
+    reader.join(HANG_S)
+    assert done.code == 0, done.output
+    assert received and b"<testsuites" in received[0]
 
 
 # --- cassettes -----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -37,8 +36,11 @@ def _write(target: str, text: str) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
+    from autopack.userfiles import open_output
+
     try:
-        Path(target).write_text(text, encoding="utf-8")
+        with open_output(target) as out:
+            out.write(text.encode("utf-8"))
     except OSError as exc:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from None
 

@@ -13,7 +13,7 @@ from autopack.bounds import Bounds
 from autopack.cli import app
 from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
-from autopack.text import to_json
+from autopack.text import shown, to_json
 
 if TYPE_CHECKING:
     from autopack.drain import DrainOptions
@@ -98,7 +98,11 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
     from autopack import render
 
     if junit_xml:
-        render.write_drain_junit(summary, junit_xml)
+        try:
+            render.write_drain_junit(summary, junit_xml)
+        except OSError as error:
+            raise UsageError(f"--junit-xml {shown(str(junit_xml), quote=False)}: cannot write the report: "
+                             f"{error.strerror or error}") from None
     if as_json:
         print(to_json(summary, indent=2))
     else:

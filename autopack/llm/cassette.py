@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from autopack.errors import CassetteError
 from autopack.text import from_json, to_json
+from autopack.userfiles import read_regular, require_regular_or_absent
 
 if TYPE_CHECKING:
     import httpx2
@@ -99,7 +100,7 @@ class Cassette:
         """Read and validate a JSONL cassette; raise CassetteError naming file:line on the first bad line."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular(path).decode("utf-8")
         except OSError as problem:
             raise CassetteError(f"{path}: cannot read cassette: {problem.strerror or problem}") from problem
         except UnicodeDecodeError as problem:
@@ -197,6 +198,7 @@ class CassetteRecorder:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            require_regular_or_absent(self.path)  # a cassette is a file to replay later, never a pipe
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("", encoding="utf-8")
         except OSError as problem:
