@@ -233,9 +233,9 @@ def write_default_config(path: Path) -> None:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(default_config_toml())
     except FileExistsError:
-        raise UsageError(f"{path}: already exists; edit it or delete it first") from None
+        raise UsageError(f"{shown(str(path), quote=False)}: already exists; edit it or delete it first") from None
     except OSError as error:
-        raise UsageError(f"{path}: cannot write the file: {error.strerror}") from None
+        raise UsageError(f"{shown(str(path), quote=False)}: cannot write the file: {error.strerror}") from None
 
 
 def settings_markdown_table() -> str:

@@ -62,6 +62,10 @@ GENERATED_PLANS: dict[str, Callable[[], bytes]] = {
     "deeply-nested-inline-tables": lambda: (PLAN_HEAD.replace('goal = "g"\n', 'goal = "g"\nflags = ' + "{a = " * 50_000
                                                               + "1" + "}" * 50_000 + "\n", 1)).encode(),
     "binary-garbage": lambda: bytes(range(256)) * 64,
+    "run-id-100k-chars": lambda: ("# expect: run.id: 'aaaa\n" + PLAN_HEAD.replace('id = "hostile"', f'id = "{"a" * 100_000}"')
+                                  ).encode(),
+    "depends-on-100k-chars": lambda: ("# expect: (100000 chars)\n" + PLAN_HEAD
+                                      + f'depends_on = ["{"b" * 100_000}"]\n').encode(),
 }
 GENERATED_CASSETTES: dict[str, Callable[[], bytes]] = {
     "non-utf8": lambda: b'{"role": "builder", "phase": "caf\xe9", "attempt": 1}\n',
@@ -248,6 +252,7 @@ def test_hostile_plan_is_refused_in_one_line_and_changes_nothing(bench: Bench, c
     target.write_bytes(data)
     line = bench.expect_error(2, expectation(data.decode("utf-8", "replace")), "run", str(target))
     assert str(target) in line or "run.repo" in line
+    assert len(line) < 1000, line[:300]
 
 
 def test_a_non_finite_number_that_got_past_validation_is_never_written_to_the_store(bench: Bench) -> None:
@@ -391,6 +396,24 @@ def test_hostile_answer_fails_the_attempt_and_applies_nothing(bench: Bench, case
     assert bench.outside_state() == before
 
 
+@pytest.mark.parametrize("path, reason", [
+    ("out/" + "d/" * 3000 + "a.txt", "the path is too long: "),
+    ("out/" + "n" * 300 + ".txt", "a name in the path is 304 bytes; names may have at most 232 bytes here"),
+])
+def test_a_path_too_long_for_the_file_system_fails_the_attempt_as_apply_error(bench: Bench, path: str,
+                                                                               reason: str) -> None:
+    """ENAMETOOLONG is the edit's fault (an apply_error naming the limit), not "free space" (exit 4)."""
+    answer = big_answer("x")
+    answer["content"][0]["input"]["path"] = path
+    run_id, plan = bench.new_run("", cassette_lines(answer))
+    plan.write_text(plan.read_text().replace('scope = ["out/a.txt"]', 'scope = ["out/"]'))
+    done = bench.cli("run", str(plan))
+    assert (done.code, done.stderr) == (1, ""), done.output
+    failure = bench.phase(run_id)["last_failure"]
+    assert failure["kind"] == "apply_error" and reason in failure["message"], failure
+    assert len(failure["message"]) < 1000
+
+
 # --- JUnit XML -----------------------------------------------------------------------------
 
 
@@ -443,7 +466,10 @@ def test_hostile_settings_file_is_refused_in_one_line(bench: Bench, case: Path |
     assert str(target) in line
 
 
-ENV_CASES = json.loads((HOSTILE / "config" / "env-cases.json").read_text())
+ENV_CASES = json.loads((HOSTILE / "config" / "env-cases.json").read_text()) | {
+    "prices-100k-chars": [{"AUTOPACK_PRICES": "x" * 100_000}, "AUTOPACK_PRICES: 'xxx"],
+    "max-attempts-100k-digits": [{"AUTOPACK_MAX_ATTEMPTS": "9" * 100_000}, "(100000 chars) is not an integer"],
+}
 
 
 @pytest.mark.parametrize("name", sorted(ENV_CASES))
@@ -489,6 +515,26 @@ OPTION_CASES = {
     "drain-one-phase-id-100k-chars": (["drain-one", "--run-id", "existing", "--phase-id", LONG_ID],
                                       "(100000 chars)"),
 }
+
+
+SIX_KB = "/tmp/" + "d/" * 3000 + "x"  # longer than PATH_MAX: no such file can exist
+PATH_CASES = {
+    "plan": ["run", SIX_KB],
+    "cassette": ["run", "--run-id", "existing", "--cassette", SIX_KB],
+    "db": ["status", "--db", SIX_KB],
+    "db-of-a-drain": ["drain", "--db", SIX_KB],
+    "junit-xml": ["drain", "--db", "/tmp/autopack-no-such-dir/autopack.db", "--junit-xml", SIX_KB],
+    "init": ["init", SIX_KB],
+    "ab-test-json": ["ab-test", "--pair", "existing:long-path-pair", "--allow-mismatch", "--json", SIX_KB],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATH_CASES))
+def test_a_path_too_long_to_exist_is_named_so_in_a_short_line(bench: Bench, name: str) -> None:
+    if name == "ab-test-json":
+        bench.wb.queue("long-path-pair", [PhaseScript("a")])
+    line = bench.expect_error(2, "File name too long", *PATH_CASES[name])
+    assert "(6006 chars)" in line and len(line) < 1000, line[:300]
 
 
 @pytest.mark.parametrize("name", sorted(OPTION_CASES))

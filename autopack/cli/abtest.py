@@ -11,7 +11,7 @@ from autopack.bounds import Bounds
 from autopack.cli import app
 from autopack.cli.options import DbOption, ids, load, number_option
 from autopack.errors import UsageError
-from autopack.text import to_json
+from autopack.text import shown, to_json
 
 RunsOption = Optional[list[str]]
 ControlOption = Annotated[RunsOption, typer.Option(
@@ -42,7 +42,7 @@ def _write(target: str, text: str) -> None:
         with open_output(target) as out:
             out.write(text.encode("utf-8"))
     except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from None
+        raise UsageError(f"cannot write {shown(target, quote=False)}: {exc.strerror}") from None
 
 
 @app.command("ab-test")
