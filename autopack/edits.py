@@ -149,7 +149,7 @@ def _op_from_input(name: object, arguments: object) -> EditOp:
         raise _Rejected(f"input must be an object, got {type(arguments).__name__}")
     expected = _FIELDS[name]
     problems = [f"missing field '{field}'" for field in expected if field not in arguments]
-    problems += [f"unexpected field {key!r}" for key in arguments if key not in expected]
+    problems += [f"unexpected field {shown(key)}" for key in arguments if key not in expected]
     problems += [
         f"field '{field}' must be a string, got {type(arguments[field]).__name__}"
         for field in expected

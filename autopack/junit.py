@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 from autopack.errors import AutopackError, UsageError
-from autopack.text import head_tail
+from autopack.text import head_tail, shown
 from autopack.userfiles import read_regular
 
 Outcome = Literal["passed", "failed", "error", "skipped"]
@@ -116,7 +116,7 @@ def junit_files(root: Path, pattern: str | None) -> list[Path]:
 def check_inside(junit_xml: str) -> None:
     """UsageError unless ``junit_xml`` is a relative path that stays inside the repository."""
     if Path(junit_xml).is_absolute() or ".." in Path(junit_xml).parts:
-        raise UsageError(f"junit_xml {junit_xml!r} must be relative to the repository, without '..'")
+        raise UsageError(f"junit_xml {shown(junit_xml)} must be relative to the repository, without '..'")
 
 
 def cap_text(text: str, cap: int = MESSAGE_CAP) -> str:

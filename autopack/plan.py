@@ -402,7 +402,7 @@ class _Checker:
                     self.fail(item, f"{shown(text)} names the repository root; list files or "
                                     "directories inside it")
                 fixed = kept + ("/" if text.endswith("/") else "")
-                self.fail(item, f"{shown(text)} is not a normalised path; write {fixed!r}")
+                self.fail(item, f"{shown(text)} is not a normalised path; write {shown(fixed)}")
         return paths
 
     def identifier(self, value: Any, key: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from autopack.errors import UsageError
 from autopack.plan import DEFAULT_TEST_COMMAND
 from autopack.testrun import is_pytest
+from autopack.text import shown
 from autopack.userfiles import read_regular
 
 ECOSYSTEMS = ("python", "node", "go", "rust", "java-maven", "java-gradle", "custom")
@@ -65,7 +66,7 @@ def resolve_test_command(project_root: Path, test_command: str | None, junit_xml
     if test_command is not None:
         return _explicit(test_command, junit_xml)
     if junit_xml is not None:
-        raise UsageError(f"run.junit_xml is {junit_xml!r} but run.test_command is not set: "
+        raise UsageError(f"run.junit_xml is {shown(junit_xml)} but run.test_command is not set: "
                          "set both, or neither to let autopack detect the toolchain")
     root = Path(project_root)
     found = [(name, detect) for name, marker, detect in _DETECTORS if marker(root)]

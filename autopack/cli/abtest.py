@@ -87,7 +87,7 @@ def ab_test(
 
             pairs, unpaired = abtest.pairs_by_flag(run_facts(reader).values(), by_flag)
             if not pairs:
-                raise UsageError(f"no two runs of one plan differ only in flag '{by_flag}'; "
+                raise UsageError(f"no two runs of one plan differ only in flag {shown(by_flag)}; "
                                  "`autopack status` lists the runs")
             if unpaired:
                 notes.append(f"left unpaired (no partner differing only in {by_flag}): {', '.join(unpaired)}")
