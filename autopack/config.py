@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import ConfigError, UsageError
+from autopack.text import shown
+from autopack.userfiles import NotARegularFile, read_regular, require_regular_or_absent
 
 CONFIG_FILE_NAME = "autopack.toml"
 _PATH_SETTINGS = ("db", "worktrees_dir")
@@ -24,13 +27,13 @@ _FALSE = ("0", "false", "no", "off")
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """One setting: its name in files, type, default, help text and lower bound (ints)."""
+    """One setting: its name in files, type, default, help text and range (numbers)."""
 
     name: str
     type: type
     default: object
     help: str
-    minimum: int | None = None
+    bounds: Bounds | None = None
 
     @property
     def env(self) -> str:
@@ -54,33 +57,34 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("escalation_model", str, "claude-opus-5-5", "stronger model the builder "
                 "escalates to once after repeated failures"),
     SettingSpec("max_attempts", int, 3, "attempts per phase when the plan does not set "
-                "max_attempts", minimum=1),
+                "max_attempts", bounds=ATTEMPTS),
     SettingSpec("phase_timeout_s", int, 900, "seconds before a test-suite run is killed",
-                minimum=1),
+                bounds=TIMEOUT_S),
     SettingSpec("max_output_bytes", int, 2_000_000, "bytes of test output kept per test run",
-                minimum=1),
+                bounds=Bounds(1, 1_000_000_000)),
     SettingSpec("context_max_bytes", int, 200_000, "total bytes of scope and context files "
-                "shown to the builder", minimum=0),
+                "shown to the builder", bounds=Bounds(0, 50_000_000)),
     SettingSpec("builder_max_tokens_cap", int, 64000, "largest max_tokens of a builder call, "
-                "escalation included (budgets are estimated per phase below it)", minimum=1024),
+                "escalation included (budgets are estimated per phase below it)",
+                bounds=Bounds(1024, 1_000_000)),
     SettingSpec("escalation_after_failures", int, 0, "use the escalation model after this many "
-                "failed attempts in a pass (0: only for a pass's last attempt)", minimum=0),
+                "failed attempts in a pass (0: only for a pass's last attempt)", bounds=Bounds(0, 1000)),
     SettingSpec("doctor_max_per_phase", int, 2, "doctor diagnoses per phase (durable across "
-                "passes)", minimum=0),
-    SettingSpec("doctor_max_per_run", int, 10, "doctor diagnoses per run", minimum=0),
+                "passes)", bounds=Bounds(0, 1000)),
+    SettingSpec("doctor_max_per_run", int, 10, "doctor diagnoses per run", bounds=Bounds(0, 100_000)),
     SettingSpec("api_max_retries", int, 2, "retries of a failed API request (429, 5xx, "
-                "connection errors)", minimum=0),
+                "connection errors)", bounds=Bounds(0, 100)),
     SettingSpec("lease_s", int, 120, "seconds a claimed phase stays leased without a heartbeat "
-                "before another executor may rescue it", minimum=1),
+                "before another executor may rescue it", bounds=Bounds(1, 24 * 3600)),
     SettingSpec("heartbeat_s", int, 15, "seconds between executor heartbeats (less than "
-                "lease_s)", minimum=1),
+                "lease_s)", bounds=Bounds(1, 24 * 3600)),
     SettingSpec("park_after_identical_failures", int, 3, "drains park a phase whose last N "
-                "failures share a fingerprint", minimum=2),
+                "failures share a fingerprint", bounds=Bounds(2, 1000)),
     SettingSpec("park_after_attempts", int, 12, "drains park a phase after this many attempts in "
-                "all", minimum=1),
+                "all", bounds=Bounds(1, 100_000)),
     SettingSpec("env_allow", list, [], "fnmatch patterns of environment variables passed to "
                 "the test command despite scrubbing"),
-    SettingSpec("prices", dict, {}, "price overrides in USD per million tokens, per model: "
+    SettingSpec("prices", dict, {}, "price overrides in USD per million tokens (each 0-1000000), per model: "
                 '"<model>" = {input = 3.0, output = 15.0, cache_write = 3.75, cache_read = 0.3} '
                 "(env: JSON)"),
 )
@@ -120,12 +124,25 @@ def find_config_file(start: Path) -> Path | None:
     start = Path(start).resolve()
     for directory in (start, *start.parents):
         candidate = directory / CONFIG_FILE_NAME
-        if candidate.is_file():
+        if _is_settings_file(candidate):
             return candidate
         pyproject = directory / "pyproject.toml"
-        if pyproject.is_file() and _has_tool_autopack(pyproject):
+        if _is_settings_file(pyproject) and _has_tool_autopack(pyproject):
             return pyproject
     return None
+
+
+def _is_settings_file(path: Path) -> bool:
+    """True for a regular file; False when there is none; ConfigError for a directory, FIFO or device
+    (it would be silently ignored, and its settings with it)."""
+    try:
+        require_regular_or_absent(path)
+    except (NotARegularFile, IsADirectoryError) as error:
+        raise ConfigError(f"{path}: {error.strerror}; autopack reads its settings from a regular file: "
+                          "replace it with one, or remove it") from None
+    except OSError:  # e.g. a directory above the project we may not search: no settings there
+        return False
+    return path.is_file()
 
 
 def default_db_path(cwd: Path) -> Path:
@@ -167,8 +184,9 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             value, base = file_values[spec.name], config_file.parent
         else:
             source, label, value = "default", spec.name, spec.default
-        if spec.minimum is not None and value < spec.minimum:
-            raise ConfigError(f"{label}: must be at least {spec.minimum}, got {value}")
+        problem = spec.bounds.problem(value) if spec.bounds else None
+        if problem:
+            raise ConfigError(f"{label}: {problem}")
         if spec.name in _PATH_SETTINGS and value:
             value = (base / Path(value).expanduser()).resolve()
         values[spec.name] = tuple(value) if spec.type is list else value
@@ -201,7 +219,8 @@ def default_config_toml() -> str:
              "# In pyproject.toml, put them under [tool.autopack].",
              ""]
     for spec in SETTINGS:
-        comment = textwrap.wrap(f"{spec.help} (env {spec.env})", 86)
+        allowed = f"{spec.bounds}; " if spec.bounds else ""
+        comment = textwrap.wrap(f"{spec.help} ({allowed}env {spec.env})", 86)
         lines.extend(f"# {line}" for line in comment)
         lines.append(tomli_w.dumps({spec.name: spec.default}))
     return "\n".join(lines)
@@ -214,20 +233,21 @@ def write_default_config(path: Path) -> None:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(default_config_toml())
     except FileExistsError:
-        raise UsageError(f"{path}: already exists; edit it or delete it first") from None
+        raise UsageError(f"{shown(str(path), quote=False)}: already exists; edit it or delete it first") from None
     except OSError as error:
-        raise UsageError(f"{path}: cannot write the file: {error.strerror}") from None
+        raise UsageError(f"{shown(str(path), quote=False)}: cannot write the file: {error.strerror}") from None
 
 
 def settings_markdown_table() -> str:
     """A Markdown table of every setting, for the README."""
     import tomli_w
 
-    rows = ["| setting | env | default | meaning |", "|---|---|---|---|"]
+    rows = ["| setting | env | default | range | meaning |", "|---|---|---|---|---|"]
     for spec in SETTINGS:
-        default = tomli_w.dumps({"x": spec.default}).strip().removeprefix("x = ")
+        default = tomli_w.dumps({"x": spec.default}).strip().removeprefix("x = ") if spec.default != {} else "{}"
+        allowed = spec.bounds.span if spec.bounds else ""
         meaning = spec.help.replace("|", "\\|")
-        rows.append(f"| `{spec.name}` | `{spec.env}` | `{default}` | {meaning} |")
+        rows.append(f"| `{spec.name}` | `{spec.env}` | `{default}` | {allowed} | {meaning} |")
     return "\n".join(rows) + "\n"
 
 
@@ -253,7 +273,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
             hint = (f"did you mean '{close[0]}'?" if close
                     else f"valid settings: {', '.join(_BY_NAME)}")
-            raise ConfigError(f"{path}: {key}: unknown setting; {hint}")
+            raise ConfigError(f"{path}: {shown(key, quote=False)}: unknown setting; {hint}")
         _check_type(spec, value, f"{path}: {key}")
     return data
 
@@ -264,7 +284,7 @@ def _file_key(path: Path, name: str) -> str:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return read_regular(path).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8; save the file as UTF-8") from None
     except OSError as error:
@@ -295,7 +315,7 @@ def _check_type(spec: SettingSpec, value: Any, label: str) -> None:
     else:
         valid = isinstance(value, spec.type)
     if not valid:
-        raise ConfigError(f"{label}: expected {_TYPE_NAMES[spec.type]}, got {value!r}")
+        raise ConfigError(f"{label}: expected {_TYPE_NAMES[spec.type]}, got {shown(value)}")
 
 
 def _flag_value(spec: SettingSpec, value: object) -> Any:
@@ -321,15 +341,15 @@ def _parse_text(spec: SettingSpec, text: str, label: str) -> Any:
         except ValueError:
             value = None
         if not isinstance(value, dict):
-            raise ConfigError(f"{label}: {text!r} is not a JSON object")
+            raise ConfigError(f"{label}: {shown(text)} is not a JSON object")
         return value
     if spec.type is bool:
         lowered = text.strip().lower()
         if lowered in _TRUE or lowered in _FALSE:
             return lowered in _TRUE
-        raise ConfigError(f"{label}: {text!r} is not a boolean; use 1/0, true/false or yes/no")
+        raise ConfigError(f"{label}: {shown(text)} is not a boolean; use 1/0, true/false or yes/no")
     try:
         return spec.type(text.strip())
     except ValueError:
         noun = "an integer" if spec.type is int else "a number"
-        raise ConfigError(f"{label}: {text!r} is not {noun}") from None
+        raise ConfigError(f"{label}: {shown(text)} is not {noun}") from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from autopack.errors import UsageError
+from autopack.text import head_tail, shown
 
 TOOL_NAMES = ("write_file", "edit_file", "delete_file")
 
@@ -106,9 +107,9 @@ class EditError(UsageError):
 
     def __init__(self, reasons: Sequence[str]):
         self.reasons = tuple(reasons)
-        shown = [reason if len(reason) <= 300 else reason[:297] + "..." for reason in self.reasons[: self.SHOWN]]
-        more = len(self.reasons) - len(shown)
-        super().__init__("; ".join(shown) + (f"; and {more} more problem{'s' * (more != 1)}" if more else ""))
+        listed = [head_tail(reason, 300) for reason in self.reasons[: self.SHOWN]]
+        more = len(self.reasons) - len(listed)
+        super().__init__("; ".join(listed) + (f"; and {more} more problem{'s' * (more != 1)}" if more else ""))
 
 
 class _Rejected(Exception):
@@ -119,8 +120,7 @@ def _label(index: int, tool: object, path: object = None) -> str:
     name = tool if isinstance(tool, str) and tool.isprintable() else repr(tool)
     if not isinstance(path, str):
         return f"edit {index} ({name})"
-    shown = path if path and path.isprintable() else repr(path)
-    return f"edit {index} ({name} {shown})"
+    return f"edit {index} ({name} {shown(path, quote=not (path and path.isprintable()), limit=80)})"
 
 
 def parse_tool_uses(blocks: list[dict]) -> list[EditOp]:
@@ -149,7 +149,7 @@ def _op_from_input(name: object, arguments: object) -> EditOp:
         raise _Rejected(f"input must be an object, got {type(arguments).__name__}")
     expected = _FIELDS[name]
     problems = [f"missing field '{field}'" for field in expected if field not in arguments]
-    problems += [f"unexpected field {key!r}" for key in arguments if key not in expected]
+    problems += [f"unexpected field {shown(key)}" for key in arguments if key not in expected]
     problems += [
         f"field '{field}' must be a string, got {type(arguments[field]).__name__}"
         for field in expected
@@ -177,6 +177,8 @@ def _normalise_path(raw: str, protected: frozenset[str]) -> str:
         raise _Rejected("path is empty")
     if any(ord(char) < 32 or char == "\x7f" for char in raw):
         raise _Rejected("path contains a NUL or control character")
+    if any("\ud800" <= char <= "\udfff" for char in raw):
+        raise _Rejected("path is not valid UTF-8 text (it contains a lone surrogate)")
     if "\\" in raw:
         raise _Rejected("path contains a backslash; use '/' as the separator")
     if raw.startswith("/") or _DRIVE.match(raw):
@@ -220,6 +222,7 @@ class _Simulation:
         self.scope = scope
         self.protected = frozenset(_canonical(name.strip("/")) for name in protected)
         self.max_file_bytes = max_file_bytes
+        self.name_max, self.path_max = _limit(root, "PC_NAME_MAX", 255), _limit(root, "PC_PATH_MAX", 4096)
         self.contents: dict[str, str | None] = {}  # None: deleted
         self.originals: dict[str, _Original] = {}
         self.directories: set[str] = set()  # directories implied by simulated writes
@@ -227,6 +230,7 @@ class _Simulation:
     def apply(self, op: EditOp) -> None:
         _check_op_fields(op)
         path = _normalise_path(op.path, self.protected)
+        self._check_length(path)
         self._check_scope(path)
         self._check_location(path)
         self._original(path)  # read before anything changes, for no-op detection and rollback
@@ -253,6 +257,19 @@ class _Simulation:
             if data != original.data:
                 result.append((path, data, original))
         return result
+
+    def _check_length(self, path: str) -> None:
+        """The file system's limits, with room for the temporary copy each write makes beside its file."""
+        *directories, name = path.split("/")
+        limits = [*((part, self.name_max) for part in directories), (name, self.name_max - _TEMP_EXTRA)]
+        for part, limit in limits:
+            if len(part.encode("utf-8")) > limit:
+                raise _Rejected(f"a name in the path is {len(part.encode('utf-8'))} bytes; names may have at "
+                                f"most {limit} bytes here")
+        size = len(os.fsencode(self.root / path))
+        if size + _TEMP_EXTRA >= self.path_max:
+            raise _Rejected(f"the path is too long: {size} bytes with the worktree's path; at most "
+                            f"{self.path_max - _TEMP_EXTRA - 1} fit here")
 
     def _check_scope(self, path: str) -> None:
         if self.scope is not None and not _in_scope(path, self.scope):
@@ -448,6 +465,16 @@ class _Journal:
                 except OSError as error:
                     failures.append(f"{path}: {error.strerror}")
         return failures
+
+
+_TEMP_EXTRA = len(".." + secrets.token_hex(4) + ".autopack-tmp")  # atomic_write's temp name = file name + this
+
+
+def _limit(root: Path, name: str, default: int) -> int:
+    try:
+        return os.pathconf(root, name)
+    except (OSError, ValueError):
+        return default
 
 
 def atomic_write(target: Path, data: bytes, mode: int | None) -> None:

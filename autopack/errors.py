@@ -4,6 +4,8 @@ Library modules raise these; the CLI prints ``str(error)`` as one stderr line an
 exits with ``error.exit_code`` (contract 4 in DESIGN.md).
 """
 
+from autopack.text import MESSAGE_MAX_CHARS, head_tail
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -13,12 +15,12 @@ EXIT_INTERRUPTED = 130
 
 
 class AutopackError(Exception):
-    """Base class: a failure explained in one line."""
+    """Base class: a failure explained in one line (whitespace collapsed, at most MESSAGE_MAX_CHARS)."""
 
     exit_code = EXIT_FAILED
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(head_tail(" ".join(str(message).split()), MESSAGE_MAX_CHARS, " … "))
 
     @property
     def message(self) -> str:

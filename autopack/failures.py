@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from autopack.text import head_tail
+
 DIGEST_MAX_CHARS = 6000
 TRACE_MAX_CHARS = 800
 
@@ -45,8 +47,7 @@ def fingerprint(kind: str, evidence: str) -> str:
 
 
 def _trim(text: str, limit: int) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2:]
+    return head_tail(text.strip(), limit, "\n...\n")
 
 
 def digest(failure: Failure, decision: dict[str, Any] | None = None,

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
 from autopack.errors import AutopackError, UsageError
+from autopack.text import head_tail, shown
+from autopack.userfiles import read_regular
 
 Outcome = Literal["passed", "failed", "error", "skipped"]
 
@@ -115,16 +117,12 @@ def junit_files(root: Path, pattern: str | None) -> list[Path]:
 def check_inside(junit_xml: str) -> None:
     """UsageError unless ``junit_xml`` is a relative path that stays inside the repository."""
     if Path(junit_xml).is_absolute() or ".." in Path(junit_xml).parts:
-        raise UsageError(f"junit_xml {junit_xml!r} must be relative to the repository, without '..'")
+        raise UsageError(f"junit_xml {shown(junit_xml)} must be relative to the repository, without '..'")
 
 
 def cap_text(text: str, cap: int = MESSAGE_CAP) -> str:
     """Keep the head (the message) and the tail (where the traceback ends)."""
-    if len(text) <= cap:
-        return text
-    marker = "\n[...]\n"
-    head = cap // 4
-    return text[:head] + marker + text[-(cap - head - len(marker)) :]
+    return head_tail(text, cap, "\n[...]\n")
 
 
 # --- reading ----------------------------------------------------------------------
@@ -132,8 +130,7 @@ def cap_text(text: str, cap: int = MESSAGE_CAP) -> str:
 
 def _read_junit_file(path: Path, ecosystem: str | None, root: Path | None) -> list[TestOutcome]:
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_JUNIT_BYTES + 1)
+        data = read_regular(path, MAX_JUNIT_BYTES)
     except OSError as error:
         raise JUnitError(f"cannot read JUnit XML {path}: {error.strerror}") from error
     if len(data) > MAX_JUNIT_BYTES:

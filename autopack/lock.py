@@ -18,6 +18,7 @@ from typing import Any, Callable
 import portalocker
 
 from autopack.errors import Busy
+from autopack.text import to_json
 
 
 class RunLock:
@@ -41,7 +42,7 @@ class RunLock:
             raise Busy(f"run '{self.run_id}' is being executed by {holder}; try again later") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+        handle.write(to_json({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": datetime.now(timezone.utc).isoformat()}))
         handle.flush()
         self._file = handle

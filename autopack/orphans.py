@@ -13,6 +13,8 @@ import os
 import signal
 from pathlib import Path
 
+from autopack.text import to_json
+
 SUITE_PIDFILE = "suite.pid"
 
 
@@ -77,7 +79,7 @@ def _signal(pid: int, signum: int) -> bool:
 def record_suite(pidfile: Path, pgid: int, marker: str) -> None:
     """Best effort: without the record only a SIGKILLed autopack's orphan goes unnoticed."""
     try:
-        pidfile.write_text(json.dumps({"pgid": pgid, "started": _start_ticks(pgid) or -1, "marker": marker}))
+        pidfile.write_text(to_json({"pgid": pgid, "started": _start_ticks(pgid) or -1, "marker": marker}))
     except OSError:
         pass
 

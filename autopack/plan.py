@@ -9,14 +9,17 @@ from __future__ import annotations
 import difflib
 import hashlib
 import heapq
-import json
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import PlanError
+from autopack.text import shown, to_json
+from autopack.userfiles import read_regular
 
 CATEGORIES = ("feature", "bugfix", "tests", "docs", "refactor", "config")
 COMPLEXITIES = ("low", "medium", "high")
@@ -25,13 +28,14 @@ DEFAULT_TEST_COMMAND = "python -m pytest -q"
 MODEL_ROLES = ("builder", "doctor", "escalation")
 
 _ID_RE = re.compile(RUN_ID_PATTERN)
-_ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
+ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
 _TOP_KEYS = ("run", "phases")
 _RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassette",
              "flags", "models", "limits", "type")
 _LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s")
 _PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
                "acceptance", "depends_on", "allow_noop", "max_attempts")
+MAX_COST_USD = Bounds(0, 1_000_000, integer=False, above=True)  # run.limits.max_cost_usd
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class PlanSpec:
             if phase.id == phase_id:
                 return phase
         ids = [phase.id for phase in self.phases]
-        raise PlanError(f"{self.path}: no phase '{phase_id}'; {_suggest(phase_id, ids, 'phases')}")
+        raise PlanError(f"{shown(str(self.path), quote=False)}: no phase {shown(phase_id)}; "
+                        f"{_suggest(phase_id, ids, 'phases')}")
 
     def execution_order(self) -> list[PhaseSpec]:
         """Phases in dependency order; among ready phases, plan order wins."""
@@ -146,35 +151,37 @@ class PlanSpec:
 def load_plan(path: Path, *, default_max_attempts: int = 3) -> PlanSpec:
     """Read, parse and validate a plan file; ``repo`` must be a directory, ``cassette`` a file."""
     path = Path(path)
+    shown_path = shown(str(path), quote=False)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except FileNotFoundError:
-        raise PlanError(f"{path}: no such file; check the path") from None
+        raise PlanError(f"{shown_path}: no such file; check the path") from None
     except IsADirectoryError:
-        raise PlanError(f"{path}: is a directory; pass the plan's .toml file") from None
+        raise PlanError(f"{shown_path}: is a directory; pass the plan's .toml file") from None
     except OSError as error:
-        raise PlanError(f"{path}: cannot read the file: {error.strerror}") from None
+        raise PlanError(f"{shown_path}: cannot read the file: {error.strerror}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise PlanError(f"{path}: not valid UTF-8 (line {line}, byte {error.start}); "
+        raise PlanError(f"{shown_path}: not valid UTF-8 (line {line}, byte {error.start}); "
                         "save the file as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise PlanError(f"{path}: invalid TOML: {error}") from None
+        raise PlanError(f"{shown_path}: invalid TOML: {error}") from None
     except RecursionError:
-        raise PlanError(f"{path}: invalid TOML: nested too deeply to read") from None
+        raise PlanError(f"{shown_path}: invalid TOML: nested too deeply to read") from None
     spec = plan_from_dict(data, path, default_max_attempts=default_max_attempts)
     run = spec.run
     if not run.repo.is_dir():
-        raise PlanError(f"{path}: run.repo: '{run.repo_as_written}' resolves to {run.repo}, which "
-                        "is not a directory; give the repository's path relative to the plan file")
+        raise PlanError(f"{shown_path}: run.repo: {shown(run.repo_as_written)} resolves to "
+                        f"{shown(str(run.repo), quote=False)}, which is not a directory; give the "
+                        "repository's path relative to the plan file")
     if run.cassette is not None and not run.cassette.is_file():
-        raise PlanError(f"{path}: run.cassette: '{run.cassette_as_written}' resolves to "
-                        f"{run.cassette}, which is not a file; fix the path or record one "
-                        "with --record")
+        raise PlanError(f"{shown_path}: run.cassette: {shown(run.cassette_as_written)} resolves to "
+                        f"{shown(str(run.cassette), quote=False)}, which is not a file; fix the path or "
+                        "record one with --record")
     return spec
 
 
@@ -185,7 +192,8 @@ def plan_from_dict(data: Any, path: Path, *, default_max_attempts: int = 3) -> P
     plan stored in the database can be rebuilt after those files moved.
     """
     path = Path(path)
-    check = _Checker(str(path))
+    check = _Checker(shown(str(path), quote=False))
+    _check_finite(check, data)
     top = check.table(data, "", _TOP_KEYS, required=_TOP_KEYS)
     run = _run_spec(check, top["run"], path.resolve().parent)
     raw_phases = top["phases"]
@@ -214,11 +222,11 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
     limits = check.table(run.get("limits", {}), "run.limits", _LIMIT_KEYS)
     checked_limits: dict[str, int | float] = {}
     if "max_cost_usd" in limits:
-        checked_limits["max_cost_usd"] = check.positive_number(limits["max_cost_usd"],
-                                                               "run.limits.max_cost_usd")
+        checked_limits["max_cost_usd"] = check.number(limits["max_cost_usd"], "run.limits.max_cost_usd",
+                                                      MAX_COST_USD)
     if "phase_timeout_s" in limits:
         checked_limits["phase_timeout_s"] = check.integer(limits["phase_timeout_s"],
-                                                          "run.limits.phase_timeout_s", 1)
+                                                          "run.limits.phase_timeout_s", TIMEOUT_S)
     return RunSpec(
         id=run_id,
         goal=check.string(run["goal"], "run.goal"),
@@ -265,9 +273,24 @@ def _phase_spec(check: _Checker, raw: dict, index: int, default_max_attempts: in
         depends_on=check.strings(phase.get("depends_on", []), f"{where}.depends_on"),
         allow_noop=check.boolean(phase.get("allow_noop", False), f"{where}.allow_noop"),
         max_attempts=check.integer(phase.get("max_attempts", default_max_attempts),
-                                   f"{where}.max_attempts", 1),
+                                   f"{where}.max_attempts", ATTEMPTS),
         position=index,
     )
+
+
+def _check_finite(check: _Checker, data: Any) -> None:
+    """NaN or an infinity anywhere (free-form flags included) is an error: JSON cannot record it."""
+    pending = [("", data)]
+    while pending:
+        key, value = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            check.fail(key or "(top level)", f"{value} is not a finite number; give a number (NaN and "
+                                             "infinities cannot be recorded)")
+        if isinstance(value, dict):
+            pending += [(f"{key}.{name}" if key else str(name), item)
+                        for name, item in reversed(value.items())]
+        elif isinstance(value, list):
+            pending += [(f"{key}[{index}]", item) for index, item in reversed(list(enumerate(value)))]
 
 
 def _check_dependencies(check: _Checker, phases: tuple[PhaseSpec, ...]) -> None:
@@ -278,13 +301,18 @@ def _check_dependencies(check: _Checker, phases: tuple[PhaseSpec, ...]) -> None:
                        f"phases[{first_index[phase.id]}].id); phase ids must be unique")
         first_index[phase.id] = phase.position
     for phase in phases:
+        listed: dict[str, int] = {}  # a repeat is an error here only (in scope, context, ... it is harmless)
         for number, dep in enumerate(phase.depends_on):
             key = f"phases[{phase.position}].depends_on[{number}]"
             if dep == phase.id:
                 check.fail(key, f"phase '{dep}' depends on itself; remove it")
+            if dep in listed:
+                check.fail(key, f"{shown(dep)} is listed twice (also depends_on[{listed[dep]}]); list each "
+                                "dependency once")
+            listed[dep] = number
             if dep not in first_index:
                 hint = _suggest(dep, list(first_index), "phases")
-                check.fail(key, f"unknown phase '{dep}'; {hint}")
+                check.fail(key, f"unknown phase {shown(dep)}; {hint}")
     cycle = _find_cycle(phases)
     if cycle:
         check.fail(f"phases[{first_index[cycle[0]]}].depends_on",
@@ -362,19 +390,19 @@ class _Checker:
         for number, text in enumerate(paths):
             item = f"{key}[{number}]"
             if "\\" in text:
-                self.fail(item, f"{text!r} contains a backslash; write POSIX paths with '/'")
+                self.fail(item, f"{shown(text)} contains a backslash; write POSIX paths with '/'")
             if text.startswith("/") or re.match(r"[A-Za-z]:", text):
-                self.fail(item, f"{text!r} is absolute; write it relative to the repository root")
+                self.fail(item, f"{shown(text)} is absolute; write it relative to the repository root")
             parts = text.rstrip("/").split("/")
             if ".." in parts:
-                self.fail(item, f"{text!r} contains '..'; paths must stay inside the repository")
+                self.fail(item, f"{shown(text)} contains '..'; paths must stay inside the repository")
             if "" in parts or "." in parts:
                 kept = "/".join(part for part in parts if part not in ("", "."))
                 if not kept:
-                    self.fail(item, f"{text!r} names the repository root; list files or "
+                    self.fail(item, f"{shown(text)} names the repository root; list files or "
                                     "directories inside it")
                 fixed = kept + ("/" if text.endswith("/") else "")
-                self.fail(item, f"{text!r} is not a normalised path; write {fixed!r}")
+                self.fail(item, f"{shown(text)} is not a normalised path; write {shown(fixed)}")
         return paths
 
     def identifier(self, value: Any, key: str) -> str:
@@ -382,7 +410,7 @@ class _Checker:
         if not _ID_RE.fullmatch(text):
             slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).lstrip("._-")[:64].rstrip("-")
             hint = f"; try '{slug}'" if slug and _ID_RE.fullmatch(slug) else ""
-            self.fail(key, f"{text!r} is not a valid id ({_ID_RULE}){hint}")
+            self.fail(key, f"{shown(text)} is not a valid id ({ID_RULE}){hint}")
         return text
 
     def choice(self, value: Any, key: str, choices: tuple[str, ...]) -> str:
@@ -390,7 +418,7 @@ class _Checker:
         if text not in choices:
             close = difflib.get_close_matches(text, choices, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            self.fail(key, f"{text!r} is not one of {', '.join(choices)}{hint}")
+            self.fail(key, f"{shown(text)} is not one of {', '.join(choices)}{hint}")
         return text
 
     def boolean(self, value: Any, key: str) -> bool:
@@ -398,18 +426,18 @@ class _Checker:
             self.fail(key, f"expected true or false, got {_describe(value)}")
         return value
 
-    def integer(self, value: Any, key: str, minimum: int) -> int:
+    def integer(self, value: Any, key: str, bounds: Bounds) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             self.fail(key, f"expected an integer, got {_describe(value)}")
-        if value < minimum:
-            self.fail(key, f"must be at least {minimum}, got {value}")
+        if problem := bounds.problem(value):
+            self.fail(key, problem)
         return value
 
-    def positive_number(self, value: Any, key: str) -> float:
+    def number(self, value: Any, key: str, bounds: Bounds) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(key, f"expected a number, got {_describe(value)}")
-        if not value > 0:
-            self.fail(key, f"must be greater than 0, got {value}")
+        if problem := bounds.problem(float(value)):
+            self.fail(key, problem)
         return float(value)
 
 
@@ -431,5 +459,5 @@ def _describe(value: Any) -> str:
 
 
 def _sha256_json(data: Any) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = to_json(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

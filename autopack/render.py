@@ -382,6 +382,8 @@ def write_drain_junit(summary: dict[str, Any], path: Any) -> None:
     """Each drained phase as a JUnit testcase (failure message = the verdict's reasons)."""
     import xml.etree.ElementTree as ET
 
+    from autopack.userfiles import open_output
+
     phases = summary["phases"]
     failures = sum(p["state"] != "complete" for p in phases)
     suite = ET.Element("testsuite", name="autopack drain", tests=str(len(phases)), failures=str(failures),
@@ -394,7 +396,8 @@ def write_drain_junit(summary: dict[str, Any], path: Any) -> None:
             failure.text = "\n".join(p["reasons"]) or p["message"]
     root = ET.Element("testsuites", tests=str(len(phases)), failures=str(failures))
     root.append(suite)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    with open_output(path) as out:
+        ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
 
 
 def print_pick_explanation(scores: list[Any], weights: dict[str, float]) -> None:

@@ -21,6 +21,8 @@ from typing import Any, Callable
 from autopack.errors import UsageError
 from autopack.plan import DEFAULT_TEST_COMMAND
 from autopack.testrun import is_pytest
+from autopack.text import shown
+from autopack.userfiles import read_regular
 
 ECOSYSTEMS = ("python", "node", "go", "rust", "java-maven", "java-gradle", "custom")
 
@@ -64,7 +66,7 @@ def resolve_test_command(project_root: Path, test_command: str | None, junit_xml
     if test_command is not None:
         return _explicit(test_command, junit_xml)
     if junit_xml is not None:
-        raise UsageError(f"run.junit_xml is {junit_xml!r} but run.test_command is not set: "
+        raise UsageError(f"run.junit_xml is {shown(junit_xml)} but run.test_command is not set: "
                          "set both, or neither to let autopack detect the toolchain")
     root = Path(project_root)
     found = [(name, detect) for name, marker, detect in _DETECTORS if marker(root)]
@@ -178,7 +180,7 @@ def _node(root: Path) -> TestCommand:
 
 def _read_package_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))
     except (OSError, ValueError) as error:
         raise UsageError(f"{path}: cannot read it as JSON ({error}); fix it or set run.test_command") from None
     if not isinstance(data, dict):
@@ -215,7 +217,7 @@ def _rust(root: Path) -> TestCommand:
 def _nextest_junit_profile(root: Path) -> tuple[str, str] | None:
     """(profile, junit path) from .config/nextest.toml; the "ci" profile first."""
     try:
-        config = tomllib.loads((root / ".config" / "nextest.toml").read_text(encoding="utf-8"))
+        config = tomllib.loads(read_regular(root / ".config" / "nextest.toml").decode("utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         return None
     profiles = config.get("profile") or {}

@@ -101,3 +101,25 @@ def test_status_of_an_unknown_run_is_a_usage_error(tmp_path, autopack):
     [line] = done.stderr.splitlines()
     assert line.startswith("autopack: error: ") and "nosuchrun" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, what, command", [
+    (["status", "--bogus"], "no such option: --bogus", "autopack status"),
+    (["status", "--limit"], "option '--limit' requires an argument", "autopack status"),
+    (["status", "--limit", "many"], "invalid value for '--limit': ", "autopack status"),
+    (["drain-one", "--run-id", "r"], "missing option '--phase-id'", "autopack drain-one"),
+    (["status", "a", "b"], "got unexpected extra argument(s) (b)", "autopack status"),
+    (["nosuch"], "no such command 'nosuch'", "autopack"),
+])
+def test_a_usage_error_is_one_line_naming_the_help_to_read(tmp_path, autopack, args, what, command):
+    done = autopack(*args, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"autopack: error: {what}") and line.endswith(f" (see {command} --help)"), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_autopack_alone_prints_its_help(tmp_path, autopack):
+    done = autopack(cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Usage: autopack" in done.stderr and "Commands:" in done.stderr

@@ -112,7 +112,7 @@ def test_default_db_path_recognises_a_worktree_git_file(tmp_path):
     ("autopack.toml", 'env_allow = "PATH"\n',
      "autopack.toml: env_allow: expected a list of strings"),
     ("autopack.toml", "max_attempts = 0\n",
-     "autopack.toml: max_attempts: must be at least 1, got 0"),
+     "autopack.toml: max_attempts: must be an integer from 1 to 1000, got 0"),
     ("autopack.toml", "max_attempts = \n",
      "autopack.toml: invalid TOML: Invalid value (at line 1"),
     ("pyproject.toml", "[tool]\nautopack = 3\n", "pyproject.toml: tool.autopack: expected a table"),
@@ -128,7 +128,7 @@ def test_config_file_errors_name_file_and_key(tmp_path, file_name, text, expecte
 
 @pytest.mark.parametrize(("environ", "expected"), [
     ({"AUTOPACK_MAX_ATTEMPTS": "x"}, "AUTOPACK_MAX_ATTEMPTS: 'x' is not an integer"),
-    ({"AUTOPACK_LEASE_S": "0"}, "AUTOPACK_LEASE_S: must be at least 1, got 0"),
+    ({"AUTOPACK_LEASE_S": "0"}, "AUTOPACK_LEASE_S: must be an integer from 1 to 86400, got 0"),
     ({"AUTOPACK_HEARTBEAT_S": "200"}, "heartbeat_s (200, from env) must be less than lease_s"),
 ])
 def test_bad_environment_values(tmp_path, environ, expected):
@@ -167,9 +167,10 @@ def test_written_default_config_loads_and_refuses_overwrite(tmp_path):
 def test_markdown_table_lists_every_setting():
     table = settings_markdown_table()
     lines = table.strip().splitlines()
-    assert lines[0] == "| setting | env | default | meaning |"
+    assert lines[0] == "| setting | env | default | range | meaning |"
     assert len(lines) == 2 + len(SETTINGS)
-    assert "| `max_attempts` | `AUTOPACK_MAX_ATTEMPTS` | `3` |" in table
+    assert "| `max_attempts` | `AUTOPACK_MAX_ATTEMPTS` | `3` | 1-1000 |" in table
+    assert all(spec.bounds for spec in SETTINGS if spec.type is int)  # every number has a range
 
 
 def test_price_overrides_from_the_config_file_and_their_errors(tmp_path):

@@ -271,6 +271,24 @@ def test_a_run_a_plain_drain_cannot_enter_is_named_with_why_and_exits_1(wb: Work
     assert line.startswith("not drained: run blocked: ") and why in line, text.stdout
 
 
+def test_queue_only_needs_no_api_key_and_the_drain_that_executes_asks_for_one(wb: Workbench) -> None:
+    """Queueing from a terminal for a drain that runs elsewhere with the key (no cassette either)."""
+    plan = wb.add_run("live", [PhaseScript("a")])
+    plan.write_text(plan.read_text().replace('cassette = "live.jsonl"\n', ""))
+    taken = wb.cli("run", str(plan), "--queue-only")
+    assert (taken.returncode, taken.stderr) == (0, ""), taken.stderr
+    assert wb.phase_states("live") == {"a": "queued"}
+    for option in ("--cassette", "--record"):  # they would be ignored: only the executing command uses them
+        refused = wb.cli("run", str(plan), "--queue-only", option, str(wb.plans / "live.jsonl"))
+        assert refused.returncode == 2 and refused.stderr.startswith("autopack: error: --queue-only"), refused.stderr
+
+    done = wb.cli("drain", "--run-id", "live")
+    assert done.returncode == 4, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("autopack: error: ANTHROPIC_API_KEY is not set"), line
+    assert wb.phase_states("live") == {"a": "queued"} and wb.status("live")["phases"][0]["attempts"] == 0
+
+
 def test_skipped_dependents_are_queued_again_when_a_drain_completes_their_dependency(wb: Workbench) -> None:
     plan = wb.add_run("deps", [PhaseScript("base", ("outside", "ok")), PhaseScript("next", depends_on=("base",)),
                                PhaseScript("last", depends_on=("next",))])

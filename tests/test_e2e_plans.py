@@ -49,6 +49,8 @@ EDITS = [
     ("dependency-cycle", 'scope = ["calc/", "tests/"]', 'scope = ["calc/", "tests/"]\ndepends_on = ["two"]',
      ["phases[0].depends_on", "cycle"]),
     ("self-dependency", 'depends_on = ["one"]', 'depends_on = ["two"]', ["phases[1].depends_on[0]", "itself"]),
+    ("duplicate-dependency", 'depends_on = ["one"]', 'depends_on = ["one", "one"]',
+     ["phases[1].depends_on[1]", "'one' is listed twice (also depends_on[0])"]),
     ("absolute-scope", '"calc/", "tests/"', '"calc/", "/etc/passwd"', ["phases[0].scope[1]", "absolute"]),
     ("dotdot-scope", '"calc/", "tests/"', '"../outside/"', ["phases[0].scope[0]", "'..'"]),
     ("invalid-toml", 'goal = "First phase"', 'goal = "First phase', ["invalid TOML", "line"]),
@@ -131,3 +133,21 @@ def test_bad_plan_creates_no_database(calc_project, autopack, case):
     assert_refused(done, case)
     assert not (calc_project / ".autopack").exists()
     assert git(calc_project, "branch", "--list", "autopack/*") == ""
+
+
+def test_a_repeated_entry_in_scope_context_deliverables_or_acceptance_is_harmless(tmp_path):
+    """Only depends_on refuses a repeat (it would be a second dependency row); the others are sets."""
+    from drainkit import PhaseScript, Workbench
+
+    wb = Workbench(tmp_path)
+    plan = wb.add_run("repeats", [PhaseScript("a")])
+    text = plan.read_text()
+    for key in ("scope", "deliverables"):
+        line = next(line for line in text.splitlines() if line.startswith(f"{key} = "))
+        entries = line.split(" = ", 1)[1].strip("[]")
+        text = text.replace(line, f"{key} = [{entries}, {entries}]")
+    text += 'context = ["check.py", "check.py"]\nacceptance = ["out/a.txt exists", "out/a.txt exists"]\n'
+    plan.write_text(text)
+    done = wb.cli("run", str(plan))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wb.phase_states("repeats") == {"a": "complete"}

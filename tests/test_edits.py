@@ -95,6 +95,12 @@ HOSTILE = {
     "parent is a file": ([write("calc/ops.py/inner.py")], None, "parent 'calc/ops.py' is a file"),
     "too large": ([write("calc/big.py", "x" * 2000)], None, "byte limit"),
     "valid then invalid": ([write("calc/new.py"), write("../x")], None, "edit 2 (write_file ../x)"),
+    "name too long": ([write("calc/" + "n" * 300 + ".py")], None, "a name in the path is 303 bytes; names may have "
+                      "at most 232 bytes here"),
+    "directory name too long": ([write("d" * 256 + "/x.py")], None, "a name in the path is 256 bytes; names may "
+                                "have at most 255 bytes here"),
+    "path too long": ([write("d/" * 3000 + "x.py")], None, "the path is too long: "),
+    "lone surrogate": ([write("calc/\ud800.py")], None, "lone surrogate"),
 }
 
 

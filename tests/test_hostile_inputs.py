@@ -62,6 +62,10 @@ GENERATED_PLANS: dict[str, Callable[[], bytes]] = {
     "deeply-nested-inline-tables": lambda: (PLAN_HEAD.replace('goal = "g"\n', 'goal = "g"\nflags = ' + "{a = " * 50_000
                                                               + "1" + "}" * 50_000 + "\n", 1)).encode(),
     "binary-garbage": lambda: bytes(range(256)) * 64,
+    "run-id-100k-chars": lambda: ("# expect: run.id: 'aaaa\n" + PLAN_HEAD.replace('id = "hostile"', f'id = "{"a" * 100_000}"')
+                                  ).encode(),
+    "depends-on-100k-chars": lambda: ("# expect: (100000 chars)\n" + PLAN_HEAD
+                                      + f'depends_on = ["{"b" * 100_000}"]\n').encode(),
 }
 GENERATED_CASSETTES: dict[str, Callable[[], bytes]] = {
     "non-utf8": lambda: b'{"role": "builder", "phase": "caf\xe9", "attempt": 1}\n',
@@ -152,9 +156,18 @@ class Bench:
         self.runs = 0
 
     def cli(self, *args: str, cwd: Path | None = None, env: dict | None = None,
-            prepare: Callable[[], None] | None = None) -> forkcli.Finished:
-        return forkcli.run(args, cwd=cwd or self.wb.root, env={**self.wb.env, **(env or {})}, logs=self.logs,
-                           prepare=prepare)
+            prepare: Callable[[], None] | None = None, timeout: float | None = None) -> forkcli.Finished:
+        """Run autopack; with ``timeout``, a command still running after it is killed and fails the test."""
+        child = forkcli.spawn(args, cwd=cwd or self.wb.root, env={**self.wb.env, **(env or {})}, logs=self.logs,
+                              prepare=prepare)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is not None and not child.poll():
+            if time.monotonic() > deadline:
+                child.kill()
+                child.wait()
+                pytest.fail(f"autopack {' '.join(args)[:200]} hung: killed after {timeout} s")
+            time.sleep(0.02)
+        return child.wait()
 
     def snapshot(self) -> dict[str, str]:
         """Every file under the workbench (database, repository, plans, worktrees) by content hash.
@@ -175,7 +188,7 @@ class Bench:
                     found[str(path)] = f"{info.st_mode:o} {info.st_size} {info.st_mtime_ns}"
         return found
 
-    def expect_error(self, code: int, must_contain: str | None, *args: str, **kwargs) -> str:
+    def expect_error(self, code: int, must_contain: str | None, *args: str, **kwargs: object) -> str:
         """Run a command that must fail with ``code`` and one stderr line, changing nothing."""
         before = self.snapshot()
         done = self.cli(*args, **kwargs)
@@ -239,6 +252,92 @@ def test_hostile_plan_is_refused_in_one_line_and_changes_nothing(bench: Bench, c
     target.write_bytes(data)
     line = bench.expect_error(2, expectation(data.decode("utf-8", "replace")), "run", str(target))
     assert str(target) in line or "run.repo" in line
+    assert len(line) < 1000, line[:300]
+
+
+def test_a_non_finite_number_that_got_past_validation_is_never_written_to_the_store(bench: Bench) -> None:
+    """The store's JSON is strict: one bad value is refused and rolled back, instead of being written
+    as JSON that SQLite calls malformed for every later reader of the store (status, drain)."""
+    from dataclasses import replace
+
+    from autopack.config import load_settings
+    from autopack.launch import check_new_run, record_run
+    from autopack.plan import load_plan
+
+    plan = load_plan(bench.wb.add_run("poison", [PhaseScript("a")]))
+    poisoned = replace(plan, run=replace(plan.run, flags={"x": float("nan")}))
+    settings = load_settings(bench.wb.root, environ=bench.wb.env)
+    with bench.wb.open_store() as store:
+        with pytest.raises(Exception, match="not JSON compliant"):
+            record_run(store, poisoned, check_new_run(settings, poisoned))
+        assert store.get_run("poison") is None
+    for command in (["drain", "--dry-run"], ["status"], ["status", "existing"]):
+        done = bench.cli(*command)
+        assert done.code == 0, done.output
+
+
+# --- FIFOs, directories and devices where a file belongs ------------------------------------
+
+HANG_S = 60  # each case answers in about a second; before, a FIFO without a writer hung forever
+
+
+def fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def test_a_plan_that_is_a_fifo_is_refused_instead_of_hanging(bench: Bench) -> None:
+    plan = fifo(bench.wb.plans / "plan-fifo.toml")
+    bench.expect_error(2, f"{plan}: cannot read the file: is a named pipe (FIFO), not a regular file",
+                       "run", str(plan), timeout=HANG_S)
+    bench.expect_error(2, "is a character device", "run", "/dev/zero", timeout=HANG_S)
+
+
+def test_a_cassette_that_is_a_fifo_is_refused_instead_of_hanging(bench: Bench) -> None:
+    cassette = fifo(bench.wb.plans / "cassette-fifo.jsonl")
+    _, plan = bench.new_run("", [])
+    bench.expect_error(2, "named pipe", "run", str(plan), "--cassette", str(cassette), timeout=HANG_S)
+
+
+@pytest.mark.parametrize("name", ["autopack.toml", "pyproject.toml"])
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_settings_file_that_is_not_a_regular_file_is_refused_not_ignored(bench: Bench, name: str,
+                                                                           kind: str) -> None:
+    directory = bench.wb.root / f"cfg-{kind}-{name}"
+    directory.mkdir()
+    settings = fifo(directory / name) if kind == "fifo" else directory / name
+    if kind == "directory":
+        settings.mkdir()
+    what = "is a named pipe (FIFO)" if kind == "fifo" else "is a directory"
+    bench.expect_error(2, f"{settings}: {what}", "status", cwd=directory, timeout=HANG_S)
+
+
+def test_record_into_a_fifo_is_refused(bench: Bench) -> None:
+    plan = bench.wb.plans / "live-plan.toml"
+    plan.write_text('[run]\nid = "live-record"\ngoal = "g"\nrepo = "../repo"\n\n'
+                    '[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\n')
+    target = fifo(bench.wb.plans / "record-fifo.jsonl")
+    bench.expect_error(2, "named pipe", "run", str(plan), "--record", str(target), timeout=HANG_S)
+
+
+def test_an_output_fifo_nobody_reads_is_an_error_and_one_somebody_reads_gets_the_report(bench: Bench) -> None:
+    import threading
+
+    nowhere = fifo(bench.wb.root / "junit-fifo.xml")
+    empty_db = ["--db", str(bench.wb.root / "no-such-state" / "autopack.db")]
+    bench.expect_error(2, "that no process is reading", "drain", *empty_db, "--junit-xml", str(nowhere),
+                       timeout=HANG_S)
+    bench.wb.queue("fifo-pair", [PhaseScript("a")])
+    bench.expect_error(2, "that no process is reading", "ab-test", "--pair", "existing:fifo-pair",
+                       "--allow-mismatch", "--json", str(nowhere), timeout=HANG_S)
+
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(nowhere.read_bytes()), daemon=True)
+    reader.start()
+    done = bench.cli("drain", *empty_db, "--junit-xml", str(nowhere), timeout=HANG_S)
+    reader.join(HANG_S)
+    assert done.code == 0, done.output
+    assert received and b"<testsuites" in received[0]
 
 
 # --- cassettes -----------------------------------------------------------------------------
@@ -297,6 +396,24 @@ def test_hostile_answer_fails_the_attempt_and_applies_nothing(bench: Bench, case
     assert bench.outside_state() == before
 
 
+@pytest.mark.parametrize("path, reason", [
+    ("out/" + "d/" * 3000 + "a.txt", "the path is too long: "),
+    ("out/" + "n" * 300 + ".txt", "a name in the path is 304 bytes; names may have at most 232 bytes here"),
+])
+def test_a_path_too_long_for_the_file_system_fails_the_attempt_as_apply_error(bench: Bench, path: str,
+                                                                               reason: str) -> None:
+    """ENAMETOOLONG is the edit's fault (an apply_error naming the limit), not "free space" (exit 4)."""
+    answer = big_answer("x")
+    answer["content"][0]["input"]["path"] = path
+    run_id, plan = bench.new_run("", cassette_lines(answer))
+    plan.write_text(plan.read_text().replace('scope = ["out/a.txt"]', 'scope = ["out/"]'))
+    done = bench.cli("run", str(plan))
+    assert (done.code, done.stderr) == (1, ""), done.output
+    failure = bench.phase(run_id)["last_failure"]
+    assert failure["kind"] == "apply_error" and reason in failure["message"], failure
+    assert len(failure["message"]) < 1000
+
+
 # --- JUnit XML -----------------------------------------------------------------------------
 
 
@@ -349,13 +466,82 @@ def test_hostile_settings_file_is_refused_in_one_line(bench: Bench, case: Path |
     assert str(target) in line
 
 
-ENV_CASES = json.loads((HOSTILE / "config" / "env-cases.json").read_text())
+ENV_CASES = json.loads((HOSTILE / "config" / "env-cases.json").read_text()) | {
+    "prices-100k-chars": [{"AUTOPACK_PRICES": "x" * 100_000}, "AUTOPACK_PRICES: 'xxx"],
+    "max-attempts-100k-digits": [{"AUTOPACK_MAX_ATTEMPTS": "9" * 100_000}, "(100000 chars) is not an integer"],
+}
 
 
 @pytest.mark.parametrize("name", sorted(ENV_CASES))
 def test_hostile_environment_setting_is_refused_in_one_line(bench: Bench, name: str) -> None:
     variables, must = ENV_CASES[name]
-    bench.expect_error(2, must, "status", env=variables)
+    line = bench.expect_error(2, must, "status", env=variables)
+    assert len(line) < 1000, line[:300]
+
+
+# --- command-line values -------------------------------------------------------------------
+
+HUGE = str(10**20)
+LONG_ID = "a" * 100_000
+# Every numeric option has a range and every id option refuses an empty value (an unset CI
+# variable: `--run-id "$RUN"`), so none of these reaches SQLite, a timedelta or "drain everything".
+OPTION_CASES = {
+    "status-limit-huge": (["status", "--limit", HUGE], "--limit"),
+    "status-limit-negative": (["status", "--limit", "-1"], "--limit"),
+    "status-waiting-after-inf": (["status", "--waiting-after", "inf"], "--waiting-after"),
+    "status-waiting-after-1e308": (["status", "--waiting-after", "1e308"], "--waiting-after"),
+    "status-waiting-after-nan": (["status", "--waiting-after", "nan"], "--waiting-after"),
+    "drain-batch-size-huge": (["drain", "--batch-size", HUGE], "--batch-size"),
+    "drain-zero-yield-huge": (["drain", "--max-consecutive-zero-yield", HUGE], "--max-consecutive-zero-yield"),
+    "drain-max-minutes-nan": (["drain", "--max-minutes", "nan"], "--max-minutes"),
+    "drain-max-minutes-huge": (["drain", "--max-minutes", "1e308"], "--max-minutes"),
+    "drain-max-cost-inf": (["drain", "--max-cost", "inf"], "--max-cost"),
+    "drain-workers-huge": (["drain", "--workers", "100000"], "--workers"),
+    "run-max-cost-nan": (["run", "--run-id", "existing", "--max-cost", "nan"], "--max-cost"),
+    "ab-test-seed-huge": (["ab-test", "--pair", "existing:existing", "--seed", str(10**30)], "--seed"),
+    "ab-test-resamples-huge": (["ab-test", "--pair", "existing:existing", "--resamples", HUGE], "--resamples"),
+    "drain-run-id-empty": (["drain", "--run-id", ""], "--run-id"),
+    "drain-run-id-blank": (["drain", "--run-id", "  "], "--run-id"),
+    "drain-dry-run-run-id-empty": (["drain", "--dry-run", "--run-id", ""], "--run-id"),
+    "drain-one-phase-id-empty": (["drain-one", "--run-id", "existing", "--phase-id", ""], "--phase-id"),
+    "run-run-id-empty": (["run", "--run-id", ""], "--run-id"),
+    "status-stats-run-id-empty": (["status", "--stats", "--run-id", ""], "--run-id"),
+    "ab-test-control-empty": (["ab-test", "--control", "", "--treatment", "existing"], "--control"),
+    "ab-test-control-empty-item": (["ab-test", "--control", "existing,", "--treatment", "existing,existing"],
+                                   "--control"),
+    "ab-test-pair-empty-side": (["ab-test", "--pair", ":existing"], "--pair"),
+    "status-run-id-100k-chars": (["status", LONG_ID], "(100000 chars)"),
+    "drain-run-id-100k-chars": (["drain", "--run-id", LONG_ID], "(100000 chars)"),
+    "drain-one-phase-id-100k-chars": (["drain-one", "--run-id", "existing", "--phase-id", LONG_ID],
+                                      "(100000 chars)"),
+}
+
+
+SIX_KB = "/tmp/" + "d/" * 3000 + "x"  # longer than PATH_MAX: no such file can exist
+PATH_CASES = {
+    "plan": ["run", SIX_KB],
+    "cassette": ["run", "--run-id", "existing", "--cassette", SIX_KB],
+    "db": ["status", "--db", SIX_KB],
+    "db-of-a-drain": ["drain", "--db", SIX_KB],
+    "junit-xml": ["drain", "--db", "/tmp/autopack-no-such-dir/autopack.db", "--junit-xml", SIX_KB],
+    "init": ["init", SIX_KB],
+    "ab-test-json": ["ab-test", "--pair", "existing:long-path-pair", "--allow-mismatch", "--json", SIX_KB],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATH_CASES))
+def test_a_path_too_long_to_exist_is_named_so_in_a_short_line(bench: Bench, name: str) -> None:
+    if name == "ab-test-json":
+        bench.wb.queue("long-path-pair", [PhaseScript("a")])
+    line = bench.expect_error(2, "File name too long", *PATH_CASES[name])
+    assert "(6006 chars)" in line and len(line) < 1000, line[:300]
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_CASES))
+def test_hostile_option_value_is_a_one_line_usage_error(bench: Bench, name: str) -> None:
+    args, must = OPTION_CASES[name]
+    line = bench.expect_error(2, must, *args)
+    assert line.endswith("--help)") and len(line) < 1000, line[:300]
 
 
 # --- databases -----------------------------------------------------------------------------

@@ -210,9 +210,11 @@ def test_price_overrides_are_validated_and_used(tmp_path):
 @pytest.mark.parametrize("mapping, expected", [
     ({"m": {"input": 1, "output": 2, "cache_write": 3, "cache_reed": 4}}, "prices.m.cache_reed is not a price key"),
     ({"m": {"input": 1, "output": 2, "cache_write": 3}}, "prices.m.cache_read is missing"),
-    ({"m": {"input": -1, "output": 2, "cache_write": 3, "cache_read": 4}}, "prices.m.input must be a number >= 0"),
-    ({"m": {"input": "1", "output": 2, "cache_write": 3, "cache_read": 4}}, "prices.m.input must be a number >= 0"),
+    ({"m": {"input": -1, "output": 2, "cache_write": 3, "cache_read": 4}}, "prices.m.input must be a number from 0 to 1000000"),
+    ({"m": {"input": "1", "output": 2, "cache_write": 3, "cache_read": 4}}, "prices.m.input must be a number from 0 to 1000000"),
     ({"m": 3.0}, "prices.m must be a table"),
+    ({"m": {"input": float("nan"), "output": 2, "cache_write": 3, "cache_read": 4}}, "prices.m.input must be a number"),
+    ({"m": {"input": 1, "output": float("inf"), "cache_write": 3, "cache_read": 4}}, "prices.m.output must be a number"),
 ])
 def test_bad_price_overrides_name_the_key(mapping, expected):
     with pytest.raises(UsageError, match=expected) as caught:

@@ -7,9 +7,10 @@ import sys
 from typing import Annotated, Optional
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own copy of click
 
 from autopack import __version__
-from autopack.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_USAGE, AutopackError
+from autopack.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_USAGE, AutopackError, UsageError
 
 app = typer.Typer(
     name="autopack",
@@ -47,11 +48,35 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _run_app(argv: list[str] | None) -> None:
+    """Run the command; a usage error (unknown option or command, missing or bad value) is a UsageError:
+    one line ``autopack: error: <what> (see autopack <command> --help)``, exit 2."""
+    try:
+        code = app(args=argv, prog_name="autopack", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `autopack` alone: the help
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        what = exc.format_message().strip().rstrip(".")
+        what = what[:1].lower() + what[1:] if what[1:2].islower() else what
+        raise UsageError(f"{what} (see {_command_path(exc, argv)} --help)") from None
+    sys.exit(code or 0)  # as click's standalone mode does: every command ends in SystemExit
+
+
+def _command_path(error: ClickException, argv: list[str] | None) -> str:
+    """``autopack <command>`` the error is about (click leaves some errors without their context)."""
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        return context.command_path
+    named = next((arg for arg in (sys.argv[1:] if argv is None else argv) if not arg.startswith("-")), None)
+    return f"autopack {named}" if named in typer.main.get_command(app).commands else "autopack"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every AutopackError becomes one stderr line and its exit code."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        app(args=argv, prog_name="autopack")
+        _run_app(argv)
     except AutopackError as exc:
         print(f"autopack: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

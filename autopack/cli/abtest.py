@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from autopack.bounds import Bounds
 from autopack.cli import app
-from autopack.cli.options import DbOption, load
+from autopack.cli.options import DbOption, ids, load, number_option
 from autopack.errors import UsageError
+from autopack.text import shown, to_json
 
 RunsOption = Optional[list[str]]
 ControlOption = Annotated[RunsOption, typer.Option(
-    "--control", metavar="RUN", show_default=False,
+    "--control", metavar="RUN", show_default=False, parser=ids(","),
     help="Control run id (repeat, or comma-separate); paired in order with --treatment.")]
 TreatmentOption = Annotated[RunsOption, typer.Option(
-    "--treatment", metavar="RUN", show_default=False, help="Treatment run id (repeat, or comma-separate).")]
+    "--treatment", metavar="RUN", show_default=False, parser=ids(","), help="Treatment run id (repeat, or comma-separate).")]
 PairOption = Annotated[RunsOption, typer.Option(
-    "--pair", metavar="CONTROL:TREATMENT", show_default=False, help="One pair of runs (repeat).")]
+    "--pair", metavar="CONTROL:TREATMENT", show_default=False, parser=ids(":"), help="One pair of runs (repeat).")]
 ByFlagOption = Annotated[Optional[str], typer.Option(
     "--by-flag", metavar="NAME", show_default=False,
     help="Pair runs of the same plan whose flags differ only in NAME (off or absent = control), in creation order.")]
@@ -36,10 +36,13 @@ def _write(target: str, text: str) -> None:
     if target == "-":
         sys.stdout.write(text)
         return
+    from autopack.userfiles import open_output
+
     try:
-        Path(target).write_text(text, encoding="utf-8")
+        with open_output(target) as out:
+            out.write(text.encode("utf-8"))
     except OSError as exc:
-        raise UsageError(f"cannot write {target}: {exc.strerror}") from None
+        raise UsageError(f"cannot write {shown(target, quote=False)}: {exc.strerror}") from None
 
 
 @app.command("ab-test")
@@ -54,9 +57,9 @@ def ab_test(
         "--json", metavar="FILE", show_default=False, help="Write the report as JSON (- = stdout).")] = None,
     markdown_file: Annotated[FileOption, typer.Option(
         "--markdown", metavar="FILE", show_default=False, help="Write the report as Markdown (- = stdout).")] = None,
-    seed: Annotated[int, typer.Option(
-        "--seed", metavar="INT", help="Seed of the bootstrap (same seed, same intervals).")] = 0,
-    resamples: Annotated[int, typer.Option("--resamples", metavar="N", min=100, help="Bootstrap resamples.")] = 10_000,
+    seed: Annotated[int, number_option(
+        "--seed", bounds=Bounds(0, 2**63 - 1), help="Seed of the bootstrap (same seed, same intervals).")] = 0,
+    resamples: Annotated[int, number_option("--resamples", bounds=Bounds(100, 100_000), help="Bootstrap resamples.")] = 10_000,
     db: DbOption = None,
 ) -> None:
     """Compare runs pairwise (treatment - control): tokens, cost, doctor calls, phases complete,
@@ -84,7 +87,7 @@ def ab_test(
 
             pairs, unpaired = abtest.pairs_by_flag(run_facts(reader).values(), by_flag)
             if not pairs:
-                raise UsageError(f"no two runs of one plan differ only in flag '{by_flag}'; "
+                raise UsageError(f"no two runs of one plan differ only in flag {shown(by_flag)}; "
                                  "`autopack status` lists the runs")
             if unpaired:
                 notes.append(f"left unpaired (no partner differing only in {by_flag}): {', '.join(unpaired)}")
@@ -107,7 +110,7 @@ def _output(report: object, json_file: str | None, markdown_file: str | None) ->
     from autopack import render_abtest
 
     if json_file:
-        _write(json_file, json.dumps(report.to_dict(), indent=2) + "\n")
+        _write(json_file, to_json(report.to_dict(), indent=2) + "\n")
     if markdown_file:
         _write(markdown_file, render_abtest.to_markdown(report))
     if "-" in (json_file, markdown_file):

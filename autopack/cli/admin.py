@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from autopack.cli import app
 from autopack.cli.options import DbOption, JsonOption, load
+from autopack.text import to_json
 
 
 @app.command()
@@ -26,7 +26,7 @@ def migrate(
     status = inspect_database(settings.db)
     if list_only:
         if as_json:
-            print(json.dumps({"db": str(settings.db), "applied": list(status.applied),
+            print(to_json({"db": str(settings.db), "applied": list(status.applied),
                               "pending": list(status.pending), "unknown": list(status.unknown)}))
         else:
             print(f"database: {settings.db}{'' if status.exists else ' (does not exist yet)'}")
@@ -41,7 +41,7 @@ def migrate(
         return
     result = apply_migrations(settings.db)
     if as_json:
-        print(json.dumps({"db": str(settings.db), "created": result.created, "applied": list(result.applied),
+        print(to_json({"db": str(settings.db), "created": result.created, "applied": list(result.applied),
                           "backup": str(result.backup) if result.backup else None}))
     elif result.created:
         print(f"created {settings.db} at the latest schema ({len(result.applied)} migration(s) recorded)")

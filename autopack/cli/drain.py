@@ -9,27 +9,30 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from autopack.bounds import Bounds
 from autopack.cli import app
-from autopack.cli.options import DbOption, JsonOption, load
+from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
+from autopack.text import shown, to_json
 
 if TYPE_CHECKING:
     from autopack.drain import DrainOptions
 
 # The rows `drain --dry-run` prints at least (more with a larger --batch-size); --json prints all.
 DRY_RUN_ROWS = 50
+WORKERS = Bounds(1, 64)
 
 
 @app.command()
 def drain(
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Drain only this run; exit 0 only if it ends complete.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Stop after this many phases.")] = 10,
-    max_consecutive_zero_yield: Annotated[Optional[int], typer.Option("--max-consecutive-zero-yield", min=1, help="Stop after K phases in a row without a completion.")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", min=0, help="Stop claiming work after this many minutes.")] = None,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="Stop claiming work once this drain has spent USD.")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", parser=ID, help="Drain only this run; exit 0 only if it ends complete.")] = None,
+    batch_size: Annotated[int, number_option("--batch-size", bounds=COUNT, help="Stop after this many phases.")] = 10,
+    max_consecutive_zero_yield: Annotated[Optional[int], number_option("--max-consecutive-zero-yield", bounds=COUNT, help="Stop after K phases in a row without a completion.")] = None,
+    max_minutes: Annotated[Optional[float], number_option("--max-minutes", bounds=MINUTES, help="Stop claiming work after this many minutes.")] = None,
+    max_cost: Annotated[Optional[float], number_option("--max-cost", bounds=COST_USD, help="Stop claiming work once this drain has spent USD.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the ordered candidates with the reason for each position; change nothing.")] = False,
     include_parked: Annotated[bool, typer.Option("--include-parked", help="Also drain parked phases.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Drain up to N runs at once, each in its own process.")] = 1,
+    workers: Annotated[int, number_option("--workers", bounds=WORKERS, help="Drain up to N runs at once, each in its own process.")] = 1,
     as_json: JsonOption = False,
     junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write each drained phase as a JUnit testcase.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
@@ -85,7 +88,7 @@ def _print_candidates(db: object, settings: object, options: "DrainOptions", as_
 
     candidates = plan_candidates(db, settings, options)
     if as_json:
-        print(json.dumps({"schema": 1, "candidates": [
+        print(to_json({"schema": 1, "candidates": [
             {"position": n, "run_id": c.phase.run_id, "phase_id": c.phase.phase_id, "state": c.phase.state,
              "rank": c.rank, "reason": c.reason} for n, c in enumerate(candidates, 1)]}, indent=2))
     else:
@@ -96,9 +99,13 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
     from autopack import render
 
     if junit_xml:
-        render.write_drain_junit(summary, junit_xml)
+        try:
+            render.write_drain_junit(summary, junit_xml)
+        except OSError as error:
+            raise UsageError(f"--junit-xml {shown(str(junit_xml), quote=False)}: cannot write the report: "
+                             f"{error.strerror or error}") from None
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(to_json(summary, indent=2))
     else:
         render.print_drain_summary(summary)
     if summary.get("stop_reason", "").startswith("cost cap"):
@@ -147,8 +154,8 @@ def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
 
 @app.command("drain-one")
 def drain_one(
-    run_id: Annotated[str, typer.Option("--run-id", help="The run.")],
-    phase_id: Annotated[str, typer.Option("--phase-id", help="The phase to give one pass.")],
+    run_id: Annotated[str, typer.Option("--run-id", parser=ID, help="The run.")],
+    phase_id: Annotated[str, typer.Option("--phase-id", parser=ID, help="The phase to give one pass.")],
     force: Annotated[bool, typer.Option("--force", help="Run a complete phase again.")] = False,
     as_json: JsonOption = False,
     db: DbOption = None,
@@ -168,7 +175,7 @@ def drain_one(
             result = drains.drain_one(store, settings, run_id, phase_id, force=force, observer=observer)
     summary = drains.DrainReport(results=[result], stop_reason="one phase").to_dict()
     if as_json:
-        print(json.dumps(summary, indent=2))
+        print(to_json(summary, indent=2))
     else:
         render.print_drain_summary(summary)
     raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)
@@ -201,7 +208,7 @@ def pick_next(
         if explain:
             payload["top"] = [s.to_dict() for s in scores[:5]]
             payload["weights"] = WEIGHTS
-        print(json.dumps(payload, indent=2))
+        print(to_json(payload, indent=2))
         return
     if best:
         print(f"{best.run_id}\t{best.run_type}")

@@ -9,19 +9,19 @@ from typing import Annotated, Optional
 import typer
 
 from autopack.cli import app
-from autopack.cli.options import DbOption, load
+from autopack.cli.options import COST_USD, ID, DbOption, load, number_option
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
 @app.command()
 def run(
     plan: Annotated[Optional[Path], typer.Argument(help="The plan file (TOML).", show_default=False)] = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Resume a recorded run.")] = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", parser=ID, help="Resume a recorded run.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the phases in execution order; touch nothing.")] = False,
     queue_only: Annotated[bool, typer.Option("--queue-only", help="Record the run with every phase queued; execute nothing.")] = False,
     cassette: Annotated[Optional[Path], typer.Option("--cassette", help="Replay LLM responses from this cassette (offline).")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Give failed phases a new pass (and unskip their dependents).")] = False,
-    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
+    max_cost: Annotated[Optional[float], number_option("--max-cost", bounds=COST_USD, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
     record: Annotated[Optional[Path], typer.Option("--record", help="Write every live LLM exchange to this cassette (needs ANTHROPIC_API_KEY).")] = None,
     db: DbOption = None,
 ) -> None:
@@ -44,14 +44,21 @@ def run(
             raise UsageError("--dry-run needs the plan file")
         render.print_plan(spec)
         return
+    if queue_only and (cassette or record):
+        raise UsageError("--queue-only executes nothing, so --cassette and --record would be ignored; give "
+                         "them to the command that executes the run (a drain replays the plan's run.cassette)")
     for warning in spec.warnings if spec else ():
         print(f"autopack: warning: {warning}", file=sys.stderr)
+
+    def make_builder(plan: object) -> tuple:
+        """The builder (a cassette, or the API key) only when this command executes phases."""
+        return (None, None) if queue_only else launch.make_builder(settings, plan, cassette, record)
 
     from autopack.store import open_store
 
     store = open_store(settings.db, create=False)
     if spec is not None:
-        builder, model = launch.make_builder(settings, spec, cassette, record)
+        builder, model = make_builder(spec)
         recorded, notice = launch.recorded_run(store, settings, spec) if store is not None else (None, None)
         if notice:
             print(f"autopack: {notice}", file=sys.stderr)
@@ -61,7 +68,7 @@ def run(
             recorded = launch.record_run(store, spec, target)
     else:
         spec, recorded = launch.resume_target(store, settings, run_id)
-        builder, model = launch.make_builder(settings, spec, cassette, record)
+        builder, model = make_builder(spec)
     for warning in launch.model_warnings(settings, spec):
         print(f"autopack: warning: {warning}", file=sys.stderr)
     with store:

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Any, Optional
 
 import typer
 
+from autopack.bounds import Bounds
 from autopack.cli import app
-from autopack.cli.options import DbOption, JsonOption, load
+from autopack.cli.options import ID, MINUTES, DbOption, JsonOption, load, number_option
 from autopack.errors import UsageError
+from autopack.text import to_json
 
 
 @app.command()
 def status(
-    run_id: Annotated[Optional[str], typer.Argument(help="Show this run phase by phase.", show_default=False)] = None,
+    run_id: Annotated[Optional[str], typer.Argument(parser=ID, metavar="RUN", help="Show this run phase by phase.", show_default=False)] = None,
     as_json: JsonOption = False,
     stats: Annotated[bool, typer.Option("--stats", help="Telemetry: truncation, escalations, estimation error, doctor, failure kinds, cache, cost per phase.")] = False,
-    stats_run: Annotated[Optional[str], typer.Option("--run-id", help="With --stats: only this run.")] = None,
+    stats_run: Annotated[Optional[str], typer.Option("--run-id", parser=ID, help="With --stats: only this run.")] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh the view every 2 s until Ctrl-C.")] = False,
-    waiting_after: Annotated[float, typer.Option("--waiting-after", min=0, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
-    limit: Annotated[int, typer.Option("--limit", min=0, help="List the newest N runs (0: every run).")] = 20,
+    waiting_after: Annotated[float, number_option("--waiting-after", bounds=MINUTES, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
+    limit: Annotated[int, number_option("--limit", bounds=Bounds(0, 1_000_000), help="List the newest N runs (0: every run).")] = 20,
     db: DbOption = None,
 ) -> None:
     """List runs (state, phases by state, cost, executors at work), or one run's phases, verdicts and failures."""
@@ -31,7 +32,7 @@ def status(
     settings = load(db)
     if stats:
         report = _stats(settings, stats_run or run_id)
-        print(json.dumps(report, indent=2)) if as_json else render.print_stats(report)
+        print(to_json(report, indent=2)) if as_json else render.print_stats(report)
         return
     if watch and not as_json:
         from rich.live import Live
@@ -43,7 +44,7 @@ def status(
                 live.update(render.status_view(_snapshot(settings, run_id, waiting_after, limit)))
     snapshot = _snapshot(settings, run_id, waiting_after, limit)
     if as_json:
-        print(json.dumps(snapshot, indent=2))
+        print(to_json(snapshot, indent=2))
     elif run_id is None:
         render.print_runs(snapshot["runs"], snapshot)
     else:

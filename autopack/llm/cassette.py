@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autopack.errors import CassetteError
+from autopack.text import from_json, shown, to_json
+from autopack.userfiles import read_regular, require_regular_or_absent
 
 if TYPE_CHECKING:
     import httpx2
@@ -56,11 +58,11 @@ def _entry_problem(record: object) -> str | None:
             return f"missing key '{key}'"
     role, phase, attempt, response = record["role"], record["phase"], record["attempt"], record["response"]
     if role not in ROLES:
-        return f"role {role!r} is not builder or doctor"
+        return f"role {shown(role)} is not builder or doctor"
     if not isinstance(phase, str) or not phase:
-        return f"phase must be a non-empty string, got {phase!r}"
+        return f"phase must be a non-empty string, got {shown(phase)}"
     if not _is_int(attempt) or attempt < 1:
-        return f"attempt must be an integer >= 1, got {attempt!r}"
+        return f"attempt must be an integer >= 1, got {shown(attempt)}"
     if "request" in record and not isinstance(record["request"], dict):
         return "request must be an object when present"
     if not isinstance(response, dict):
@@ -70,7 +72,7 @@ def _entry_problem(record: object) -> str | None:
             return f"missing key 'response.{key}'"
     status, body, headers = response["status"], response["body"], response.get("headers", {})
     if not _is_int(status) or not 100 <= status <= 599:
-        return f"response.status must be an HTTP status code, got {status!r}"
+        return f"response.status must be an HTTP status code, got {shown(status)}"
     if not isinstance(body, (dict, str)):
         return f"response.body must be an object (or a string for an error), got {type(body).__name__}"
     if isinstance(body, str) and status < 400:
@@ -97,25 +99,28 @@ class Cassette:
     def load(cls, path: Path) -> Cassette:
         """Read and validate a JSONL cassette; raise CassetteError naming file:line on the first bad line."""
         path = Path(path)
+        where = shown(str(path), quote=False)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular(path).decode("utf-8")
         except OSError as problem:
-            raise CassetteError(f"{path}: cannot read cassette: {problem.strerror or problem}") from problem
+            raise CassetteError(f"{where}: cannot read cassette: {problem.strerror or problem}") from problem
         except UnicodeDecodeError as problem:
-            raise CassetteError(f"{path}: cassette is not UTF-8 text ({problem.reason})") from problem
+            raise CassetteError(f"{where}: cassette is not UTF-8 text ({problem.reason})") from problem
         entries = []
         for number, raw in enumerate(text.splitlines(), 1):
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = from_json(raw)
             except json.JSONDecodeError as problem:
-                raise CassetteError(f"{path}:{number}: not valid JSON ({problem.msg}, column {problem.colno})") from None
+                raise CassetteError(f"{where}:{number}: not valid JSON ({problem.msg}, column {problem.colno})") from None
+            except ValueError as problem:  # NaN, Infinity, 1e999
+                raise CassetteError(f"{where}:{number}: not valid JSON ({problem})") from None
             except RecursionError:
-                raise CassetteError(f"{path}:{number}: JSON nested too deeply to read") from None
+                raise CassetteError(f"{where}:{number}: JSON nested too deeply to read") from None
             problem = _entry_problem(record)
             if problem:
-                raise CassetteError(f"{path}:{number}: {problem}")
+                raise CassetteError(f"{where}:{number}: {problem}")
             response = record["response"]
             entries.append(CassetteEntry(
                 role=record["role"], phase=record["phase"], attempt=record["attempt"],
@@ -177,7 +182,7 @@ def _response(httpx2, entry: CassetteEntry, streamed: bool = False):
         return httpx2.Response(entry.status, content=message_to_sse(entry.body), headers=headers)
     if isinstance(entry.body, dict):
         headers.setdefault("content-type", "application/json")
-        return httpx2.Response(entry.status, content=json.dumps(entry.body).encode(), headers=headers)
+        return httpx2.Response(entry.status, content=to_json(entry.body).encode(), headers=headers)
     headers.setdefault("content-type", "text/plain; charset=utf-8")
     return httpx2.Response(entry.status, content=entry.body.encode(), headers=headers)
 
@@ -194,10 +199,12 @@ class CassetteRecorder:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
+            require_regular_or_absent(self.path)  # a cassette is a file to replay later, never a pipe
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("", encoding="utf-8")
         except OSError as problem:
-            raise CassetteError(f"{self.path}: cannot write the cassette: {problem.strerror or problem}") from problem
+            raise CassetteError(f"{shown(str(self.path), quote=False)}: cannot write the cassette: "
+                                f"{problem.strerror or problem}") from problem
 
     def transport(self, role: str, phase: str, attempt: int, inner: httpx2.BaseTransport) -> httpx2.BaseTransport:
         """A transport that forwards to ``inner`` and records each exchange under (role, phase, attempt)."""
@@ -220,7 +227,7 @@ class CassetteRecorder:
             record["request"] = sent
         record["response"] = {"status": status, "headers": headers, "body": body}
         with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(to_json(record, ensure_ascii=False) + "\n")
 
 
 def recorded_headers(headers, *, streamed: bool) -> dict[str, str]:

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from autopack.bounds import PRICE_USD_PER_MTOK
 from autopack.errors import EnvironmentProblem, UsageError
+from autopack.text import shown
 
 if TYPE_CHECKING:
     import anthropic
@@ -108,25 +110,28 @@ def parse_price_overrides(mapping: Mapping, where: str = "prices") -> dict[str, 
     """Validate ``{model: {input, output, cache_write, cache_read}}`` (USD per million tokens) into price tuples.
 
     Raises UsageError naming ``where.model.key`` for an unknown or missing key, or a value that
-    is not a non-negative number.
+    is not a number in PRICE_USD_PER_MTOK (NaN and infinities included).
     """
     if not isinstance(mapping, Mapping):
         raise UsageError(f"{where} must be a table of models, got {type(mapping).__name__}")
     prices = {}
     for model, entry in mapping.items():
+        label = f"{where}.{shown(model, quote=False)}"
         if not isinstance(entry, Mapping):
-            raise UsageError(f"{where}.{model} must be a table with keys {', '.join(PRICE_FIELDS)}")
+            raise UsageError(f"{label} must be a table with keys {', '.join(PRICE_FIELDS)}")
         unknown = sorted(set(entry) - set(PRICE_FIELDS))
         if unknown:
-            raise UsageError(f"{where}.{model}.{unknown[0]} is not a price key; use {', '.join(PRICE_FIELDS)}")
+            raise UsageError(f"{label}.{shown(unknown[0], quote=False)} is not a price key; "
+                             f"use {', '.join(PRICE_FIELDS)}")
         values = []
         for key in PRICE_FIELDS:
             if key not in entry:
-                raise UsageError(f"{where}.{model}.{key} is missing (USD per million tokens; 0 if free)")
+                raise UsageError(f"{label}.{key} is missing (USD per million tokens; 0 if free)")
             value = entry[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise UsageError(f"{where}.{model}.{key} must be a number >= 0 (USD per million tokens), "
-                                 f"got {value!r}")
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or PRICE_USD_PER_MTOK.problem(float(value))):
+                raise UsageError(f"{label}.{key} must be {PRICE_USD_PER_MTOK} (USD per million tokens), "
+                                 f"got {shown(value)}")
             values.append(float(value))
         prices[str(model)] = tuple(values)
     return prices

@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import CallRecord, ClientFactory, create_message
+from autopack.text import head_tail
 
 ROLE = "doctor"
 DIGEST_MAX_CHARS = 6000
@@ -69,12 +70,7 @@ class Doctor:
 def cap_digest(digest: str, limit: int = DIGEST_MAX_CHARS) -> str:
     """``digest`` within ``limit`` characters: its head and its tail, where errors usually are."""
     digest = digest.strip()
-    if len(digest) <= limit:
-        return digest
-    marker = f"\n[... {len(digest) - limit} characters omitted ...]\n"
-    keep = max(0, limit - len(marker))
-    head = keep // 2
-    return digest[:head] + marker + digest[len(digest) - (keep - head):]
+    return head_tail(digest, limit, f"\n[... {len(digest) - limit} characters omitted ...]\n")
 
 
 def render_report(phase_id: str, attempt: int, phase_goal: str, digest: str) -> str:

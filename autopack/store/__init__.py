@@ -7,10 +7,12 @@ Read commands use ``open_reader``, which never loads them (see ``store.sql``).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopack.errors import UsageError
+from autopack.errors import EnvironmentProblem, UsageError
+from autopack.text import shown
 
 if TYPE_CHECKING:
     from autopack.store.runs import Store
@@ -116,11 +118,18 @@ def _write_ignore(directory: Path) -> None:
 
 
 def database_absent(path: Path) -> bool:
-    """No database yet: no file, or an empty one (SQLite creates the schema in an empty file)."""
+    """No database yet: no file, or an empty one (SQLite creates the schema in an empty file).
+
+    A path that cannot name a file (too long, through a file, a symlink loop) is a usage error.
+    """
     try:
         return path.stat().st_size == 0
     except FileNotFoundError:
         return True
+    except OSError as error:
+        unusable = error.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP)
+        raise (UsageError if unusable else EnvironmentProblem)(f"{shown(str(path), quote=False)}: cannot use this database path: {error.strerror}; "
+                      "give --db (or the db setting) another path") from None
 
 
 def __getattr__(name: str) -> Any:

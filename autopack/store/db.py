@@ -19,6 +19,7 @@ from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
 from autopack.store.sql import database_error
+from autopack.text import to_json
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -31,7 +32,7 @@ def make_engine(path: Path) -> Engine:
     connection per transaction paid every time (~40 % of a phase's wall time on a disk).
     """
     engine = create_engine(f"sqlite:///{path}", poolclass=QueuePool, pool_size=2, max_overflow=4,
-                           connect_args={"check_same_thread": False})
+                           connect_args={"check_same_thread": False}, json_serializer=to_json)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
