@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
+from autopack.domain.lifecycle import FailureKind
 from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
 from autopack.errors import Interrupted
 from autopack.failures import Failure, digest
@@ -27,10 +28,9 @@ from autopack.workspace import GitTampered
 
 PROTECTED_PATHS = (".git", ".autopack")
 # Stops that say nothing about the builder's work: the next attempt's prompt does not mention them.
-# ("cost_cap" is no longer recorded as a failure, but databases written by earlier versions hold it.)
-NOT_THE_BUILDERS_FAULT = ("abandoned", "interrupted", "cost_cap")
+NOT_THE_BUILDERS_FAULT = tuple(kind for kind in FailureKind if not kind.builders_fault)
 # A builder or environment failure that another attempt in this pass cannot fix.
-ENDS_PASS = ("api_error", "cassette_exhausted", "context_window")
+ENDS_PASS = tuple(kind for kind in FailureKind if kind.ends_pass)
 
 
 class Observer(Protocol):
