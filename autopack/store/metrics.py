@@ -29,6 +29,7 @@ class RunFacts:
     base_commit: str
     plan: dict[str, Any]  # PlanSpec.to_dict() as recorded
     models: dict[str, str]  # plan's run.models, with "builder" = the model its first attempts used
+    cassette: str | None  # the plan's run.cassette as written: where the answers came from (None: live)
     autopack_version: str
     state: str  # derived: complete | failed | running | queued
     flags: dict[str, Any]
@@ -89,6 +90,7 @@ def run_facts(db: Readable, run_ids: Sequence[str] | None = None) -> dict[str, R
         if builders[run_id]:
             models["builder"] = ", ".join(sorted(builders[run_id]))
         facts[run_id] = RunFacts(id=run_id, comparable_hash=comparable, base_commit=base, plan=plan, models=models,
+                                 cassette=(plan.get("run") or {}).get("cassette"),
                                  autopack_version=version, state=derive_run_state(states[run_id]),
                                  flags=dict(json.loads(flags) or {}), created_at=py_time(created))
     return facts

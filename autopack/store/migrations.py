@@ -9,6 +9,7 @@ has shipped.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -61,6 +62,18 @@ def m003_read_path_indexes(conn: Connection) -> None:
         "CREATE INDEX IF NOT EXISTS ix_attempts_executor_id ON attempts (executor_id)",
     ):
         conn.exec_driver_sql(statement)
+
+
+@migration
+def m004_comparable_hash_without_cassette(conn: Connection) -> None:
+    """ab-test pairs runs of one plan replayed from different cassettes: recompute each run's
+    comparable hash from its recorded plan, without ``run.cassette`` (plan.NOT_PLAN_CONTENT)."""
+    from autopack.plan import comparable_hash
+
+    runs = conn.exec_driver_sql("SELECT id, plan FROM runs").fetchall()
+    if runs:
+        conn.exec_driver_sql("UPDATE runs SET comparable_hash = ? WHERE id = ?",
+                             [(comparable_hash(json.loads(plan)), run_id) for run_id, plan in runs])
 
 
 @dataclass(frozen=True)
