@@ -210,6 +210,9 @@ def _failed(outcome: CallOutcome, calls: tuple[CallRecord, ...], model: str, esc
                    f"{request.attempt} while the API client retried")
         return BuilderResult(None, FailureKind.CASSETTE_EXHAUSTED, message, "", calls, escalation, model)
     error = outcome.error or "unknown error"
+    if outcome.malformed:
+        return BuilderResult(None, FailureKind.MALFORMED, f"{error}; nothing was applied", "", calls, escalation,
+                             model)
     if outcome.http_status == 400 and _CONTEXT_WINDOW.search(error):
         return BuilderResult(None, FailureKind.CONTEXT_WINDOW, f"{_CONTEXT_WINDOW_MESSAGE} ({error})", "", calls,
                              escalation, model)
