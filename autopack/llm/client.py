@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import socket
 import threading
 import time
@@ -113,9 +114,8 @@ def message_problem(status: int, body: Any) -> str | None:
 
 
 def _shown(value: Any) -> str:
-    """A value for a one-line message: its repr, cut short."""
-    text = "missing" if value is None else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A value for a one-line message: its repr, cut short (reprlib); None reads as missing."""
+    return "missing" if value is None else reprlib.repr(value)
 
 
 @dataclass(frozen=True)
