@@ -9,7 +9,6 @@ has shipped.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from autopack.errors import EnvironmentProblem, MigrationNeeded
 from autopack.store import database_absent
-from autopack.store.sql import advice, connect_existing
+from autopack.store.sql import advice, connect_existing, stored_json
 
 if TYPE_CHECKING:  # SQLAlchemy loads only to migrate: read commands check the schema without it
     from sqlalchemy import Connection
@@ -73,7 +72,7 @@ def m004_comparable_hash_without_cassette(conn: Connection) -> None:
     runs = conn.exec_driver_sql("SELECT id, plan FROM runs").fetchall()
     if runs:
         conn.exec_driver_sql("UPDATE runs SET comparable_hash = ? WHERE id = ?",
-                             [(comparable_hash(json.loads(plan)), run_id) for run_id, plan in runs])
+                             [(comparable_hash(stored_json(plan)), run_id) for run_id, plan in runs])
 
 
 @dataclass(frozen=True)
