@@ -374,6 +374,11 @@ def test_hostile_environment_setting_is_refused_in_one_line(bench: Bench, name: 
     bench.expect_error(2, must, "status", env=variables)
 
 
+def test_a_deeply_nested_json_setting_is_refused_in_one_line_naming_it(bench: Bench) -> None:
+    """The JSON parser recurses per level: its RecursionError is the setting's error, not autopack's bug."""
+    bench.expect_error(2, "AUTOPACK_PRICES", "status", env={"AUTOPACK_PRICES": "[" * 50_000 + "]" * 50_000})
+
+
 # --- databases -----------------------------------------------------------------------------
 
 

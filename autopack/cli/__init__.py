@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from autopack import __version__
-from autopack.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_USAGE, AutopackError
+from autopack.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, AutopackError
 
 app = typer.Typer(
     name="autopack",
@@ -48,7 +48,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every AutopackError becomes one stderr line and its exit code."""
+    """Entry point: every AutopackError becomes one stderr line and its exit code; any other exception
+    is a bug, reported in one line naming the crash log with its traceback (exit 70)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         app(args=argv, prog_name="autopack")
@@ -58,15 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("autopack: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    except OSError as exc:  # the file system refused: disk full, file too large, read-only, permissions
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"autopack: error: {where}{exc.strerror or exc}; free space or fix permissions, then run the "
-              "command again (an attempt cut short is recovered by the next run or drain)", file=sys.stderr)
-        sys.exit(EXIT_ENVIRONMENT)
-    except RecursionError:  # a parser (TOML, JSON) given input nested thousands of levels deep
-        print("autopack: error: an input file is nested too deeply to read; check the plan, cassette and "
-              "settings files", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # anything else is a bug: one line, the traceback in a crash log
+        from autopack.cli.crash import report_crash
+        from autopack.cli.options import state_dir
+
+        report_crash(exc, state_dir())
+        sys.exit(EXIT_INTERNAL_ERROR)
 
 
 __all__ = ["app", "main", "admin", "run", "status"]

@@ -95,7 +95,10 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
     from autopack import render
 
     if junit_xml:
-        render.write_drain_junit(summary, junit_xml)
+        try:
+            render.write_drain_junit(summary, junit_xml)
+        except OSError as exc:  # the path the user gave
+            raise UsageError(f"--junit-xml {junit_xml}: cannot write it: {exc.strerror or exc}") from None
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from autopack.errors import EnvironmentProblem, MigrationNeeded
+from autopack.errors import EnvironmentProblem, MigrationNeeded, writing
 from autopack.store import database_absent
 from autopack.store.sql import advice, connect_existing, stored_json
 
@@ -146,8 +146,9 @@ def migrate(path: Path) -> MigrationResult:
     if status.exists and not status.fresh and not status.pending:
         return MigrationResult(False, (), None)
     if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)  # another process may be creating it too
-        (path.parent / ".gitignore").write_text("# autopack's state: never committed\n*\n")
+        with writing(path.parent, "autopack's state directory"):
+            path.parent.mkdir(parents=True, exist_ok=True)  # another process may be creating it too
+            (path.parent / ".gitignore").write_text("# autopack's state: never committed\n*\n")
     backup = backup_database(path) if status.exists and not status.fresh else None
     from autopack.store.db import make_engine, translate_errors
 
