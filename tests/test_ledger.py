@@ -154,6 +154,7 @@ MALFORMED_ANSWERS = {
 }
 
 
+@pytest.mark.filterwarnings("error")  # nothing but the one-line failure: no SDK warning on stderr either
 @pytest.mark.parametrize("budget", [4096, 30000], ids=["plain", "streamed"])
 @pytest.mark.parametrize("name", sorted(MALFORMED_ANSWERS))
 def test_a_malformed_answer_fails_as_malformed_and_never_lowers_the_ledger(tmp_path, name, budget):

@@ -14,6 +14,7 @@ import reprlib
 import socket
 import threading
 import time
+import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -292,11 +293,13 @@ def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_to
     message, error, http_status, exhausted, unreadable = None, None, None, False, False
     with capture_calls(role, clock=clock, prices=prices, predicted_tokens=predicted_tokens) as calls:
         try:
-            if stream:
-                with client.messages.stream(model=model, max_tokens=max_tokens, **params) as events:
-                    message = events.get_final_message()
-            else:
-                message = client.messages.create(model=model, max_tokens=max_tokens, **params)
+            with warnings.catch_warnings():  # the SDK's stream accumulator warns about values of the wrong type,
+                warnings.filterwarnings("ignore", "Pydantic serializer warnings")  # which message_problem refuses
+                if stream:
+                    with client.messages.stream(model=model, max_tokens=max_tokens, **params) as events:
+                        message = events.get_final_message()
+                else:
+                    message = client.messages.create(model=model, max_tokens=max_tokens, **params)
         except anthropic.APIStatusError as problem:
             detail = problem.api_message or problem.message
             http_status = problem.status_code
