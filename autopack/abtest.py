@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from autopack.errors import UsageError
 from autopack.paired_stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Bootstrap, sign_test_p, wilcoxon_p
+from autopack.plan import NOT_PLAN_CONTENT
 
 SCHEMA = 1
 MIN_PAIRS_FOR_TESTS = 6
@@ -125,7 +126,7 @@ def pair_warnings(control: Any, treatment: Any, allow_mismatch: bool) -> list[Va
         consequence = ("included because of --allow-mismatch" if allow_mismatch
                        else "excluded; pass --allow-mismatch to compare them anyway")
         what = ", ".join(plan_differences(control.plan, treatment.plan)) or "same content, hashed differently"
-        found.append(ValidityWarning("plan_mismatch", f"plans differ apart from id and flags ({what}): "
+        found.append(ValidityWarning("plan_mismatch", f"plans differ apart from id, flags and cassette ({what}): "
                                      f"{consequence}"))
     if control.base_commit != treatment.base_commit:
         found.append(ValidityWarning("base_commit", f"base commits differ: {control.base_commit[:12]} vs "
@@ -145,10 +146,10 @@ def pair_warnings(control: Any, treatment: Any, allow_mismatch: bool) -> list[Va
 
 
 def plan_differences(control: dict[str, Any], treatment: dict[str, Any]) -> list[str]:
-    """Where two recorded plans differ: ``run.<key>`` (id and flags aside), ``phase <id>``, ``phase order``."""
+    """Where two recorded plans differ: ``run.<key>`` (NOT_PLAN_CONTENT aside), ``phase <id>``, ``phase order``."""
     c_run, t_run = control.get("run", {}), treatment.get("run", {})
     found = [f"run.{key}" for key in sorted(set(c_run) | set(t_run))
-             if key not in ("id", "flags") and c_run.get(key) != t_run.get(key)]
+             if key not in NOT_PLAN_CONTENT and c_run.get(key) != t_run.get(key)]
     c_phases = {p["id"]: p for p in control.get("phases", [])}
     t_phases = {p["id"]: p for p in treatment.get("phases", [])}
     found += [f"phase {pid}" for pid in dict.fromkeys([*c_phases, *t_phases]) if c_phases.get(pid) != t_phases.get(pid)]
@@ -218,6 +219,7 @@ class PairResult:
     index: int  # 1-based, in the order given
     control: str
     treatment: str
+    cassettes: dict[str, str | None]  # arm -> the run's run.cassette as written (None: live answers)
     included: bool
     warnings: list[ValidityWarning]
     control_metrics: Any  # RunMetrics
@@ -291,6 +293,7 @@ def build_report(pairs: Sequence[Pair], facts: dict[str, Any], metrics: dict[str
         values = [(m.name, m.value(c), m.value(t)) for m in METRICS]
         results.append(PairResult(
             index=index, control=pair.control, treatment=pair.treatment, included=included, warnings=warnings,
+            cassettes={"control": facts[pair.control].cassette, "treatment": facts[pair.treatment].cassette},
             control_metrics=c, treatment_metrics=t,
             deltas={name: None if a is None or b is None else _delta(a, b) for name, a, b in values},
             percent_change={name: _percent(a, b) for name, a, b in values},

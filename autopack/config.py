@@ -338,7 +338,7 @@ def _parse_text(spec: SettingSpec, text: str, label: str) -> Any:
 
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply to read
             value = None
         if not isinstance(value, dict):
             raise ConfigError(f"{label}: {shown(text)} is not a JSON object")

@@ -8,13 +8,15 @@ whose lock is held by another process is skipped, never waited for; a run is nev
 skipped because one of its phases is queued. ``drain --run-id`` holds its run's lock for
 the whole drain, so a claim left by a dead executor of that run is rescued at once.
 
-Priority (first drained first):
-  0 transient failures: api_error, timeout, interrupted, abandoned, unknown
+Priority (first drained first), by the failure kind's rank (autopack.domain.lifecycle):
+  0 transient failures: api_error, timeout, interrupted, abandoned, and kinds this version
+    does not know (from a database another version wrote)
   1 collection errors
   2 missing deliverables, no-op
-  3 apply errors (apply_error, malformed)
-  4 regressions (regression, tests_removed)
-  5 the rest: other failures, then queued phases never attempted
+  3 unusable answers: apply_error, malformed, truncated
+  4 rejected by the tests: regression, tests_removed, report_invalid, git_tampered
+  5 needs a plan or cassette change first: refusal, context_window, cassette_exhausted;
+    then queued phases never attempted
 A queued phase carrying a failure (interrupted, or requeued) ranks by that failure.
 Ties: oldest failure first, then run creation order, then plan order.
 """
@@ -28,17 +30,9 @@ from datetime import datetime
 from typing import Any, Callable
 
 from autopack.caps import CostCap, CostCapReached
+from autopack.domain.lifecycle import NEEDS_PLAN_CHANGE, RANK_LABELS, drain_rank
 from autopack.errors import AutopackError, Busy, UsageError
 
-RANKS = {
-    "api_error": 0, "timeout": 0, "interrupted": 0, "abandoned": 0, "unknown": 0,
-    "collection_error": 1,
-    "deliverables_missing": 2, "no_op": 2,
-    "apply_error": 3, "malformed": 3,
-    "regression": 4, "tests_removed": 4,
-}
-RANK_LABELS = ("transient failure", "collection error", "missing deliverables / no-op", "apply error",
-               "regression", "other")
 
 
 @dataclass(frozen=True)
@@ -58,13 +52,13 @@ def prioritise(phases: list[Any]) -> list[Candidate]:
     for p in phases:
         if p.state == "failed" or p.failure_kind:
             kind = p.failure_kind or "unknown"
-            rank = RANKS.get(kind, 5)
+            rank = drain_rank(p.failure_kind)
             how = "failed with" if p.state == "failed" else "queued again after"
             reason = f"{RANK_LABELS[rank]}: {how} {kind}"
             if p.parked_reason:
                 reason += f" (parked: {p.parked_reason})"
         else:
-            rank, reason = 5, "queued, not attempted in this pass yet"
+            rank, reason = NEEDS_PLAN_CHANGE, "queued, not attempted in this pass yet"
         candidates.append(Candidate(p, rank, reason))
     far_future = 1e18
     return sorted(candidates, key=lambda c: (

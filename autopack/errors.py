@@ -1,8 +1,17 @@
 """Errors that reach the user: each has an exit code and a one-line message.
 
 Library modules raise these; the CLI prints ``str(error)`` as one stderr line and
-exits with ``error.exit_code`` (contract 4 in DESIGN.md).
+exits with ``error.exit_code`` (contract 4 in DESIGN.md). Any other exception is a bug
+in autopack: the CLI says so in one line, names the log holding the traceback and exits
+with EXIT_INTERNAL_ERROR.
 """
+
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 from autopack.text import MESSAGE_MAX_CHARS, head_tail
 
@@ -10,8 +19,14 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 4
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h): an unexpected error, a bug in autopack
 EXIT_BUSY = 75
 EXIT_INTERRUPTED = 130
+# What the file system answers when it refuses a write for reasons outside autopack, and what to do.
+_FREE_SPACE = "free disk space (or raise the file size limit)"
+FILE_SYSTEM_REFUSALS = {errno.ENOSPC: _FREE_SPACE, errno.EDQUOT: _FREE_SPACE, errno.EFBIG: _FREE_SPACE,
+                        errno.EIO: _FREE_SPACE, errno.EROFS: "make it writable", errno.EACCES: "make it writable",
+                        errno.EPERM: "make it writable"}
 
 
 class AutopackError(Exception):
@@ -65,3 +80,18 @@ class Interrupted(AutopackError):
     """Stopped by SIGINT/SIGTERM (exit 130)."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+@contextmanager
+def writing(path: Path | str, what: str) -> Iterator[None]:
+    """While writing ``what`` (a log, a patch, a report) to ``path``: the file system refusing the write
+    (disk full, file too large, read-only, no permission) is an EnvironmentProblem naming the file.
+    Any other OSError (a missing directory, a wrong path) is autopack's bug and passes unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in FILE_SYSTEM_REFUSALS:
+            raise
+        raise EnvironmentProblem(f"{error.filename or path}: cannot write {what}: {error.strerror or error}; "
+                                 f"{FILE_SYSTEM_REFUSALS[error.errno]} and run the command again (an attempt cut "
+                                 "short is recovered by the next run or drain)") from None

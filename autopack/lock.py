@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import portalocker
 
-from autopack.errors import Busy
+from autopack.errors import Busy, writing
 from autopack.text import to_json
 
 
@@ -31,8 +31,9 @@ class RunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise Busy naming the holder's pid and host."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
+        with writing(self.path, "the run's lock file"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+", encoding="utf-8")
         try:
             portalocker.lock(handle, portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING)
         except portalocker.exceptions.LockException:

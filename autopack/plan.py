@@ -26,6 +26,9 @@ COMPLEXITIES = ("low", "medium", "high")
 RUN_ID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 DEFAULT_TEST_COMMAND = "python -m pytest -q"
 MODEL_ROLES = ("builder", "doctor", "escalation")
+# [run] keys that say which run this is and where its answers come from, not what the plan asks:
+# two runs that differ only in these are runs of the same plan (ab-test pairs them).
+NOT_PLAN_CONTENT = ("id", "flags", "cassette")
 
 _ID_RE = re.compile(RUN_ID_PATTERN)
 ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
@@ -142,10 +145,15 @@ class PlanSpec:
         return _sha256_json(self.to_dict())
 
     def comparable_hash(self) -> str:
-        """Like content_hash, but ignoring ``run.id`` and ``run.flags`` (for ab-test pairing)."""
-        data = self.to_dict()
-        del data["run"]["id"], data["run"]["flags"]
-        return _sha256_json(data)
+        """Like content_hash, but ignoring what ab-test compares runs by (see ``comparable_hash``)."""
+        return comparable_hash(self.to_dict())
+
+
+def comparable_hash(plan: dict[str, Any]) -> str:
+    """sha256 of a recorded plan (``PlanSpec.to_dict()``) without ``NOT_PLAN_CONTENT``: runs of one
+    plan hash alike whatever their id, flags or the cassette their answers come from."""
+    run = {key: value for key, value in plan.get("run", {}).items() if key not in NOT_PLAN_CONTENT}
+    return _sha256_json({**plan, "run": run})
 
 
 def load_plan(path: Path, *, default_max_attempts: int = 3) -> PlanSpec:

@@ -75,6 +75,16 @@ def _pair_cells(pair: Any) -> list[str]:
     return [format_value(pair.deltas[name], _UNITS[name], signed=True) for name in PAIR_COLUMNS]
 
 
+def _cassettes(pair: Any) -> str:
+    """Where each arm's answers came from: its run.cassette, or the live API."""
+    control, treatment = (pair.cassettes[arm] or "live API" for arm in ("control", "treatment"))
+    return control if control == treatment else f"{control} → {treatment}"
+
+
+def _with_cassettes(report: AbReport) -> bool:
+    return any(any(p.cassettes.values()) for p in report.pairs)
+
+
 def _warning_lines(report: AbReport) -> list[str]:
     lines = [f"pair {p.index} ({p.control} → {p.treatment}): {w.message}" for p in report.pairs for w in p.warnings]
     return lines + list(report.notes)
@@ -108,12 +118,14 @@ def print_report(report: AbReport) -> None:
         f"{arm} {format_value(a.cost_per_completed_phase, 'usd')} ({a.phases_complete} phases)"
         for arm, a in report.arms.items()))
     metric, scale = _chart(report)
-    pairs = _terminal_table("#", "control", "treatment", "Δ tokens", "Δ cost", "Δ phases", title="pairs")
+    cassettes = _with_cassettes(report)
+    pairs = _terminal_table("#", "control", "treatment", *(("cassettes",) if cassettes else ()), "Δ tokens",
+                            "Δ cost", "Δ phases", title="pairs")
     pairs.add_column(f"Δ {_LABELS[metric]}", no_wrap=True)
     pairs.add_column("warnings")
     for p in report.pairs[:TERMINAL_ROWS]:
         delta = p.deltas[metric]
-        pairs.add_row(str(p.index), p.control, p.treatment,
+        pairs.add_row(str(p.index), p.control, p.treatment, *((_cassettes(p),) if cassettes else ()),
                       *(format_value(p.deltas[n], _UNITS[n], signed=True) for n in TERMINAL_PAIR_COLUMNS),
                       Text(delta_bar(delta, scale), style="cyan" if (delta or 0) < 0 else "magenta"),
                       ", ".join(w.kind for w in p.warnings) or "-", style="" if p.included else "dim")
@@ -160,11 +172,14 @@ def to_markdown(report: AbReport) -> str:
     metric, scale = _chart(report)
     lines += ["", "## Pairs", "",
               f"The chart shows Δ {_LABELS[metric]}; a full bar is {format_value(scale, _UNITS[metric])}.", ""]
-    rows = [[str(p.index), f"`{p.control}`", f"`{p.treatment}`", "yes" if p.included else "**no**", *_pair_cells(p),
+    cassettes = _with_cassettes(report)
+    rows = [[str(p.index), f"`{p.control}`", f"`{p.treatment}`", *((f"`{_cassettes(p)}`",) if cassettes else ()),
+             "yes" if p.included else "**no**", *_pair_cells(p),
              f"`{delta_bar(p.deltas[metric], scale)}`", ", ".join(w.kind for w in p.warnings) or "-"]
             for p in report.pairs]
-    lines += _table(("#", "control", "treatment", "included", *(f"Δ {_LABELS[n]}" for n in PAIR_COLUMNS),
-                     "chart", "warnings"), rows, "rlll" + "r" * len(PAIR_COLUMNS) + "ll")
+    lines += _table(("#", "control", "treatment", *(("cassettes",) if cassettes else ()), "included",
+                     *(f"Δ {_LABELS[n]}" for n in PAIR_COLUMNS), "chart", "warnings"), rows,
+                    "rlll" + "l" * cassettes + "r" * len(PAIR_COLUMNS) + "ll")
     lines += ["", "## Flipped phases", ""]
     if report.flips:
         lines += _table(("#", "control", "treatment", "phase", "complete only in"),

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
+from autopack.domain.lifecycle import FailureKind
 from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
-from autopack.errors import Interrupted
+from autopack.errors import Interrupted, writing
 from autopack.failures import Failure, digest
 from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_failures_to_confirm
 from autopack.llm.builder import BuilderRequest, EscalationCheck, collect_files, render_prompt
@@ -28,10 +29,9 @@ from autopack.workspace import GitTampered
 
 PROTECTED_PATHS = (".git", ".autopack")
 # Stops that say nothing about the builder's work: the next attempt's prompt does not mention them.
-# ("cost_cap" is no longer recorded as a failure, but databases written by earlier versions hold it.)
-NOT_THE_BUILDERS_FAULT = ("abandoned", "interrupted", "cost_cap")
+NOT_THE_BUILDERS_FAULT = tuple(kind for kind in FailureKind if not kind.builders_fault)
 # A builder or environment failure that another attempt in this pass cannot fix.
-ENDS_PASS = ("api_error", "cassette_exhausted", "context_window")
+ENDS_PASS = tuple(kind for kind in FailureKind if kind.ends_pass)
 
 
 class Observer(Protocol):
@@ -334,7 +334,8 @@ def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> Test
 def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None,
                timings: dict[str, int], select: tuple[str, ...] = ()) -> tuple[TestReport, int]:
     log_path = ctx.artifacts / "logs" / f"attempt-{attempt_id}-{kind}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(log_path.parent, "the test logs"):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     report = run_tests(
         ctx.test_command, ctx.workspace.project_root, timeout_s=ctx.test_timeout_s, log_path=log_path,
@@ -380,8 +381,9 @@ def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
     if not patch.strip():
         return None
     path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{number}.patch"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(patch.encode("utf-8", "surrogateescape"))
+    with writing(path, "the attempt's patch"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(patch.encode("utf-8", "surrogateescape"))
     return path
 
 

@@ -194,7 +194,7 @@ def _json_object(line: str) -> dict | None:
         return None
     try:
         value = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

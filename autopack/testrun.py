@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from autopack.errors import EnvironmentProblem
+from autopack.errors import writing
 from autopack.junit import (
     MAX_JUNIT_BYTES,
     MESSAGE_CAP,
@@ -311,12 +311,9 @@ class _OutputSink:
 def _put(file: Any, data: bytes) -> None:
     """Write to an unbuffered file; a full disk becomes a one-line error naming the file."""
     view = memoryview(data)
-    try:
+    with writing(file.name, "the test output"):
         while view:  # a raw write may be short (a nearly full disk)
             view = view[file.write(view):]
-    except OSError as error:
-        raise EnvironmentProblem(f"{file.name}: cannot write the test output: {error.strerror or error}; free "
-                                 "disk space (or raise the file size limit) and run the command again") from None
 
 
 def _run_process(

@@ -181,7 +181,7 @@ def _node(root: Path) -> TestCommand:
 def _read_package_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(read_regular(path).decode("utf-8"))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise UsageError(f"{path}: cannot read it as JSON ({error}); fix it or set run.test_command") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object; fix it or set run.test_command")

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -42,10 +43,12 @@ def store(tmp_path):
 
 def make_run(store, run_id, *, tmp_path=Path("/tmp"), flags=None, goal="Add power and modulo", models=None,
              base=BASE, version=None, created=T0, states=("complete", "complete"), calls=(),
-             builder_model="claude-sonnet-5-5", wall_s=100.0, test_runs=0, events=()):
+             builder_model="claude-sonnet-5-5", wall_s=100.0, test_runs=0, events=(), cassette=None):
     """A run made by the store layer, then given planted rows: calls are (role, in, out, cread, cwrite, cost)."""
-    plan = plan_from_dict({"run": {"id": run_id, "goal": goal, "flags": flags or {}, "models": models or {}},
-                           "phases": [{"id": p, "goal": f"do {p}"} for p in PHASES]}, tmp_path / "plan.toml")
+    run = {"id": run_id, "goal": goal, "flags": flags or {}, "models": models or {},
+           **({"cassette": cassette} if cassette else {})}
+    plan = plan_from_dict({"run": run, "phases": [{"id": p, "goal": f"do {p}"} for p in PHASES]},
+                          tmp_path / "plan.toml")
     store.create_run(plan=plan, repo_root=tmp_path, subdir="", base_commit=base, branch=f"autopack/{run_id}",
                      worktree=tmp_path / run_id)
     with Session(store.engine) as session:
@@ -252,11 +255,48 @@ def test_every_validity_problem_is_reported_and_only_plan_mismatch_excludes(stor
     assert "treatment run t-running is running" in report.pairs[4].warnings[0].message
     assert kinds[5] == ["plan_mismatch", "reused_run"]
     assert [p.included for p in report.pairs] == [True, True, False, True, True, False]
-    assert report.pairs[5].warnings[0].message.startswith("plans differ apart from id and flags (run.goal): excluded")
+    assert report.pairs[5].warnings[0].message.startswith(
+        "plans differ apart from id, flags and cassette (run.goal): excluded")
     assert "(run.models)" in report.pairs[2].warnings[0].message
     allowed = compare(store, pairs, allow_mismatch=True)
     assert all(p.included for p in allowed.pairs) and "included because of" in allowed.pairs[5].warnings[0].message
     assert "validity warnings" in allowed.interpretation[-1]
+
+
+def old_comparable_hash(plan: dict) -> str:
+    """The comparable hash autopack recorded before m004: the plan without run.id and run.flags only."""
+    import hashlib
+
+    run = {key: value for key, value in plan["run"].items() if key not in ("id", "flags")}
+    canonical = json.dumps({**plan, "run": run}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def test_runs_recorded_before_the_cassette_left_the_hash_compare_once_migrated(tmp_path):
+    """A database from before m004 holds hashes that include run.cassette; migrating recomputes them."""
+    from autopack.errors import MigrationNeeded
+    from autopack.store import migrate
+
+    db = tmp_path / "autopack.db"
+    with open_store(db) as store:
+        make_run(store, "ctl", tmp_path=tmp_path, cassette="control.jsonl")
+        make_run(store, "trt", tmp_path=tmp_path, cassette="treatment.jsonl")
+        make_run(store, "other", tmp_path=tmp_path, cassette="control.jsonl", goal="Another goal")
+    conn = sqlite3.connect(db)
+    for run_id, plan in conn.execute("SELECT id, plan FROM runs").fetchall():
+        conn.execute("UPDATE runs SET comparable_hash = ? WHERE id = ?", (old_comparable_hash(json.loads(plan)), run_id))
+    conn.execute("DELETE FROM _migrations WHERE name = 'm004_comparable_hash_without_cassette'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MigrationNeeded):
+        open_store(db)
+    assert migrate(db).applied == ("m004_comparable_hash_without_cassette",)
+    with open_store(db) as store:
+        report = compare(store, [Pair("ctl", "trt"), Pair("ctl", "other")])
+    assert [p.included for p in report.pairs] == [True, False]
+    assert report.pairs[0].warnings == [] and report.pairs[0].cassettes == {"control": "control.jsonl",
+                                                                            "treatment": "treatment.jsonl"}
+    assert "(run.goal)" in report.pairs[1].warnings[0].message
 
 
 def test_unknown_runs_and_self_pairs_are_usage_errors(store, tmp_path):
@@ -289,8 +329,9 @@ def test_json_keys_are_stable(store, tmp_path):
     assert set(data) == {"schema", "seed", "resamples", "allow_mismatch", "pairs", "metrics", "arms", "flips",
                          "notes", "interpretation"}
     assert data["schema"] == 1
-    assert set(data["pairs"][0]) == {"index", "control", "treatment", "included", "warnings", "control_metrics",
-                                     "treatment_metrics", "deltas", "percent_change"}
+    assert set(data["pairs"][0]) == {"index", "control", "treatment", "cassettes", "included", "warnings",
+                                     "control_metrics", "treatment_metrics", "deltas", "percent_change"}
+    assert data["pairs"][0]["cassettes"] == {"control": None, "treatment": None}
     assert set(data["pairs"][0]["control_metrics"]) == {
         "run_id", "tokens", "tokens_by_role", "cost_usd", "unpriced_calls", "llm_calls", "doctor_calls",
         "doctor_skipped", "phases_complete", "phases_total", "attempts", "escalations", "test_runs", "wall_s",
@@ -366,3 +407,36 @@ def test_cli_usage_errors_and_by_flag(store, tmp_path, capsys):
     assert code in (0, None)
     pairs = [(p["control"], p["treatment"]) for p in json.loads((tmp_path / "by-flag.json").read_text())["pairs"]]
     assert pairs[:2] == [("c1", "t1"), ("c7", "t2")]  # c7 was created with c1, before t1; t7 is another plan
+
+
+def test_two_runs_of_one_plan_from_two_cassettes_are_paired_with_their_cassettes_shown(tmp_path):
+    """The offline A/B: one plan, control answers vs treatment answers, through the real CLI."""
+    from drainkit import Workbench, builder_line
+
+    wb = Workbench(tmp_path)
+    for arm, output_tokens, flags in (("control", 20, "{}"), ("treatment", 12, "{ tuned = true }")):
+        line = builder_line("a", 1, "out/a.txt", f"{arm}\n")
+        line["response"]["body"]["usage"]["output_tokens"] = output_tokens
+        (wb.plans / f"{arm}.jsonl").write_text(json.dumps(line) + "\n")
+        (wb.plans / f"{arm}.toml").write_text(
+            f'[run]\nid = "{arm}-run"\ngoal = "Write out/a.txt"\nrepo = "../repo"\ntest_command = "python check.py"\n'
+            f'junit_xml = "report.xml"\ncassette = "{arm}.jsonl"\nflags = {flags}\n\n'
+            '[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\nscope = ["out/a.txt"]\ndeliverables = ["out/a.txt"]\n')
+        done = wb.cli("run", str(wb.plans / f"{arm}.toml"))
+        assert done.returncode == 0, done.stderr
+
+    shown = wb.cli("ab-test", "--pair", "control-run:treatment-run", "--markdown", "report.md")
+    assert shown.returncode == 0, shown.stderr
+    assert "A/B test: 1 pair, 1 included" in shown.stdout
+    assert "control.jsonl → treatment.jsonl" in shown.stdout and "plan_mismatch" not in shown.stdout
+    markdown = (wb.root / "report.md").read_text()
+    assert "| cassettes |" in markdown and "`control.jsonl → treatment.jsonl`" in markdown
+    assert "plans differ" not in markdown
+
+    by_flag = wb.cli("ab-test", "--by-flag", "tuned", "--json", "-")
+    assert by_flag.returncode == 0, by_flag.stderr
+    [pair] = json.loads(by_flag.stdout)["pairs"]
+    assert (pair["control"], pair["treatment"], pair["included"]) == ("control-run", "treatment-run", True)
+    assert pair["cassettes"] == {"control": "control.jsonl", "treatment": "treatment.jsonl"}
+    assert [w["kind"] for w in pair["warnings"]] == []
+    assert pair["deltas"]["tokens_output"] == -8

@@ -123,3 +123,61 @@ def test_autopack_alone_prints_its_help(tmp_path, autopack):
     done = autopack(cwd=tmp_path)
     assert done.returncode == 2
     assert "Usage: autopack" in done.stderr and "Commands:" in done.stderr
+
+
+# -- the error boundary: an unexpected error is a bug, said in one line, with the traceback kept ----------
+
+
+def failing_open_reader(error: BaseException):
+    """A fault for a forked child: reading the database raises ``error`` (what a bug would raise)."""
+
+    def prepare() -> None:
+        import autopack.store
+
+        def open_reader(path):
+            raise error
+
+        autopack.store.open_reader = open_reader
+
+    return prepare
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory", "/a/bug/path"),
+                                   RecursionError("maximum recursion depth exceeded"), OSError(28, "No space")],
+                         ids=["FileNotFoundError", "RecursionError", "OSError"])
+def test_an_unexpected_error_is_a_bug_in_one_line_with_its_traceback_in_a_crash_log(tmp_path, error):
+    """Before: a FileNotFoundError from a bug was told to "free space or fix permissions" (exit 4) and a
+    RecursionError that "an input file is nested too deeply" (exit 2)."""
+    from hostile import forkcli
+
+    wb = Workbench(tmp_path)
+    wb.queue("r", [PhaseScript("a")])
+    done = forkcli.run(["status", "r", "--json"], cwd=wb.root, env=wb.env, logs=tmp_path / "logs",
+                       prepare=failing_open_reader(error))
+    assert done.code == 70, done.output
+    [line] = done.stderr.splitlines()
+    name = type(error).__name__
+    assert line.startswith(f"autopack: error: internal error ({name}): this is a bug in autopack"), line
+    assert "free space" not in line and "nested too deeply" not in line
+    [log] = (wb.db.parent / "crash").glob("*.log")
+    assert f"the traceback is in {log}; please report it" in line
+    text = log.read_text()
+    assert "command: autopack status r --json" in text and f"autopack {__version__}" in text
+    assert "Traceback (most recent call last)" in text and "in open_reader" in text and name in text
+    assert done.crash_log == text and "Traceback" in done.output  # the battery still sees the crash
+
+
+def test_a_crash_before_there_is_a_state_directory_logs_to_the_temporary_directory(tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    from hostile import forkcli
+
+    done = forkcli.run(["status"], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                       logs=tmp_path / ".logs", prepare=failing_open_reader(KeyError("phase")))
+    assert done.code == 70, done.output
+    [line] = done.stderr.splitlines()
+    log = Path(forkcli.CRASH_LOG.search(line).group(1))
+    assert log.parent == Path(tempfile.gettempdir()) / "autopack" / "crash" and "KeyError" in log.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".logs"]  # no .autopack created for it
+    log.unlink()

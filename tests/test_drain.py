@@ -65,30 +65,98 @@ def test_prioritise_orders_by_rank_then_oldest_failure_then_run_then_plan_order(
     phases = [
         queued("q-late-run", 0, run_id="r2", created_minutes=5),
         queued("q2", 2), queued("q1", 1),
-        failed("odd", "something_new", 1),
+        failed("odd", "something_new", 10),  # a kind another autopack version recorded
+        failed("exhausted", "cassette_exhausted", 1), failed("window", "context_window", 2),
+        failed("refused", "refusal", 3),
         failed("regression", "regression", 1), failed("removed", "tests_removed", 2),
-        failed("apply", "apply_error", 1), failed("malformed", "malformed", 2),
+        failed("report", "report_invalid", 3), failed("tampered", "git_tampered", 4),
+        failed("apply", "apply_error", 1), failed("malformed", "malformed", 2), failed("cut-off", "truncated", 3),
         failed("deliverables", "deliverables_missing", 1), failed("noop", "no_op", 2),
         failed("collection", "collection_error", 1),
         failed("timeout-new", "timeout", 9), failed("api-old", "api_error", 3),
         failed("unknown", None, 5), failed("interrupted", "interrupted", 7), failed("abandoned", "abandoned", 8),
+        failed("capped", "cost_cap", 6),  # no longer recorded; older databases hold it
         # same failure time: plan order decides
         failed("tie-b", "apply_error", 30, position=2), failed("tie-a", "apply_error", 30, position=1),
     ]
     order = prioritise(phases)
     assert [c.phase.phase_id for c in order] == [
-        "api-old", "unknown", "interrupted", "abandoned", "timeout-new",
+        "api-old", "unknown", "capped", "interrupted", "abandoned", "timeout-new", "odd",
         "collection",
         "deliverables", "noop",
-        "apply", "malformed", "tie-a", "tie-b",
-        "regression", "removed",
-        "odd", "q1", "q2", "q-late-run",
+        "apply", "malformed", "cut-off", "tie-a", "tie-b",
+        "regression", "removed", "report", "tampered",
+        "exhausted", "window", "refused", "q1", "q2", "q-late-run",
     ]
-    assert [c.rank for c in order] == [0] * 5 + [1] + [2] * 2 + [3] * 4 + [4] * 2 + [5] * 4
+    assert [c.rank for c in order] == [0] * 7 + [1] + [2] * 2 + [3] * 5 + [4] * 4 + [5] * 6
     reasons = {c.phase.phase_id: c.reason for c in order}
     assert "transient" in reasons["api-old"] and "api_error" in reasons["api-old"]
+    assert reasons["odd"] == "transient failure: failed with something_new"
     assert "collection error" in reasons["collection"]
+    assert reasons["exhausted"] == "needs a plan or cassette change: failed with cassette_exhausted"
     assert "queued" in reasons["q1"]
+
+
+def recorded_kind_literals() -> dict[str, list[str]]:
+    """Every failure kind written as a string literal where autopack records one, with where it is.
+
+    The places: ``Failure(kind, ...)``, ``BuilderResult(ops, kind, ...)``, a ``failure_kind=`` or
+    ``kind=`` keyword, an assignment to ``.failure_kind``, and the finalizer's ``(kind, reason)``
+    problems. Kinds written as ``FailureKind.X`` are members by construction.
+    """
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "autopack"
+    found: dict[str, list[str]] = {}
+
+    def note(node: ast.AST, path: Path) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.setdefault(node.value, []).append(f"{path.relative_to(root)}:{node.lineno}")
+
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name == "Failure" and node.args:
+                    note(node.args[0], path)
+                if name == "BuilderResult" and len(node.args) > 1:
+                    note(node.args[1], path)
+                if name in ("append", "extend") and getattr(node.func.value, "id", None) == "problems":
+                    for tuple_node in ast.walk(node):
+                        if isinstance(tuple_node, ast.Tuple) and tuple_node.elts:
+                            note(tuple_node.elts[0], path)
+                for keyword in node.keywords:
+                    if keyword.arg in ("failure_kind", "kind") and name in ("fail_phase", "finish_attempt"):
+                        note(keyword.value, path)
+            elif isinstance(node, ast.Assign):
+                for target in node.targets:
+                    targets = target.elts if isinstance(target, ast.Tuple) else [target]
+                    values = node.value.elts if isinstance(node.value, ast.Tuple) else [node.value] * len(targets)
+                    for one, value in zip(targets, values):
+                        if isinstance(one, ast.Attribute) and one.attr == "failure_kind":
+                            note(value, path)
+    return found
+
+
+def test_every_failure_kind_the_code_records_has_a_drain_rank() -> None:
+    from autopack.domain.lifecycle import RANK_LABELS, FailureKind
+
+    literals = recorded_kind_literals()
+    assert {"regression", "timeout", "no_op", "apply_error", "git_tampered", "abandoned"} <= set(literals)
+    unknown = {kind: where for kind, where in literals.items() if kind not in set(FailureKind)}
+    assert unknown == {}, f"kinds recorded without a FailureKind (and so without a drain rank): {unknown}"
+    for kind in FailureKind:
+        assert 0 <= kind.rank < len(RANK_LABELS), kind
+
+
+def test_the_store_refuses_to_record_a_kind_without_a_rank(wb: Workbench) -> None:
+    wb.queue("r", [PhaseScript("a")])
+    with wb.open_store() as store:
+        phase = store.phases("r")[0]
+        with pytest.raises(ValueError, match="made_up_kind"):
+            store.fail_phase(phase.pk, state="failed", kind="made_up_kind", message="m", fingerprint=None,
+                             decision=None)
+        assert store.phases("r")[0].failure_kind is None
 
 
 def test_a_queued_phase_that_was_interrupted_ranks_as_a_transient_failure() -> None:
@@ -146,7 +214,7 @@ def test_zero_yield_stop_junit_xml_and_a_dry_run_that_changes_nothing(wb: Workbe
     assert file_hashes(wb.db) == before
     # apply errors before regressions before queued phases; each with its reason
     assert [(c["phase_id"], c["rank"]) for c in candidates] == [("outside", 3), ("breaks", 4), ("outside-too", 5)]
-    assert "apply error" in candidates[0]["reason"] and "regression" in candidates[1]["reason"]
+    assert "unusable answer" in candidates[0]["reason"] and "regression" in candidates[1]["reason"]
     assert "outside" in text.stdout and "breaks" in text.stdout
 
 

@@ -44,6 +44,11 @@ def files_of(kind: str, suffix: str) -> list[Path]:
     return sorted((HOSTILE / kind).glob(f"*{suffix}"))
 
 
+def query(db: Path, sql: str, *params: object) -> list[tuple]:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
 def expectation(text: str) -> str | None:
     """The substring a case's one-line error must contain: its first line, ``# expect: ...``."""
     first = text.splitlines()[0] if text else ""
@@ -368,9 +373,13 @@ def cassette_lines(answer: object) -> list[dict]:
     return lines
 
 
-# The SDK builds a Message from any JSON without validating it: llm/client.py rejects a body whose
-# content is not a list of blocks or whose usage is missing (api_error--body-not-a-message, ...).
+# The SDK builds a Message from any JSON without validating it: llm/client.py's message_problem
+# checks every answer's shape where it enters (the ledger transport), so a body that is not a
+# Messages API message (a text block without text, usage out of range or negative, an integer
+# stop_reason, HTTP 204, ...) fails the attempt as malformed, with its usage recorded clamped.
 ANSWER_CASES = list(files_of("answers", ".json")) + sorted(GENERATED_ANSWERS)
+LEDGER_TOTALS = ("SELECT coalesce(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0), "
+                 "coalesce(sum(cost_usd), 0) FROM llm_calls")
 
 
 @pytest.mark.parametrize("case", ANSWER_CASES, ids=lambda c: getattr(c, "stem", c))
@@ -380,10 +389,17 @@ def test_hostile_answer_fails_the_attempt_and_applies_nothing(bench: Bench, case
     kind = name.split("--")[0]
     run_id, plan = bench.new_run("", cassette_lines(answer))
     before = bench.outside_state()
+    [ledger_before] = query(bench.wb.db, LEDGER_TOTALS)
     done = bench.cli("run", str(plan))
     assert "Traceback" not in done.output, done.output
     assert done.code == 1, done.output
     assert done.stderr == "", done.stderr
+    calls = query(bench.wb.db, "SELECT input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+                  "coalesce(cost_usd, 0) FROM llm_calls WHERE run_id = ?", run_id)
+    assert calls, "every answer is a ledger row"
+    assert all(0 <= count <= 10**9 for call in calls for count in call[:4]) and all(c[4] >= 0 for c in calls), calls
+    [ledger_after] = query(bench.wb.db, LEDGER_TOTALS)
+    assert all(after >= before for after, before in zip(ledger_after, ledger_before)), (ledger_before, ledger_after)
     phase = bench.phase(run_id)
     assert (phase["state"], phase["last_failure"]["kind"]) == ("failed", kind), phase["last_failure"]
     message = phase["last_failure"]["message"]
@@ -542,6 +558,11 @@ def test_hostile_option_value_is_a_one_line_usage_error(bench: Bench, name: str)
     args, must = OPTION_CASES[name]
     line = bench.expect_error(2, must, *args)
     assert line.endswith("--help)") and len(line) < 1000, line[:300]
+
+
+def test_a_deeply_nested_json_setting_is_refused_in_one_line_naming_it(bench: Bench) -> None:
+    """The JSON parser recurses per level: its RecursionError is the setting's error, not autopack's bug."""
+    bench.expect_error(2, "AUTOPACK_PRICES", "status", env={"AUTOPACK_PRICES": "[" * 50_000 + "]" * 50_000})
 
 
 # --- databases -----------------------------------------------------------------------------

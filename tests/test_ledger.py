@@ -118,15 +118,111 @@ def test_connection_failures_are_rows_without_a_status():
     assert all("connection refused" in c.error for c in result.calls)
 
 
-def test_an_unparseable_answer_is_a_row_and_an_api_error():
+def test_an_unparseable_answer_is_a_row_and_malformed():
     import httpx2
 
     result = build(live_factory(lambda request: httpx2.Response(200, text="<html>gateway</html>",
                                                                 headers={"content-type": "text/html"})))
-    assert result.failure_kind == "api_error"
+    assert result.failure_kind == "malformed"
     (call,) = result.calls
-    assert (call.status, call.http_status) == ("error", 200)
-    assert "unparseable" in call.error
+    assert (call.status, call.http_status, call.malformed) == ("error", 200, True)
+    assert "not a Messages API response" in call.error
+
+
+def changed(**fields) -> dict:
+    body = message()
+    body.update(fields)
+    return body
+
+
+# Answers that arrive (no API error) but are not Messages API messages: each fails the attempt as
+# malformed, naming what is wrong, and its ledger row keeps only the valid usage counts.
+MALFORMED_ANSWERS = {
+    "text block without text": (200, changed(content=[{"type": "text"}, WRITE]), "content[0] (text) has text"),
+    "tool_use input a string": (200, changed(content=[dict(WRITE, input="x")]), "content[0] (tool_use) has input"),
+    "block not an object": (200, changed(content=[3]), "content[0] is "),
+    "usage of 10^30 tokens": (200, changed(usage={"input_tokens": 10**30, "output_tokens": 200}),
+                              "usage.input_tokens is 1000000000000000000000000000000"),
+    "negative output tokens": (200, changed(usage={"input_tokens": 1000, "output_tokens": -10**6}),
+                               "usage.output_tokens is -1000000"),
+    "boolean cache tokens": (200, changed(usage={"input_tokens": 1000, "output_tokens": 200,
+                                                 "cache_read_input_tokens": True}), "cache_read_input_tokens is True"),
+    "integer stop_reason": (200, changed(stop_reason=7), "stop_reason is 7"),
+    "integer model": (200, changed(model=7), "model is 7"),
+    "no id": (200, {k: v for k, v in message().items() if k != "id"}, "id is missing"),
+    "HTTP 204": (204, message(), "HTTP 204 instead of 200"),
+}
+
+
+@pytest.mark.filterwarnings("error")  # nothing but the one-line failure: no SDK warning on stderr either
+@pytest.mark.parametrize("budget", [4096, 30000], ids=["plain", "streamed"])
+@pytest.mark.parametrize("name", sorted(MALFORMED_ANSWERS))
+def test_a_malformed_answer_fails_as_malformed_and_never_lowers_the_ledger(tmp_path, name, budget):
+    status, body, problem = MALFORMED_ANSWERS[name]
+    if budget > 4096 and name == "text block without text":
+        pytest.skip("a replayed stream always carries a text block's text (the events build it)")
+    cassette = cassette_of(tmp_path, (status, body))
+    result = build(make_client_factory(cassette=cassette, api_key=None, max_retries=0), cassette, budget=budget)
+    assert (result.failure_kind, result.ops) == ("malformed", None)
+    assert problem in result.message and result.message.startswith("malformed response: ")
+    (call,) = result.calls
+    assert (call.status, call.malformed) == ("error", True) and problem in call.error
+    counts = (call.usage.input_tokens, call.usage.output_tokens, call.usage.cache_read_tokens,
+              call.usage.cache_write_tokens)
+    assert all(0 <= count <= 10**9 for count in counts) and call.cost_usd >= 0
+    assert call.stop_reason is None or isinstance(call.stop_reason, str)
+
+
+def sse(*events: tuple[str, dict]) -> bytes:
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
+
+
+START = ("message_start", {"type": "message_start", "message": dict(message(), content=[], stop_reason=None,
+                                                                     usage={"input_tokens": 10, "output_tokens": 1})})
+END = [("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                          "usage": {"output_tokens": 5}}),
+       ("message_stop", {"type": "message_stop"})]
+TEXT_START = ("content_block_start", {"type": "content_block_start", "index": 0,
+                                      "content_block": {"type": "text", "text": ""}})
+
+
+@pytest.mark.parametrize("events", [
+    [START, ("content_block_delta", {"type": "content_block_delta", "index": 4,
+                                     "delta": {"type": "text_delta", "text": "x"}}), *END],
+    [START, ("content_block_start", {"type": "content_block_start", "index": 0}), *END],
+    [START, TEXT_START, ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                 "delta": {"type": "text_delta", "text": 5}}), *END],
+    [START, ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                               "usage": {"output_tokens": -300}}), END[1]],
+    END,
+], ids=["delta-for-a-missing-block", "block-start-without-a-block", "text-delta-a-number", "negative-usage-delta",
+        "no-message-start"])
+def test_a_live_stream_of_hostile_events_is_malformed_not_a_traceback(events):
+    import httpx2
+
+    def handle(request):
+        return httpx2.Response(200, content=iter([sse(*events)]), headers={"content-type": "text/event-stream"})
+
+    result = build(live_factory(handle, max_retries=0), budget=30000)
+    assert (result.failure_kind, result.ops) == ("malformed", None), result.message
+    (call,) = result.calls
+    assert (call.status, call.malformed) == ("error", True)
+    assert call.usage.output_tokens >= 0 and call.cost_usd >= 0
+
+
+def test_a_client_without_the_ledger_transport_checks_the_answer_too():
+    import anthropic
+    import httpx2
+
+    hostile = changed(usage={"input_tokens": -5, "output_tokens": 200})
+    client = anthropic.Anthropic(api_key="t", max_retries=0, http_client=httpx2.Client(
+        transport=httpx2.MockTransport(lambda request: httpx2.Response(200, json=hostile))))
+    outcome = create_message(client, role="doctor", model=MODEL, max_tokens=100,
+                             messages=[{"role": "user", "content": "hi"}])
+    assert (outcome.message, outcome.malformed) == (None, True)
+    (call,) = outcome.calls
+    assert (call.status, call.usage.input_tokens, call.usage.output_tokens) == ("error", 0, 200)
+    assert "usage.input_tokens is -5" in outcome.error
 
 
 def test_a_streamed_call_is_one_row_with_the_usage_of_its_events(tmp_path):

@@ -269,10 +269,11 @@ def test_content_hash_ignores_location_and_explicit_defaults(tmp_path):
     assert first.content_hash() == explicit.content_hash()
 
 
-def test_comparable_hash_ignores_run_id_and_flags_only(tmp_path):
+def test_comparable_hash_ignores_run_id_flags_and_cassette_only(tmp_path):
     base = load_plan(write_plan(tmp_path, FULL_PLAN))
+    (tmp_path / "treatment.jsonl").write_text("")
     variant_text = FULL_PLAN.replace('id = "calc-v1"', 'id = "calc-v1-b"').replace(
-        "hardening = true", "hardening = false")
+        "hardening = true", "hardening = false").replace('"cassette.jsonl"', '"treatment.jsonl"')
     variant = load_plan(write_plan(tmp_path, variant_text, name="variant.toml"))
     assert variant.content_hash() != base.content_hash()
     assert variant.comparable_hash() == base.comparable_hash()

@@ -153,3 +153,37 @@ def test_a_full_disk_while_the_suite_log_is_written_ends_cleanly(tmp_path: Path)
 
     faulted = fault_then_recover(wb, "flood", full_disk)
     assert "cannot write the test output: File too large" in faulted.stderr and ".log:" in faulted.stderr
+
+
+def test_a_refused_patch_write_ends_the_command_cleanly_naming_the_patch(tmp_path: Path) -> None:
+    """The failed attempt's patch cannot be written (the directory is read-only): exit 4 naming it."""
+    wb = Workbench(tmp_path)
+    wb.queue("patch", PHASES)
+    patches = wb.db.parent / "runs" / "patch" / "patches"
+    patches.mkdir(parents=True)
+    faulted = fault_then_recover(wb, "patch", None, read_only([patches]))
+    assert f"{patches}/b-attempt-1.patch: cannot write the attempt's patch" in faulted.stderr, faulted.stderr
+    assert "make it writable" in faulted.stderr
+
+
+@pytest.mark.parametrize("errno_name, advice", [("ENOSPC", "free disk space"), ("EFBIG", "free disk space"),
+                                                ("EROFS", "make it writable"), ("EACCES", "make it writable")])
+def test_a_file_system_refusal_names_the_file_and_what_to_do(errno_name: str, advice: str) -> None:
+    import errno
+
+    from autopack.errors import EnvironmentProblem, writing
+
+    code = getattr(errno, errno_name)
+    with pytest.raises(EnvironmentProblem) as refused:
+        with writing("/state/x.log", "the log"):
+            raise OSError(code, os.strerror(code), "/state/x.log")
+    assert str(refused.value).startswith(f"/state/x.log: cannot write the log: {os.strerror(code)}; {advice}")
+    assert refused.value.exit_code == 4
+
+
+def test_any_other_os_error_while_writing_is_not_dressed_up_as_a_full_disk() -> None:
+    from autopack.errors import writing
+
+    with pytest.raises(FileNotFoundError):  # a bug (a wrong path): the boundary reports it as one
+        with writing("/state/x.log", "the log"):
+            open("/nonexistent-dir/x.log", "w")

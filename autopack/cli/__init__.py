@@ -10,7 +10,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own copy of click
 
 from autopack import __version__
-from autopack.errors import EXIT_ENVIRONMENT, EXIT_INTERRUPTED, EXIT_USAGE, AutopackError, UsageError
+from autopack.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, AutopackError, UsageError
 
 app = typer.Typer(
     name="autopack",
@@ -73,7 +73,8 @@ def _command_path(error: ClickException, argv: list[str] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: every AutopackError becomes one stderr line and its exit code."""
+    """Entry point: every AutopackError becomes one stderr line and its exit code; any other exception
+    is a bug, reported in one line naming the crash log with its traceback (exit 70)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         _run_app(argv)
@@ -83,15 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("autopack: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    except OSError as exc:  # the file system refused: disk full, file too large, read-only, permissions
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"autopack: error: {where}{exc.strerror or exc}; free space or fix permissions, then run the "
-              "command again (an attempt cut short is recovered by the next run or drain)", file=sys.stderr)
-        sys.exit(EXIT_ENVIRONMENT)
-    except RecursionError:  # a parser (TOML, JSON) given input nested thousands of levels deep
-        print("autopack: error: an input file is nested too deeply to read; check the plan, cassette and "
-              "settings files", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # anything else is a bug: one line, the traceback in a crash log
+        from autopack.cli.crash import report_crash
+        from autopack.cli.options import state_dir
+
+        report_crash(exc, state_dir())
+        sys.exit(EXIT_INTERNAL_ERROR)
 
 
 __all__ = ["app", "main", "admin", "run", "status"]

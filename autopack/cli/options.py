@@ -63,6 +63,9 @@ def ids(separator: str | None = None) -> Callable[[str], str]:
 ID = ids()
 
 
+_STATE_DIRS: list[Path] = []  # where this invocation's database lives, once its settings are loaded
+
+
 def load(db: Path | None, **overrides: Any) -> Any:
     """Settings for this invocation: flags > AUTOPACK_* env > autopack.toml > defaults.
 
@@ -76,4 +79,10 @@ def load(db: Path | None, **overrides: Any) -> Any:
     label = {"flag": f"--db {settings.db}", "env": f"AUTOPACK_DB={settings.db}",
              "default": str(settings.db)}.get(source, f"{source}: db = {settings.db}")
     check_database_path(settings.db, label)
+    _STATE_DIRS.append(settings.db.parent)
     return settings
+
+
+def state_dir() -> Path | None:
+    """This invocation's state directory (the database's), once known: where a crash log goes."""
+    return _STATE_DIRS[-1] if _STATE_DIRS else None

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
+from autopack.domain.lifecycle import FailureKind
 from autopack.edits import TOOL_DEFINITIONS, EditError, EditOp, parse_tool_uses
 from autopack.llm.budget import DEFAULT_CAP, STREAMING_THRESHOLD, escalated_budget, is_truncated
 from autopack.llm.cassette import Cassette
@@ -94,7 +95,7 @@ class BuilderResult:
     """The edits to apply (None when nothing may be applied) or why there are none."""
 
     ops: tuple[EditOp, ...] | None
-    failure_kind: str | None  # None | truncated | api_error | context_window | cassette_exhausted | refusal | malformed
+    failure_kind: FailureKind | None  # truncated, api_error, context_window, cassette_exhausted, refusal, malformed
     message: str  # one line: what happened
     text: str  # the model's prose (text blocks), for the log
     calls: tuple[CallRecord, ...]  # one per HTTP request, in order (SDK retries and the escalated call included)
@@ -144,19 +145,20 @@ class ClaudeBuilder:
             return _failed(first, first.calls, model, None, request)
         calls, message = first.calls, first.message
         if message.stop_reason == "model_context_window_exceeded":
-            return BuilderResult(None, "context_window", _CONTEXT_WINDOW_MESSAGE, _text(message), calls, None, model)
+            return BuilderResult(None, FailureKind.CONTEXT_WINDOW, _CONTEXT_WINDOW_MESSAGE, _text(message), calls,
+                                 None, model)
         output = message.usage.output_tokens or 0
         if not is_truncated(message.stop_reason, output, base):
             return _interpret(message, calls, model, None)
         new = escalated_budget(base, cap=self.budget_cap)
         if new <= base:
-            return BuilderResult(None, "truncated", f"response cut off at max_tokens={base}, which is already the "
-                                 f"cap ({self.budget_cap}); its edits were not applied", _text(message), calls,
-                                 None, model)
+            return BuilderResult(None, FailureKind.TRUNCATED, f"response cut off at max_tokens={base}, which is "
+                                 f"already the cap ({self.budget_cap}); its edits were not applied", _text(message),
+                                 calls, None, model)
         refusal = may_escalate(new, sum(call.cost_usd or 0.0 for call in calls)) if may_escalate else None
         if refusal:
-            return BuilderResult(None, "truncated", f"response cut off at max_tokens={base}; the escalated call "
-                                 f"(max_tokens={new}) was not made: {refusal}; its edits were not applied",
+            return BuilderResult(None, FailureKind.TRUNCATED, f"response cut off at max_tokens={base}; the escalated "
+                                 f"call (max_tokens={new}) was not made: {refusal}; its edits were not applied",
                                  _text(message), calls, None, model)
         reason = message.stop_reason if message.stop_reason == "max_tokens" else "near_limit"
         escalation = Escalation(reason=reason, utilisation=round(output / base, 4), base=base, new=new)
@@ -168,11 +170,11 @@ class ClaudeBuilder:
             return _failed(second, calls, model, escalation, request)
         retried = second.message
         if retried.stop_reason == "model_context_window_exceeded":
-            return BuilderResult(None, "context_window", _CONTEXT_WINDOW_MESSAGE, _text(retried), calls,
+            return BuilderResult(None, FailureKind.CONTEXT_WINDOW, _CONTEXT_WINDOW_MESSAGE, _text(retried), calls,
                                  escalation, model)
         if is_truncated(retried.stop_reason, retried.usage.output_tokens or 0, new):
-            return BuilderResult(None, "truncated", f"response cut off at max_tokens={base} and again at the "
-                                 f"escalated max_tokens={new}; its edits were not applied", _text(retried), calls,
+            return BuilderResult(None, FailureKind.TRUNCATED, f"response cut off at max_tokens={base} and again at "
+                                 f"the escalated max_tokens={new}; its edits were not applied", _text(retried), calls,
                                  escalation, model)
         return _interpret(retried, calls, model, escalation)
 
@@ -193,7 +195,7 @@ class ClaudeBuilder:
                  escalation: Escalation | None) -> BuilderResult:
         which = "escalated builder response" if escalation else "builder response"
         message = f"cassette has no {which} for phase '{request.phase_id}' attempt {request.attempt}"
-        return BuilderResult(None, "cassette_exhausted", message, "", calls, escalation, model)
+        return BuilderResult(None, FailureKind.CASSETTE_EXHAUSTED, message, "", calls, escalation, model)
 
 
 _CONTEXT_WINDOW_MESSAGE = ("the prompt and answer do not fit the model's context window; narrow the phase "
@@ -206,12 +208,15 @@ def _failed(outcome: CallOutcome, calls: tuple[CallRecord, ...], model: str, esc
     if outcome.cassette_exhausted:
         message = (f"cassette ran out of builder responses for phase '{request.phase_id}' attempt "
                    f"{request.attempt} while the API client retried")
-        return BuilderResult(None, "cassette_exhausted", message, "", calls, escalation, model)
+        return BuilderResult(None, FailureKind.CASSETTE_EXHAUSTED, message, "", calls, escalation, model)
     error = outcome.error or "unknown error"
+    if outcome.malformed:
+        return BuilderResult(None, FailureKind.MALFORMED, f"{error}; nothing was applied", "", calls, escalation,
+                             model)
     if outcome.http_status == 400 and _CONTEXT_WINDOW.search(error):
-        return BuilderResult(None, "context_window", f"{_CONTEXT_WINDOW_MESSAGE} ({error})", "", calls,
+        return BuilderResult(None, FailureKind.CONTEXT_WINDOW, f"{_CONTEXT_WINDOW_MESSAGE} ({error})", "", calls,
                              escalation, model)
-    return BuilderResult(None, "api_error", _one_line(f"API error: {error}"), "", calls, escalation, model)
+    return BuilderResult(None, FailureKind.API_ERROR, _one_line(f"API error: {error}"), "", calls, escalation, model)
 
 
 def _text(message) -> str:
@@ -221,13 +226,13 @@ def _text(message) -> str:
 def _interpret(message, calls: tuple[CallRecord, ...], model: str, escalation: Escalation | None) -> BuilderResult:
     text = _text(message)
     if message.stop_reason == "refusal":
-        return BuilderResult(None, "refusal", "the model refused to make this change (stop_reason refusal); "
+        return BuilderResult(None, FailureKind.REFUSAL, "the model refused to make this change (stop_reason refusal); "
                              "rephrase the phase goal", text, calls, escalation, model)
     blocks = [{"name": block.name, "input": block.input} for block in message.content if block.type == "tool_use"]
     try:
         ops = tuple(parse_tool_uses(blocks))
     except EditError as problem:
-        return BuilderResult(None, "malformed", _one_line(f"malformed edits: {problem}"), text, calls,
+        return BuilderResult(None, FailureKind.MALFORMED, _one_line(f"malformed edits: {problem}"), text, calls,
                              escalation, model)
     return BuilderResult(ops, None, _summary(ops), text, calls, escalation, model)
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import reprlib
 import socket
 import threading
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from autopack.bounds import PRICE_USD_PER_MTOK
@@ -42,6 +44,17 @@ MISSING_KEY_MESSAGE = (
 )
 
 
+MAX_TOKEN_COUNT = 10**9  # the most tokens one usage count may claim: far past any context window
+USAGE_COUNTS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+# Content blocks autopack reads, with their required fields; other block types are kept and ignored.
+BLOCK_FIELDS: dict[str, dict[str, type]] = {
+    "text": {"text": str},
+    "tool_use": {"id": str, "name": str, "input": dict},
+    "thinking": {"thinking": str, "signature": str},
+    "redacted_thinking": {"data": str},
+}
+
+
 @dataclass(frozen=True)
 class Usage:
     """Token counts of one call; ``input_tokens`` excludes the cached ones."""
@@ -52,27 +65,60 @@ class Usage:
     cache_write_tokens: int = 0
 
     @classmethod
-    def from_api(cls, usage: Any) -> Usage:
-        """From an SDK ``Usage`` object (its cache fields may be None)."""
-        return cls(
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
-            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
-        )
-
-    @classmethod
     def from_json(cls, usage: Any) -> Usage:
-        """From the ``usage`` object of a response body (missing or null fields count 0)."""
+        """From the ``usage`` object of a response body: a count that is missing, null or not a valid
+        count (``token_count``) counts 0, so a hostile answer never records a negative or absurd usage."""
         usage = usage if isinstance(usage, dict) else {}
+        counts = [token_count(usage.get(key)) or 0 for key in USAGE_COUNTS]
+        return cls(*counts)
 
-        def count(key: str) -> int:
-            value = usage.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
-        return cls(input_tokens=count("input_tokens"), output_tokens=count("output_tokens"),
-                   cache_read_tokens=count("cache_read_input_tokens"),
-                   cache_write_tokens=count("cache_creation_input_tokens"))
+def token_count(value: Any) -> int | None:
+    """``value`` when it is a valid token count (an integer in [0, MAX_TOKEN_COUNT]), else None."""
+    valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKEN_COUNT
+    return value if valid else None
+
+
+def message_problem(status: int, body: Any) -> str | None:
+    """Why an answer that is not an API error (HTTP < 400, no error event) is unusable, or None.
+
+    The one check of what the Messages API sends, made where each answer enters (the ledger
+    transport): HTTP 200; a JSON object of type "message" with role "assistant", a string id,
+    model and stop_reason; content a list of objects with a string type, the blocks in
+    BLOCK_FIELDS with their fields; usage with input and output token counts (and optional cache
+    counts, null allowed) that are integers in [0, MAX_TOKEN_COUNT].
+    """
+    if status != 200:
+        return f"HTTP {status} instead of 200 for a Messages API answer"
+    if not isinstance(body, dict) or body.get("type") != "message":
+        return "not a Messages API response (no JSON object of type message)"
+    if body.get("role") != "assistant":
+        return f"role is {_shown(body.get('role'))}, not assistant"
+    for key in ("id", "model", "stop_reason"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            return f"{key} is {_shown(body.get(key))}, not a string"
+    content = body.get("content")
+    if not isinstance(content, list):
+        return f"content is {_shown(content)}, not a list of content blocks"
+    for index, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            return f"content[{index}] is {_shown(block)}, not a content block with a type"
+        for key, kind in BLOCK_FIELDS.get(block["type"], {}).items():
+            if not isinstance(block.get(key), kind):
+                return f"content[{index}] ({block['type']}) has {key} {_shown(block.get(key))}, not {kind.__name__}"
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return f"usage is {_shown(usage)}, not an object of token counts"
+    for key in USAGE_COUNTS:
+        value = usage.get(key)
+        if (value is not None or key in USAGE_COUNTS[:2]) and token_count(value) is None:
+            return f"usage.{key} is {_shown(value)}, not a token count (an integer from 0 to {MAX_TOKEN_COUNT:,})"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message: its repr, cut short (reprlib); None reads as missing."""
+    return "missing" if value is None else reprlib.repr(value)
 
 
 @dataclass(frozen=True)
@@ -91,6 +137,7 @@ class CallRecord:
     error: str | None = None
     http_status: int | None = None  # None when no response arrived (connection error, timeout)
     predicted_tokens: int | None = None  # the budget estimate this call was made with
+    malformed: bool = False  # an answer arrived (HTTP < 400) but ``message_problem`` refused it
 
 
 def model_prices(model: str, prices: Mapping | None = None) -> tuple[float, float, float, float] | None:
@@ -227,6 +274,10 @@ class CallOutcome:
     error: str | None = None  # one line, when there is no message
     http_status: int | None = None  # the final HTTP status of a failed call, None for connection errors
     cassette_exhausted: bool = False  # the SDK retried past the last cassette line for this key
+    malformed: bool = False  # the answer arrived but is not a usable Messages API message
+
+
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, AssertionError)
 
 
 def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_tokens: int, stream: bool = False,
@@ -235,7 +286,8 @@ def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_to
     """One Messages API call (``stream``: through ``messages.stream``); API errors are an outcome, not an exception.
 
     The rows come from the client's ledger transport; a client without one (a test double)
-    still yields one row for the call.
+    still yields one row for the call. The answer is used only when its row passed
+    ``message_problem``: the SDK builds a Message from any JSON without checking it.
     """
     import anthropic
 
@@ -243,19 +295,16 @@ def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_to
     from autopack.llm.ledger import capture_calls
 
     started = time.monotonic()
-    message, error, http_status, exhausted = None, None, None, False
+    message, error, http_status, exhausted, unreadable = None, None, None, False, False
     with capture_calls(role, clock=clock, prices=prices, predicted_tokens=predicted_tokens) as calls:
         try:
-            if stream:
-                with client.messages.stream(model=model, max_tokens=max_tokens, **params) as events:
-                    message = events.get_final_message()
-            else:
-                message = client.messages.create(model=model, max_tokens=max_tokens, **params)
-            if not isinstance(message, anthropic.types.Message):  # the SDK hands back non-JSON bodies as text
-                shown = _one_line(str(message))[:200]
-                message, error = None, f"unusable response: not a Messages API response ({shown})"
-            elif problem := _shape_problem(message):  # the SDK builds a Message from any JSON object
-                message, error = None, f"unusable response: {problem}"
+            with warnings.catch_warnings():  # the SDK's stream accumulator warns about values of the wrong type,
+                warnings.filterwarnings("ignore", "Pydantic serializer warnings")  # which message_problem refuses
+                if stream:
+                    with client.messages.stream(model=model, max_tokens=max_tokens, **params) as events:
+                        message = events.get_final_message()
+                else:
+                    message = client.messages.create(model=model, max_tokens=max_tokens, **params)
         except anthropic.APIStatusError as problem:
             detail = problem.api_message or problem.message
             http_status = problem.status_code
@@ -266,33 +315,36 @@ def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_to
             error = "request timed out (after the SDK's retries)"
         except anthropic.APIConnectionError as problem:
             error = f"connection error: {problem.__cause__ or problem.message}"
-        except (anthropic.AnthropicError, ValueError) as problem:  # e.g. a stream the SDK cannot assemble
+        except anthropic.AnthropicError as problem:
             error = f"unusable response: {problem}"
+        except _UNREADABLE as problem:  # hostile stream events the SDK's accumulator chokes on
+            error = f"malformed response: the SDK could not read it ({type(problem).__name__}: {problem})"
+            unreadable = True
     rows = tuple(calls) or (_fallback_row(role, model, max_tokens, message, error, started, prices, predicted_tokens),)
+    last = rows[-1]  # the answer the SDK returned (or failed on)
+    if unreadable and not last.malformed:
+        last = replace(last, status="error", error=error, malformed=True)
+        rows = (*rows[:-1], last)
+    if last.malformed:
+        message, error = None, last.error
     return CallOutcome(message=message, calls=rows, error=None if message is not None else _one_line(error or ""),
-                       http_status=http_status, cassette_exhausted=exhausted)
+                       http_status=http_status, cassette_exhausted=exhausted, malformed=last.malformed)
 
 
 def _fallback_row(role: str, model: str, max_tokens: int, message: Any, error: str | None, started: float,
                   prices: Mapping | None, predicted_tokens: int | None) -> CallRecord:
-    usage = Usage.from_api(message.usage) if message is not None else Usage()
+    body = message.to_dict(warnings=False) if hasattr(message, "to_dict") else message
+    problem = message_problem(200, body) if message is not None else None
+    usage = Usage.from_json(body.get("usage")) if isinstance(body, dict) else Usage()
     return CallRecord(
         role=role, model=model, max_tokens=max_tokens, usage=usage,
-        stop_reason=message.stop_reason if message is not None else None,
+        stop_reason=body.get("stop_reason") if problem is None and isinstance(body, dict) else None,
         latency_ms=max(0, int(round((time.monotonic() - started) * 1000))),
         request_id=getattr(message, "_request_id", None), cost_usd=cost_usd(model, usage, prices),
-        status="ok" if message is not None else "error", error=error, predicted_tokens=predicted_tokens,
+        status="ok" if message is not None and problem is None else "error",
+        error=f"malformed response: {problem}" if problem else error, predicted_tokens=predicted_tokens,
+        malformed=problem is not None,
     )
-
-
-def _shape_problem(message: Any) -> str | None:
-    """What makes a Message unusable (content not a list of typed blocks, no output token count), or None."""
-    content = getattr(message, "content", None)
-    if not isinstance(content, list) or not all(isinstance(getattr(block, "type", None), str) for block in content):
-        return "the message's content is not a list of content blocks"
-    if not isinstance(getattr(getattr(message, "usage", None), "output_tokens", None), int):
-        return "the message has no usage.output_tokens"
-    return None
 
 
 def _one_line(text: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import httpx2
 
-from autopack.llm.client import CallRecord, Usage, cost_usd
+from autopack.llm.client import CallRecord, Usage, cost_usd, message_problem
 from autopack.llm.wire import observe_body, request_json
 
 
@@ -78,31 +78,36 @@ class LedgerTransport(httpx2.BaseTransport):
 
 
 def _row(sink: CallSink, sent: dict, started: float, *, usage: Usage = Usage(), stop_reason: str | None = None,
-         request_id: str | None = None, http_status: int | None = None, error: str | None = None) -> CallRecord:
+         request_id: str | None = None, http_status: int | None = None, error: str | None = None,
+         malformed: bool = False) -> CallRecord:
     model = str(sent.get("model", ""))
     return CallRecord(
         role=sink.role, model=model, max_tokens=int(sent.get("max_tokens", 0) or 0), usage=usage,
         stop_reason=stop_reason, latency_ms=max(0, int(round((sink.clock() - started) * 1000))),
         request_id=request_id, cost_usd=cost_usd(model, usage, sink.prices),
         status="error" if error else "ok", error=error, http_status=http_status,
-        predicted_tokens=sink.predicted_tokens,
+        predicted_tokens=sink.predicted_tokens, malformed=malformed,
     )
 
 
 def _response_row(sink: CallSink, sent: dict, started: float, response: httpx2.Response, body: Any,
                   problem: str | None) -> CallRecord:
+    """The row of an answer: an API error, or an answer checked by ``message_problem`` (its usage
+    recorded with every invalid count as 0, so a refused answer never lowers the ledger)."""
     status = response.status_code
-    is_message = isinstance(body, dict) and body.get("type") == "message"
-    usage = Usage.from_json(body.get("usage")) if is_message else Usage()
-    error = problem
+    error, shape = problem, None
     if status >= 400:
         error = f"HTTP {status}: {error_message(body)}"
     elif isinstance(body, dict) and body.get("type") == "error":
         error = f"error event in the response stream: {error_message(body)}"
-    elif error is None and not is_message:
-        error = "unparseable response body (not a Messages API response)"
-    return _row(sink, sent, started, usage=usage, stop_reason=body.get("stop_reason") if is_message else None,
-                request_id=response.headers.get("request-id"), http_status=status, error=error)
+    elif error is None and (shape := message_problem(status, body)):
+        error = f"malformed response: {shape}"
+    answered = status < 400 and isinstance(body, dict) and body.get("type") == "message"
+    usage = Usage.from_json(body.get("usage")) if answered else Usage()
+    stop_reason = body.get("stop_reason") if answered else None
+    return _row(sink, sent, started, usage=usage, stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+                request_id=response.headers.get("request-id"), http_status=status, error=error,
+                malformed=shape is not None)
 
 
 def error_message(body: Any) -> str:

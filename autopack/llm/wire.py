@@ -141,49 +141,64 @@ def _events(raw: bytes) -> Iterator[tuple[str | None, str]]:
 
 
 def sse_to_message(raw: bytes) -> dict | None:
-    """The Messages API response a stream amounts to; an ``error`` event wins; None without a message_start."""
+    """The Messages API response a stream amounts to; an ``error`` event wins; None without a message_start.
+
+    Hostile events never raise here: a part that is not an object counts as an empty one, and a
+    text piece that is not a string is kept as it is, for ``client.message_problem`` to refuse.
+    """
     message: dict | None = None
-    tool_json: dict[int, str] = {}
+    tool_json: dict[int, Any] = {}
     for name, data in _events(raw):
         try:
-            event = json.loads(data)
-        except json.JSONDecodeError:
+            event = _object(json.loads(data))
+        except (json.JSONDecodeError, RecursionError):
             continue
         kind = event.get("type", name)
         if kind == "error" or name == "error":
             return event
         if kind == "message_start":
-            message = dict(event.get("message") or {}, content=[])
-            message["usage"] = dict(message.get("usage") or {})
+            message = dict(_object(event.get("message")), content=[])
+            message["usage"] = dict(_object(message.get("usage")))
         elif message is None:
             continue
         elif kind == "content_block_start":
-            message["content"].append(dict(event.get("content_block") or {}))
+            message["content"].append(dict(_object(event.get("content_block"))))
         elif kind == "content_block_delta":
-            _apply_delta(message["content"], tool_json, event.get("index", 0), event.get("delta") or {})
+            _apply_delta(message["content"], tool_json, event.get("index", 0), _object(event.get("delta")))
         elif kind == "message_delta":
-            message.update({key: value for key, value in (event.get("delta") or {}).items()})
-            message["usage"].update({key: value for key, value in (event.get("usage") or {}).items()
+            message.update(_object(event.get("delta")))
+            message["usage"].update({key: value for key, value in _object(event.get("usage")).items()
                                      if value is not None})
     if message is not None:
         for index, partial in tool_json.items():
             try:
-                message["content"][index]["input"] = json.loads(partial)
-            except (json.JSONDecodeError, IndexError):
+                message["content"][index]["input"] = json.loads(partial) if isinstance(partial, str) else partial
+            except (json.JSONDecodeError, RecursionError):
                 pass  # a stream cut off inside a tool input: leave what content_block_start gave
     return message
 
 
-def _apply_delta(content: list[dict], tool_json: dict[int, str], index: int, delta: dict) -> None:
-    if not 0 <= index < len(content):
+def _object(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _joined(before: Any, piece: Any) -> Any:
+    """Streamed text pieces joined; one that is not a string is kept, so the message is refused."""
+    if not isinstance(piece, str):
+        return piece
+    return before + piece if isinstance(before, str) else before
+
+
+def _apply_delta(content: list[dict], tool_json: dict[int, Any], index: Any, delta: dict) -> None:
+    if not isinstance(index, int) or not 0 <= index < len(content):
         return
     block, kind = content[index], delta.get("type")
     if kind == "text_delta":
-        block["text"] = block.get("text", "") + delta.get("text", "")
+        block["text"] = _joined(block.get("text", ""), delta.get("text", ""))
     elif kind == "input_json_delta":
-        tool_json[index] = tool_json.get(index, "") + delta.get("partial_json", "")
+        tool_json[index] = _joined(tool_json.get(index, ""), delta.get("partial_json", ""))
     elif kind == "thinking_delta":
-        block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+        block["thinking"] = _joined(block.get("thinking", ""), delta.get("thinking", ""))
     elif kind == "signature_delta":
         block["signature"] = delta.get("signature", "")
 
@@ -208,8 +223,8 @@ def message_to_sse(body: dict) -> bytes:
     return "".join(parts).encode()
 
 
-def _block_events(index: int, block: dict) -> list[str]:
-    kind = block.get("type")
+def _block_events(index: int, block: Any) -> list[str]:
+    kind = block.get("type") if isinstance(block, dict) else None  # anything else is replayed as it is
     if kind == "text":
         opening, deltas = dict(block, text=""), [{"type": "text_delta", "text": block.get("text", "")}]
     elif kind == "tool_use":

@@ -23,15 +23,15 @@ def activity(db: Readable, now: datetime, lease_s: float, waiting_after_s: float
             "AND e.heartbeat_at >= ?) ORDER BY updated_at LIMIT ?",
             (db_time(now - timedelta(seconds=waiting_after_s)), fresh, WAITING_LIMIT)).fetchall()
 
-    def describe(row: tuple) -> dict[str, Any]:
-        executor_id, pid, host, run, phase, step, beat, started = row
-        return {"id": executor_id, "pid": pid, "host": host, "run": run, "phase": phase, "step": step,
-                "heartbeat_age_s": round((now - py_time(beat)).total_seconds(), 1),
-                "started_at": py_time(started).isoformat()}
+        def describe(row: tuple) -> dict[str, Any]:
+            executor_id, pid, host, run, phase, step, beat, started = row
+            return {"id": executor_id, "pid": pid, "host": host, "run": run, "phase": phase, "step": step,
+                    "heartbeat_age_s": round((now - py_time(beat)).total_seconds(), 1),
+                    "started_at": py_time(started).isoformat()}
 
-    return {
-        "executors": [describe(row) for row in running if row[6] >= fresh],  # stored text sorts as time does
-        "stale_executors": [describe(row) for row in running if row[6] < fresh],
-        "waiting_phases": [{"run": r, "phase": p, "queued_for_s": round((now - py_time(u)).total_seconds())}
-                           for r, p, u in waiting],
-    }
+        return {  # stored text sorts as time does
+            "executors": [describe(row) for row in running if str(row[6]) >= fresh],
+            "stale_executors": [describe(row) for row in running if str(row[6]) < fresh],
+            "waiting_phases": [{"run": r, "phase": p, "queued_for_s": round((now - py_time(u)).total_seconds())}
+                               for r, p, u in waiting],
+        }

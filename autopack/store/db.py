@@ -18,7 +18,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
-from autopack.store.sql import database_error
+from autopack.store.sql import CorruptValue, damaged_database, database_error
 from autopack.text import to_json
 
 BUSY_TIMEOUT_MS = 60_000
@@ -74,8 +74,11 @@ def read_session(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def translate_errors(engine: Engine) -> Iterator[None]:
-    """Turn SQLite's low-level failures into one-line errors naming the file."""
+    """Turn SQLite's low-level failures, and stored values a column cannot hold, into one-line errors
+    naming the file."""
     try:
         yield
     except DatabaseError as exc:
         raise database_error(engine.url.database, exc.orig or exc) from exc
+    except CorruptValue as exc:
+        raise damaged_database(engine.url.database, exc) from None

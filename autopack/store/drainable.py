@@ -59,12 +59,12 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
     with db.read() as conn:
         rows = conn.execute(query, () if run_id is None else (run_id,)).fetchall()
         stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == "failed" and not r[8]], rule)
-    phases = [
-        DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == "failed" else None, r[6],
-                       py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == "failed" else None, r[9], r[10], r[11],
-                       r[12])
-        for r in rows
-    ]
+        phases = [
+            DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == "failed" else None, r[6],
+                           py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == "failed" else None, r[9], r[10],
+                           r[11], r[12])
+            for r in rows
+        ]
     return [p for p in phases if include_parked or not p.parked_reason]
 
 

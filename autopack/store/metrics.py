@@ -7,7 +7,6 @@ whole ledger loaded into Python.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +14,7 @@ from typing import Any, Sequence
 
 from autopack.store import CONFIRMED_TEST_RUN
 from autopack.store.queries import USAGE_SUMS, derive_run_state
-from autopack.store.sql import Readable, chunks, marks, py_time
+from autopack.store.sql import Readable, chunks, marks, py_time, stored_json
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 ROLES = ("builder", "doctor")
@@ -30,6 +29,7 @@ class RunFacts:
     base_commit: str
     plan: dict[str, Any]  # PlanSpec.to_dict() as recorded
     models: dict[str, str]  # plan's run.models, with "builder" = the model its first attempts used
+    cassette: str | None  # the plan's run.cassette as written: where the answers came from (None: live)
     autopack_version: str
     state: str  # derived: complete | failed | running | queued
     flags: dict[str, Any]
@@ -83,16 +83,17 @@ def run_facts(db: Readable, run_ids: Sequence[str] | None = None) -> dict[str, R
                     f"SELECT DISTINCT run_id, model FROM attempts WHERE run_id IN ({marks(chunk)}) "
                     "AND number = 1 AND model IS NOT NULL", chunk):
                 builders[run_id].add(model)
-    facts = {}
-    for run_id, comparable, base, plan, flags, version, created in rows:
-        plan = json.loads(plan)
-        models = dict((plan.get("run") or {}).get("models") or {})
-        if builders[run_id]:
-            models["builder"] = ", ".join(sorted(builders[run_id]))
-        facts[run_id] = RunFacts(id=run_id, comparable_hash=comparable, base_commit=base, plan=plan, models=models,
-                                 autopack_version=version, state=derive_run_state(states[run_id]),
-                                 flags=dict(json.loads(flags) or {}), created_at=py_time(created))
-    return facts
+        facts = {}
+        for run_id, comparable, base, plan, flags, version, created in rows:
+            plan = stored_json(plan)
+            models = dict((plan.get("run") or {}).get("models") or {})
+            if builders[run_id]:
+                models["builder"] = ", ".join(sorted(builders[run_id]))
+            facts[run_id] = RunFacts(id=run_id, comparable_hash=comparable, base_commit=base, plan=plan,
+                                     models=models, cassette=(plan.get("run") or {}).get("cassette"),
+                                     autopack_version=version, state=derive_run_state(states[run_id]),
+                                     flags=stored_json(flags), created_at=py_time(created))
+        return facts
 
 
 def run_metrics(db: Readable, run_ids: Sequence[str]) -> dict[str, RunMetrics]:

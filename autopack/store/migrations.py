@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from autopack.errors import EnvironmentProblem, MigrationNeeded
+from autopack.errors import EnvironmentProblem, MigrationNeeded, writing
 from autopack.store import database_absent, make_state_dir
-from autopack.store.sql import advice, connect_existing
+from autopack.store.sql import advice, connect_existing, stored_json
 
 if TYPE_CHECKING:  # SQLAlchemy loads only to migrate: read commands check the schema without it
     from sqlalchemy import Connection
@@ -61,6 +61,18 @@ def m003_read_path_indexes(conn: Connection) -> None:
         "CREATE INDEX IF NOT EXISTS ix_attempts_executor_id ON attempts (executor_id)",
     ):
         conn.exec_driver_sql(statement)
+
+
+@migration
+def m004_comparable_hash_without_cassette(conn: Connection) -> None:
+    """ab-test pairs runs of one plan replayed from different cassettes: recompute each run's
+    comparable hash from its recorded plan, without ``run.cassette`` (plan.NOT_PLAN_CONTENT)."""
+    from autopack.plan import comparable_hash
+
+    runs = conn.exec_driver_sql("SELECT id, plan FROM runs").fetchall()
+    if runs:
+        conn.exec_driver_sql("UPDATE runs SET comparable_hash = ? WHERE id = ?",
+                             [(comparable_hash(stored_json(plan)), run_id) for run_id, plan in runs])
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,31 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from autopack.store.sql import CorruptValue
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class UTCDateTime(TypeDecorator):
+class _Checked(TypeDecorator):
+    """A column type whose stored values are checked when read: one the column cannot hold raises
+    store.sql.CorruptValue (the database is damaged), which the store reports in one line.
+    (SQLAlchemy wants ``cache_ok`` on each subclass.)"""
+
+    def result_processor(self, dialect, coltype):
+        process = super().result_processor(dialect, coltype)
+
+        def checked(value):
+            try:
+                return process(value) if process else value
+            except (TypeError, ValueError):
+                raise CorruptValue(value) from None
+
+        return checked
+
+
+class UTCDateTime(_Checked):
     """A datetime column that always round-trips as timezone-aware UTC."""
 
     impl = DateTime
@@ -32,13 +51,25 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=timezone.utc)
 
 
+class JSONObject(_Checked):
+    """A JSON column holding an object (or null)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect) -> Optional[dict]:
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"not a JSON object: {value!r}")
+        return value
+
+
 def _when(nullable: bool = False, index: bool = False) -> Any:
     kwargs = {"default_factory": utcnow} if not nullable else {"default": None}
     return Field(sa_column=Column(UTCDateTime(), nullable=nullable, index=index), **kwargs)
 
 
 def _json(nullable: bool = True) -> Any:
-    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+    return Field(default=None, sa_column=Column(JSONObject(), nullable=nullable))
 
 
 class Run(SQLModel, table=True):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
 from autopack.store import ACTIVE_STATES, STATUS_SCHEMA
-from autopack.store.sql import Readable, py_time
+from autopack.store.sql import Readable, py_time, stored_json
 
 # usage totals of a set of ledger rows (read from the covering index ix_llm_calls_run_role_usage)
 USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
@@ -71,13 +70,13 @@ def list_runs(db: Readable, limit: int | None = None) -> list[dict[str, Any]]:
                 updated[run_id] = last
         usage = {row[0]: usage_dict(row[1:]) for row in conn.execute(
             f"SELECT run_id, {USAGE_SUMS} FROM llm_calls {where} GROUP BY run_id", params)}
-    empty = usage_dict((0, 0, 0, 0, 0.0, 0))
-    return [
-        {"id": run_id, "goal": goal, "state": derive_run_state(counts[run_id]), "branch": branch,
-         "phases": dict(sorted(counts[run_id].items())), **usage.get(run_id, empty),
-         "created_at": _iso(py_time(created)), "updated_at": _iso(py_time(updated.get(run_id, created)))}
-        for run_id, goal, branch, created in runs
-    ]
+        empty = usage_dict((0, 0, 0, 0, 0.0, 0))
+        return [
+            {"id": run_id, "goal": goal, "state": derive_run_state(counts[run_id]), "branch": branch,
+             "phases": dict(sorted(counts[run_id].items())), **usage.get(run_id, empty),
+             "created_at": _iso(py_time(created)), "updated_at": _iso(py_time(updated.get(run_id, created)))}
+            for run_id, goal, branch, created in runs
+        ]
 
 
 def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
@@ -97,27 +96,28 @@ def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
         executors = conn.execute(
             "SELECT id, pid, host, phase_id, step, heartbeat_at FROM executors "
             "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at", (run_id,)).fetchall()
-    by_state: dict[str, int] = defaultdict(int)
-    for phase in phases:
-        by_state[phase[2]] += 1
-    rid, goal, branch, base_commit, worktree, plan_path, flags, created = run
-    return {
-        "schema": STATUS_SCHEMA,
-        "run": {
-            "id": rid, "goal": goal, "state": derive_run_state(by_state), "branch": branch,
-            "base_commit": base_commit, "worktree": worktree, "plan_path": plan_path,
-            "flags": json.loads(flags), **usage, "created_at": _iso(py_time(created)),
-            "executors": [{"id": e, "pid": pid, "host": host, "phase": phase_id, "step": step,
-                           "heartbeat_at": _iso(py_time(beat))} for e, pid, host, phase_id, step, beat in executors],
-        },
-        "phases": [_phase_dict(row, completing.get(row[0])) for row in phases],
-    }
+        by_state: dict[str, int] = defaultdict(int)
+        for phase in phases:
+            by_state[phase[2]] += 1
+        rid, goal, branch, base_commit, worktree, plan_path, flags, created = run
+        return {
+            "schema": STATUS_SCHEMA,
+            "run": {
+                "id": rid, "goal": goal, "state": derive_run_state(by_state), "branch": branch,
+                "base_commit": base_commit, "worktree": worktree, "plan_path": plan_path,
+                "flags": stored_json(flags), **usage, "created_at": _iso(py_time(created)),
+                "executors": [{"id": e, "pid": pid, "host": host, "phase": phase_id, "step": step,
+                               "heartbeat_at": _iso(py_time(beat))}
+                              for e, pid, host, phase_id, step, beat in executors],
+            },
+            "phases": [_phase_dict(row, completing.get(row[0])) for row in phases],
+        }
 
 
 def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
     (_, phase_id, state, attempts, max_attempts, commit, spec, decision, failure_kind, fingerprint, message,
      parked, updated) = row
-    spec = json.loads(spec)
+    spec = stored_json(spec)
     last_failure = None
     if failure_kind:
         last_failure = {"kind": failure_kind, "fingerprint": fingerprint, "message": message}
@@ -125,7 +125,7 @@ def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
         "id": phase_id, "state": state, "attempts": attempts,
         "max_attempts": max_attempts, "commit": commit,
         "category": spec.get("category"), "depends_on": spec.get("depends_on", []),
-        "decision": json.loads(decision) if decision is not None else None, "last_failure": last_failure,
+        "decision": stored_json(decision, required=False), "last_failure": last_failure,
         "model": completed_by, "parked": parked,
         "updated_at": _iso(py_time(updated)),
     }

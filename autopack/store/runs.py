@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import select
 
 from autopack import __version__
+from autopack.domain.lifecycle import FailureKind
 from autopack.errors import UsageError
 from autopack.store import ACTIVE_STATES, CONFIRMED_TEST_RUN
 from autopack.store.db import make_engine, read_session, translate_errors, write_session
@@ -222,6 +223,8 @@ class Store:
 
     def finish_attempt(self, attempt_id: int, state: str, **fields: Any) -> None:
         """Close an attempt: ``state`` is complete, failed, interrupted or abandoned."""
+        if fields.get("failure_kind") is not None:
+            fields["failure_kind"] = FailureKind(fields["failure_kind"])
         with write_session(self.engine) as session:
             session.execute(update(Attempt).where(Attempt.id == attempt_id)
                             .values(state=state, finished_at=utcnow(), **fields))
@@ -241,7 +244,10 @@ class Store:
 
     def fail_phase(self, phase_pk: int, *, state: str, kind: str, message: str,
                    fingerprint: str | None, decision: dict | None) -> None:
-        """End a phase's pass: ``state`` is failed, or queued when the attempt was interrupted."""
+        """End a phase's pass: ``state`` is failed, or queued when the attempt was interrupted.
+
+        ``kind`` (like an attempt's ``failure_kind``) must be a FailureKind: each has a drain rank."""
+        kind = FailureKind(kind)
         with write_session(self.engine) as session:
             phase = session.get(Phase, phase_pk)
             phase.state, phase.failure_kind, phase.failure_message = state, kind, message

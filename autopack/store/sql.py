@@ -13,6 +13,8 @@ text, ``YYYY-MM-DD HH:MM:SS.ffffff``), as db.py holds the ORM side's SQLite spec
 
 from __future__ import annotations
 
+import json
+import reprlib
 import sqlite3
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
@@ -85,15 +87,19 @@ def connect_existing(path: Path) -> sqlite3.Connection:
 
 @contextmanager
 def translate_sqlite_errors(path: Path | str) -> Iterator[None]:
-    """Turn sqlite3's failures into one-line errors naming the file."""
+    """Turn sqlite3's failures, and stored values that cannot be decoded, into one-line errors naming the file."""
     try:
         yield
     except sqlite3.DatabaseError as exc:
         raise database_error(path, exc) from exc
+    except CorruptValue as exc:
+        raise damaged_database(path, exc) from None
 
 
 def database_error(path: Path | str, exc: BaseException) -> AutopackError:
     """The one-line error for a SQLite failure: the environment's (exit 4), or autopack's own bug."""
+    if isinstance(exc, sqlite3.OperationalError) and "malformed json" in str(exc).lower():
+        return damaged_database(path, CorruptValue(None))  # a JSON function met a damaged column
     if isinstance(exc, sqlite3.OperationalError):
         return EnvironmentProblem(f"{path}: {first_line(exc)}{advice(str(exc))}")
     if isinstance(exc, sqlite3.IntegrityError):  # autopack's own write broke a constraint; it was rolled back
@@ -128,8 +134,79 @@ def db_time(when: datetime) -> str:
 
 
 def py_time(stored: str | None) -> datetime | None:
-    """A stored timestamp, timezone-aware (None stays None)."""
-    return None if stored is None else datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
+    """A stored timestamp, timezone-aware (None stays None); CorruptValue when it is not one."""
+    if stored is None:
+        return None
+    try:
+        return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        raise CorruptValue(stored) from None
+
+
+def stored_json(stored: str | None, *, required: bool = True) -> dict[str, Any] | None:
+    """A JSON column's object (autopack's JSON columns all hold objects); None for SQL or JSON null
+    unless ``required``; CorruptValue for anything else (not text, not JSON, another JSON type)."""
+    if stored is None and not required:
+        return None
+    try:
+        value = json.loads(stored) if isinstance(stored, str) else stored
+    except (ValueError, RecursionError):
+        value = stored
+    if isinstance(value, dict) or (value is None and not required):
+        return value
+    raise CorruptValue(stored)
+
+
+class CorruptValue(ValueError):
+    """A stored value that is not what its column holds: the database is damaged."""
+
+    def __init__(self, value: Any):
+        super().__init__(value)
+        self.value = value
+
+
+def damaged_database(path: Path | str, exc: CorruptValue) -> EnvironmentProblem:
+    """The one-line error for a damaged value: where it is (found by ``find_damaged_value``) and the way out."""
+    where = find_damaged_value(path) or f"a value ({reprlib.repr(exc.value)}) that is not what its column holds"
+    backups = sorted(Path(path).parent.glob(f"{Path(path).name}.backup-*"))
+    restore = (f"restore {backups[-1]} (the backup `autopack migrate` wrote)" if backups
+               else "restore a backup copy of it")
+    return EnvironmentProblem(f"{path}: the database is damaged: {where}; {restore}, or fix that value with "
+                              "sqlite3, then run the command again")
+
+
+# What each declared column type must hold, as SQL true for a damaged value (CASE: evaluated in order,
+# so json_type never meets text that is not JSON).
+_DAMAGED = {
+    "JSON": "CASE WHEN typeof({c}) != 'text' THEN 1 WHEN NOT json_valid({c}) THEN 1 "
+            "WHEN json_type({c}) NOT IN ('object', 'null') THEN 1 ELSE 0 END",
+    "DATETIME": "CASE WHEN typeof({c}) != 'text' THEN 1 WHEN datetime({c}) IS NULL THEN 1 ELSE 0 END",
+}
+_EXPECTED = {"JSON": "a JSON object", "DATETIME": "a timestamp"}
+
+
+def find_damaged_value(path: Path | str) -> str | None:
+    """The first stored value that its column's declared type (JSON, DATETIME) cannot hold, as
+    ``table.column (rowid N) holds X, which is not ...``; None when there is none (or no way to look)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return None
+    try:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall():
+            for _, column, declared, *_ in conn.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if declared.upper() in _DAMAGED:
+                    test = _DAMAGED[declared.upper()].format(c=f'"{column}"')
+                    row = conn.execute(f'SELECT rowid, "{column}" FROM "{table}" WHERE "{column}" IS NOT NULL '
+                                       f"AND {test} LIMIT 1").fetchone()
+                    if row is not None:
+                        return (f"{table}.{column} (rowid {row[0]}) holds {reprlib.repr(row[1])}, which is not "
+                                f"{_EXPECTED[declared.upper()]}")
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    return None
 
 
 def json_field(column: str, *path: str) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from autopack.llm.budget import TRUNCATING_STOPS, TRUNCATION_UTILISATION
 from autopack.store.queries import USAGE_SUMS
-from autopack.store.sql import Readable, chunks, json_field, marks
+from autopack.store.sql import Readable, chunks, json_field, marks, stored_json
 
 # A builder call counts as truncated as the builder judges it (llm.budget.is_truncated): a truncating
 # stop, or at least 95 % of its max_tokens used.
@@ -38,7 +37,7 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
             f"AND c.predicted_tokens + c.output_tokens > 0 {scope.replace('run_id', 'c.run_id')} "
             "GROUP BY 1, 2 ORDER BY 1, 2", params).fetchall()
         doctor_calls = one(f"SELECT count(*) FROM llm_calls WHERE role = 'doctor' {scope}")[0]
-        skipped = [json.loads(row[0]) for row in conn.execute(
+        skipped = [stored_json(row[0], required=False) for row in conn.execute(
             f"SELECT data FROM events WHERE kind = 'doctor_skipped' {scope}", params)]
         kinds = conn.execute(f"SELECT failure_kind, count(*) FROM attempts WHERE failure_kind IS NOT NULL {scope} "
                              "GROUP BY failure_kind", params).fetchall()

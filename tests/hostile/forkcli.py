@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -36,7 +37,8 @@ import autopack.store.drains  # noqa: F401
 import autopack.store.queries  # noqa: F401
 import autopack.workspace  # noqa: F401
 
-EXIT_CRASHED = 70  # the child raised past autopack's error boundary (a traceback is in stderr)
+EXIT_CRASHED = 70  # a bug: past autopack's error boundary (a traceback in stderr), or reported by it (a crash log)
+CRASH_LOG = re.compile(r"the traceback is in (\S+); please report it")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Finished:
     signal: int | None
     stdout: str
     stderr: str
+    crash_log: str = ""  # the traceback autopack's error boundary saved, when it reported a bug
 
     @property
     def killed(self) -> bool:
@@ -54,7 +57,8 @@ class Finished:
 
     @property
     def output(self) -> str:
-        return self.stdout + self.stderr
+        """Everything the command said, the crash log's traceback included (so checks for one see it)."""
+        return self.stdout + self.stderr + self.crash_log
 
 
 class Forked:
@@ -86,8 +90,11 @@ class Forked:
         if self._status is None:
             self._status = os.waitpid(self.pid, 0)[1]
         code = os.waitstatus_to_exitcode(self._status)
+        stderr = self._stderr.read_text(errors="replace")
+        crashed = CRASH_LOG.search(stderr) if code == EXIT_CRASHED else None
         return Finished(code if code >= 0 else None, -code if code < 0 else None,
-                        self._stdout.read_text(errors="replace"), self._stderr.read_text(errors="replace"))
+                        self._stdout.read_text(errors="replace"), stderr,
+                        Path(crashed.group(1)).read_text(errors="replace") if crashed else "")
 
 
 _counter = [0]
