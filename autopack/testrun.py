@@ -1,9 +1,9 @@
 """Run the project's test command safely and read per-test outcomes from JUnit XML.
 
-The command runs in its own process group with a scrubbed environment, a timeout
-and a capped log; the verdict comes from the JUnit XML it writes (or, for ``go test
--json`` and ``cargo test``, from its converted output), never from the exit code
-alone (see "Finalizer rules" in DESIGN.md). Compile and build failures are reported
+The command runs in its own session with a scrubbed environment, a timeout and a
+capped log, and every process it starts is killed when it ends; the verdict comes from
+the JUnit XML it writes (or, for ``go test -json`` and ``cargo test``, from its converted
+output), never from the exit code alone (see "Finalizer rules" in DESIGN.md). Compile and build failures are reported
 as collection errors. Parsing lives in ``autopack.junit`` and ``autopack.testoutput``.
 """
 
@@ -35,7 +35,8 @@ from autopack.junit import (
     parse_junit,
     write_junit,
 )
-from autopack.orphans import SUITE_PIDFILE, record_suite, signal_group, stop_orphaned_suite
+from autopack.orphans import (SUITE_PIDFILE, Suite, record_suite, signal_suite, stop_orphaned_suite, stop_suite,
+                              subreaper)
 from autopack.testoutput import build_errors, convert_output
 
 __all__ = [
@@ -199,11 +200,12 @@ def run_tests(
     ``ecosystem`` (from ``toolchains.TestCommand``) turns that toolchain's compile/build
     failures in the output into collection errors, and selects the node JUnit rules.
     Report files are deleted before the run, so a build that fails writes no stale
-    results. Output goes to ``log_path``, capped at ``output_cap_bytes``. The whole
-    process group is killed when the command exits, times out, or autopack is interrupted.
-    While it runs, its process group is recorded in ``SUITE_PIDFILE`` beside the log, so
-    that a suite left running by a killed autopack is stopped before the next one starts
-    (one suite at a time per log directory).
+    results. Output goes to ``log_path``, capped at ``output_cap_bytes``. Every process
+    the command started, whatever its session or process group, is killed when the command
+    exits, times out, or autopack is interrupted (``autopack.orphans``). While it runs, it
+    is recorded in ``SUITE_PIDFILE`` beside the log, so that a suite left running by a
+    killed autopack is stopped before the next one starts (one suite at a time per log
+    directory).
     """
     cwd = Path(cwd)
     junit_file = Path(junit_path).resolve()
@@ -319,7 +321,8 @@ def _run_process(
 ) -> _ProcessResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log_path, "wb", buffering=0) as log_file, open(copy_path or os.devnull, "wb", buffering=0) as copy_file:
+    with subreaper(), open(log_path, "wb", buffering=0) as log_file, \
+            open(copy_path or os.devnull, "wb", buffering=0) as copy_file:
         sink = _OutputSink(log_file, cap, copy_file if copy_path else None)
         process = subprocess.Popen(
             ["/bin/sh", "-c", command],
@@ -332,20 +335,20 @@ def _run_process(
             start_new_session=True,
         )
         assert process.stdout is not None
+        suite = Suite.started_as(process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
         pidfile = log_path.parent / SUITE_PIDFILE
-        record_suite(pidfile, process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
+        record_suite(pidfile, suite)
         try:
             timed_out = _pump(process, sink, started + timeout_s)
             if timed_out:
-                signal_group(process.pid, signal.SIGTERM)
+                signal_suite(suite, signal.SIGTERM)
                 _wait_for_exit(process.pid, time.monotonic() + 2.0)
-            # Still unreaped, so the group id cannot have been reused: kill stray children.
-            signal_group(process.pid, signal.SIGKILL)
+            stop_suite(suite)  # every process it started, whatever its session
             process.wait()
             duration = time.monotonic() - started
             _drain(process.stdout.fileno(), sink)
         except BaseException:
-            signal_group(process.pid, signal.SIGKILL)
+            stop_suite(suite)
             process.wait()
             raise
         finally:
