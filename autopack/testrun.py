@@ -47,7 +47,20 @@ __all__ = [
 TAIL_BYTES = 8192
 NO_JUNIT = "no JUnit XML was written"
 JUNIT_FILE_ENV = "AUTOPACK_JUNIT_FILE"  # set for the command: where it may write its JUnit XML
-SECRET_PATTERNS = ("*_API_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*", "ANTHROPIC_*", "AUTOPACK_*")
+# Names removed from the test command's environment (fnmatch, case-insensitive; env_allow
+# brings one back). README "Security model" gives the reason for each group.
+SECRET_PATTERNS = (
+    # secrets by name
+    "*_KEY", "*_KEY_*", "*TOKEN", "*_TOKEN_*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*_PWD", "*CREDENTIAL*",
+    "*_CREDS*", "*JWT*",
+    # agents and askpass helpers: they answer with the user's credentials
+    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "*ASKPASS*", "VSCODE_GIT_IPC_HANDLE", "KRB5CCNAME",
+    # where cloud, cluster, registry and password-manager logins are found
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AZURE_*", "KUBECONFIG", "DOCKER_AUTH_CONFIG", "NETRC", "OP_SESSION_*",
+    "BW_SESSION",
+    # autopack's own
+    "ANTHROPIC_*", "AUTOPACK_*",
+)
 
 _CONTROL_OPERATORS = {";", ";;", "&", "&&", "|", "||", "|&", "(", ")"}
 _RUNNER_PREFIXES = (("uv", "run"), ("poetry", "run"), ("pdm", "run"))
@@ -133,7 +146,8 @@ def is_pytest(command: str) -> bool:
 
 
 def scrub_env(environ: Mapping[str, str], allow: Sequence[str] = ()) -> dict[str, str]:
-    """A copy of ``environ`` without credentials (API keys, tokens, secrets, passwords,
+    """A copy of ``environ`` without credentials and the channels to them (``SECRET_PATTERNS``:
+    keys, tokens, secrets, passwords, agent sockets, askpass helpers, cloud logins,
     ANTHROPIC_* and AUTOPACK_*), except names matching an ``allow`` fnmatch pattern.
     Matching is case-insensitive."""
 

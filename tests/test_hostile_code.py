@@ -28,7 +28,16 @@ from hostile import forkcli
 CODE = Path(__file__).resolve().parent / "hostile" / "code"
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-hostile-0001", "GITHUB_TOKEN": "ghp_hostile0002",
            "MY_PASSWORD": "hunter2-hostile-0003", "AWS_SECRET_ACCESS_KEY": "aws-hostile-0004",
-           "AUTOPACK_DB_PASSWORD": "ap-hostile-0005"}
+           "AUTOPACK_DB_PASSWORD": "ap-hostile-0005",
+           # channels to credentials: agents, askpass helpers, credential files, cloud sessions
+           "SSH_AUTH_SOCK": "/tmp/ssh-hostile/agent.0007", "SSH_AGENT_PID": "hostile-0008",
+           "GPG_AGENT_INFO": "/run/gpg-hostile-0009", "GIT_ASKPASS": "/usr/bin/askpass-hostile-0010",
+           "SSH_ASKPASS": "/usr/bin/askpass-hostile-0011", "AWS_ACCESS_KEY_ID": "AKIAHOSTILE0012",
+           "AWS_SESSION_TOKEN": "aws-session-hostile-0013", "AWS_PROFILE": "prod-hostile-0014",
+           "GOOGLE_APPLICATION_CREDENTIALS": "/keys/gcp-hostile-0015.json",
+           "AZURE_CLIENT_SECRET": "azure-hostile-0016", "KUBECONFIG": "/keys/kube-hostile-0017",
+           "DOCKER_AUTH_CONFIG": "docker-hostile-0018", "NETRC": "/keys/netrc-hostile-0019",
+           "KRB5CCNAME": "FILE:/tmp/krb5cc-hostile-0020"}
 
 
 class Project:
@@ -94,6 +103,16 @@ HANGS = pytest.mark.parametrize("hang", [False, True], ids=["suite-exits", "suit
 def hang_limits(hang: bool) -> str:
     """A hung suite is stopped by phase_timeout_s; one that exits gets no limit to race."""
     return "[run.limits]\nphase_timeout_s = 5\n" if hang else ""
+
+
+def test_env_allow_brings_back_a_scrubbed_name(tmp_path: Path) -> None:
+    project = Project(tmp_path / "p", {**SECRETS, "AUTOPACK_ENV_ALLOW": "SSH_AUTH_SOCK"})
+    dump = tmp_path / "env.json"
+    run_id, done = project.run("env_dump.py", str(dump))
+    assert done.code == 0, done.output
+    seen = json.loads(dump.read_text())
+    assert seen["SSH_AUTH_SOCK"] == SECRETS["SSH_AUTH_SOCK"]
+    assert set(SECRETS) & set(seen) == {"SSH_AUTH_SOCK"}
 
 
 @HANGS
