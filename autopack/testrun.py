@@ -3,8 +3,10 @@
 The command runs in its own session with a scrubbed environment, a timeout and a
 capped log, and every process it starts is killed when it ends; the verdict comes from
 the JUnit XML it writes (or, for ``go test -json`` and ``cargo test``, from its converted
-output), never from the exit code alone (see "Finalizer rules" in DESIGN.md). Compile and build failures are reported
-as collection errors. Parsing lives in ``autopack.junit`` and ``autopack.testoutput``.
+output), never from the exit code alone (see "Finalizer rules" in DESIGN.md). Compile
+and build failures are reported as collection errors. Parsing lives in ``autopack.junit``
+and ``autopack.testoutput``; the suite's processes are found and killed in
+``autopack.orphans``.
 """
 
 from __future__ import annotations
