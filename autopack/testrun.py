@@ -1,10 +1,12 @@
 """Run the project's test command safely and read per-test outcomes from JUnit XML.
 
-The command runs in its own process group with a scrubbed environment, a timeout
-and a capped log; the verdict comes from the JUnit XML it writes (or, for ``go test
--json`` and ``cargo test``, from its converted output), never from the exit code
-alone (see "Finalizer rules" in DESIGN.md). Compile and build failures are reported
-as collection errors. Parsing lives in ``autopack.junit`` and ``autopack.testoutput``.
+The command runs in its own session with a scrubbed environment, a timeout and a
+capped log, and every process it starts is killed when it ends; the verdict comes from
+the JUnit XML it writes (or, for ``go test -json`` and ``cargo test``, from its converted
+output), never from the exit code alone (see "Finalizer rules" in DESIGN.md). Compile
+and build failures are reported as collection errors. Parsing lives in ``autopack.junit``
+and ``autopack.testoutput``; the suite's processes are found and killed in
+``autopack.orphans``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from autopack.junit import (
     parse_junit,
     write_junit,
 )
-from autopack.orphans import SUITE_PIDFILE, record_suite, signal_group, stop_orphaned_suite
+from autopack.orphans import (SUITE_PIDFILE, Suite, record_suite, signal_suite, stop_orphaned_suite, stop_suite,
+                              subreaper)
 from autopack.testoutput import PYTEST_STOPPED, build_errors, convert_output, pytest_session_errors
 
 __all__ = [
@@ -46,7 +49,20 @@ __all__ = [
 TAIL_BYTES = 8192
 NO_JUNIT = "no JUnit XML was written"
 JUNIT_FILE_ENV = "AUTOPACK_JUNIT_FILE"  # set for the command: where it may write its JUnit XML
-SECRET_PATTERNS = ("*_API_KEY", "*_TOKEN", "*SECRET*", "*PASSWORD*", "ANTHROPIC_*", "AUTOPACK_*")
+# Names removed from the test command's environment (fnmatch, case-insensitive; env_allow
+# brings one back). README "Security model" gives the reason for each group.
+SECRET_PATTERNS = (
+    # secrets by name
+    "*_KEY", "*_KEY_*", "*TOKEN", "*_TOKEN_*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*_PWD", "*CREDENTIAL*",
+    "*_CREDS*", "*JWT*",
+    # agents and askpass helpers: they answer with the user's credentials
+    "SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "*ASKPASS*", "VSCODE_GIT_IPC_HANDLE", "KRB5CCNAME",
+    # where cloud, cluster, registry and password-manager logins are found
+    "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AZURE_*", "KUBECONFIG", "DOCKER_AUTH_CONFIG", "NETRC", "OP_SESSION_*",
+    "BW_SESSION",
+    # autopack's own
+    "ANTHROPIC_*", "AUTOPACK_*",
+)
 
 _CONTROL_OPERATORS = {";", ";;", "&", "&&", "|", "||", "|&", "(", ")"}
 _RUNNER_PREFIXES = (("uv", "run"), ("poetry", "run"), ("pdm", "run"))
@@ -132,7 +148,8 @@ def is_pytest(command: str) -> bool:
 
 
 def scrub_env(environ: Mapping[str, str], allow: Sequence[str] = ()) -> dict[str, str]:
-    """A copy of ``environ`` without credentials (API keys, tokens, secrets, passwords,
+    """A copy of ``environ`` without credentials and the channels to them (``SECRET_PATTERNS``:
+    keys, tokens, secrets, passwords, agent sockets, askpass helpers, cloud logins,
     ANTHROPIC_* and AUTOPACK_*), except names matching an ``allow`` fnmatch pattern.
     Matching is case-insensitive."""
 
@@ -202,11 +219,12 @@ def run_tests(
     that cannot be imported, a usage or configuration error, an internal error) is reported
     as collection errors carrying pytest's error lines, read from the log.
     Report files are deleted before the run, so a build that fails writes no stale
-    results. Output goes to ``log_path``, capped at ``output_cap_bytes``. The whole
-    process group is killed when the command exits, times out, or autopack is interrupted.
-    While it runs, its process group is recorded in ``SUITE_PIDFILE`` beside the log, so
-    that a suite left running by a killed autopack is stopped before the next one starts
-    (one suite at a time per log directory).
+    results. Output goes to ``log_path``, capped at ``output_cap_bytes``. Every process
+    the command started, whatever its session or process group, is killed when the command
+    exits, times out, or autopack is interrupted (``autopack.orphans``). While it runs, it
+    is recorded in ``SUITE_PIDFILE`` beside the log, so that a suite left running by a
+    killed autopack is stopped before the next one starts (one suite at a time per log
+    directory).
     """
     cwd = Path(cwd)
     junit_file = Path(junit_path).resolve()
@@ -322,7 +340,8 @@ def _run_process(
 ) -> _ProcessResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(log_path, "wb", buffering=0) as log_file, open(copy_path or os.devnull, "wb", buffering=0) as copy_file:
+    with subreaper(), open(log_path, "wb", buffering=0) as log_file, \
+            open(copy_path or os.devnull, "wb", buffering=0) as copy_file:
         sink = _OutputSink(log_file, cap, copy_file if copy_path else None)
         process = subprocess.Popen(
             ["/bin/sh", "-c", command],
@@ -335,20 +354,20 @@ def _run_process(
             start_new_session=True,
         )
         assert process.stdout is not None
+        suite = Suite.started_as(process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
         pidfile = log_path.parent / SUITE_PIDFILE
-        record_suite(pidfile, process.pid, f"{JUNIT_FILE_ENV}={env.get(JUNIT_FILE_ENV, '')}")
+        record_suite(pidfile, suite)
         try:
             timed_out = _pump(process, sink, started + timeout_s)
             if timed_out:
-                signal_group(process.pid, signal.SIGTERM)
+                signal_suite(suite, signal.SIGTERM)
                 _wait_for_exit(process.pid, time.monotonic() + 2.0)
-            # Still unreaped, so the group id cannot have been reused: kill stray children.
-            signal_group(process.pid, signal.SIGKILL)
+            stop_suite(suite)  # every process it started, whatever its session
             process.wait()
             duration = time.monotonic() - started
             _drain(process.stdout.fileno(), sink)
         except BaseException:
-            signal_group(process.pid, signal.SIGKILL)
+            stop_suite(suite)
             process.wait()
             raise
         finally:

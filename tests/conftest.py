@@ -19,6 +19,23 @@ import pytest
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "calc"
 GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")
+SEED_VARIABLE = "AUTOPACK_TEST_SEED"
+
+
+def chosen_seed(default: int) -> int:
+    """The seed of a randomised schedule (chaos kills, cron start offsets): $AUTOPACK_TEST_SEED
+    when set, to replay a failure or try another schedule, else the test's own ``default``."""
+    value = os.environ.get(SEED_VARIABLE, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise pytest.UsageError(f"{SEED_VARIABLE}={value!r}: expected an integer seed") from None
+
+
+def pytest_report_header() -> str:
+    return f"{SEED_VARIABLE}: {os.environ.get(SEED_VARIABLE) or 'unset (each test uses its own seed)'}"
 
 
 def cli_env(home: Path) -> dict[str, str]:

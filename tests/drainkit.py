@@ -38,7 +38,8 @@ SUITE_STARTED = {started!r}
 out = Path("out")
 texts = sorted(p.name for p in out.glob("*.txt"))
 if texts and os.path.exists(SLOW_MARKER):
-    Path(SUITE_STARTED).write_text(str(os.getpid()))
+    Path(SUITE_STARTED + ".tmp").write_text(str(os.getpid()))
+    os.replace(SUITE_STARTED + ".tmp", SUITE_STARTED)  # whole or absent, never half-written
     while os.path.exists(SLOW_MARKER):
         time.sleep(0.05)
 broken = sorted(p.name for p in out.glob("*.bad"))

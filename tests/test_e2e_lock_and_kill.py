@@ -45,7 +45,8 @@ GATE = pathlib.Path({gate!r})
 
 
 def test_waits_for_the_gate():
-    (GATE.parent / "pid").write_text(str(os.getpid()))
+    (GATE.parent / "pid.tmp").write_text(str(os.getpid()))
+    (GATE.parent / "pid.tmp").replace(GATE.parent / "pid")  # whole or absent, never half-written
     deadline = time.monotonic() + 60
     while GATE.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -169,11 +170,11 @@ def assert_resumed_to_completion(project: Path, autopack, first_attempt_state: s
 def test_second_process_is_refused_while_the_lock_is_held(project, autopack, base_env):
     assert autopack("run", "plan.toml", "--queue-only", cwd=project).returncode == 0
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from autopack.lock import RunLock; "
+        [sys.executable, "-c", "import sys; from pathlib import Path; from autopack.lock import RunLock; "
          "lock = RunLock(Path(sys.argv[1]), sys.argv[2]); lock.acquire(); print('locked', flush=True); "
-         "time.sleep(60)",
+         "sys.stdin.read()",  # holds the lock until the test is done with it, however slow the machine
          str(project / ".autopack" / "locks"), RUN_ID],
-        env=base_env, stdout=subprocess.PIPE, text=True)
+        env=base_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         busy = autopack("run", "--run-id", RUN_ID, cwd=project)

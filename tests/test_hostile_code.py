@@ -14,9 +14,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -27,7 +28,16 @@ from hostile import forkcli
 CODE = Path(__file__).resolve().parent / "hostile" / "code"
 SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-hostile-0001", "GITHUB_TOKEN": "ghp_hostile0002",
            "MY_PASSWORD": "hunter2-hostile-0003", "AWS_SECRET_ACCESS_KEY": "aws-hostile-0004",
-           "AUTOPACK_DB_PASSWORD": "ap-hostile-0005"}
+           "AUTOPACK_DB_PASSWORD": "ap-hostile-0005",
+           # channels to credentials: agents, askpass helpers, credential files, cloud sessions
+           "SSH_AUTH_SOCK": "/tmp/ssh-hostile/agent.0007", "SSH_AGENT_PID": "hostile-0008",
+           "GPG_AGENT_INFO": "/run/gpg-hostile-0009", "GIT_ASKPASS": "/usr/bin/askpass-hostile-0010",
+           "SSH_ASKPASS": "/usr/bin/askpass-hostile-0011", "AWS_ACCESS_KEY_ID": "AKIAHOSTILE0012",
+           "AWS_SESSION_TOKEN": "aws-session-hostile-0013", "AWS_PROFILE": "prod-hostile-0014",
+           "GOOGLE_APPLICATION_CREDENTIALS": "/keys/gcp-hostile-0015.json",
+           "AZURE_CLIENT_SECRET": "azure-hostile-0016", "KUBECONFIG": "/keys/kube-hostile-0017",
+           "DOCKER_AUTH_CONFIG": "docker-hostile-0018", "NETRC": "/keys/netrc-hostile-0019",
+           "KRB5CCNAME": "FILE:/tmp/krb5cc-hostile-0020"}
 
 
 class Project:
@@ -87,20 +97,34 @@ def test_the_test_command_never_sees_secrets(tmp_path: Path) -> None:
         assert value.encode() not in stored and value not in dump.read_text()
 
 
-@pytest.mark.parametrize("hang", [False, True], ids=["suite-exits", "suite-hangs-until-timeout"])
+HANGS = pytest.mark.parametrize("hang", [False, True], ids=["suite-exits", "suite-hangs-until-timeout"])
+
+
+def hang_limits(hang: bool) -> str:
+    """A hung suite is stopped by phase_timeout_s; one that exits gets no limit to race."""
+    return "[run.limits]\nphase_timeout_s = 5\n" if hang else ""
+
+
+def test_env_allow_brings_back_a_scrubbed_name(tmp_path: Path) -> None:
+    project = Project(tmp_path / "p", {**SECRETS, "AUTOPACK_ENV_ALLOW": "SSH_AUTH_SOCK"})
+    dump = tmp_path / "env.json"
+    run_id, done = project.run("env_dump.py", str(dump))
+    assert done.code == 0, done.output
+    seen = json.loads(dump.read_text())
+    assert seen["SSH_AUTH_SOCK"] == SECRETS["SSH_AUTH_SOCK"]
+    assert set(SECRETS) & set(seen) == {"SSH_AUTH_SOCK"}
+
+
+@HANGS
 def test_grandchildren_and_fork_loops_are_gone_after_the_suite(tmp_path: Path, hang: bool) -> None:
     project = Project(tmp_path / "p")
     pidfile = tmp_path / "pids"
     args = (str(pidfile), "--hang") if hang else (str(pidfile),)
-    run_id, done = project.run("stray_processes.py", *args, limits="[run.limits]\nphase_timeout_s = 3\n",
-                               attempts=1)
+    run_id, done = project.run("stray_processes.py", *args, limits=hang_limits(hang), attempts=1)
     pids = [int(line) for line in pidfile.read_text().split()]
     assert len(pids) >= 51  # a sleep 10000 grandchild and 50 forks per suite run
     try:
-        deadline = time.monotonic() + 10
-        while not all(is_gone(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert [pid for pid in pids if not is_gone(pid)] == []
+        assert [pid for pid in pids if not is_gone(pid)] == []  # gone by the time autopack is done
     finally:
         for pid in pids:
             try:
@@ -111,6 +135,79 @@ def test_grandchildren_and_fork_loops_are_gone_after_the_suite(tmp_path: Path, h
         assert done.code == 1 and project.attempts(run_id)[-1][2] == "timeout", done.output
     else:
         assert done.code == 0, done.output
+
+
+def sleepers(marker: str) -> list[int]:
+    """Live ``sleep MARKER…`` processes, wherever they are (a zombie has no cmdline: it does not count)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(b"sleep") and argv[1].startswith(marker.encode()):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def sleeper_marker() -> Iterator[str]:
+    """A unique ``sleep`` argument (``1000.<digits>``); every sleeper with it is killed afterwards."""
+    marker = f"1000.{uuid.uuid4().int % 10**12}"
+    yield marker
+    for pid in sleepers(marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+@HANGS
+def test_processes_that_leave_the_suites_session_are_gone_after_the_suite(
+        tmp_path: Path, hang: bool, sleeper_marker: str) -> None:
+    """`setsid sleep &` and a double fork inside `setsid` leave the suite's session and
+    process group: a group kill misses them. autopack kills every descendant of the suite."""
+    project = Project(tmp_path / "p")
+    ready = tmp_path / "escaped"
+    args = (sleeper_marker, "--ready", str(ready), *(("--hang",) if hang else ()))
+    run_id, done = project.run("escape_session.py", *args, limits=hang_limits(hang), attempts=1)
+    assert ready.exists(), "the suite never got its sleepers out of its session"
+    assert sleepers(sleeper_marker) == []
+    if hang:
+        assert done.code == 1 and project.attempts(run_id)[-1][2] == "timeout", done.output
+    else:
+        assert done.code == 0, done.output
+
+
+def test_processes_that_left_the_session_of_a_sigkilled_autopacks_suite_are_stopped(
+        tmp_path: Path, sleeper_marker: str) -> None:
+    """autopack is SIGKILLed while its suite runs: the sleepers that left the suite's session
+    outlive both, reparented away from the suite's tree. The next suite of that run finds
+    them by the suite's environment marker and kills them before it starts."""
+    from autopack.orphans import SUITE_PIDFILE
+    from autopack.testrun import run_tests
+
+    logs, ready, project = tmp_path / "logs", tmp_path / "escaped", tmp_path / "project"
+    project.mkdir()
+
+    def suite(command: str) -> Any:
+        return run_tests(command, project, timeout_s=120, log_path=logs / "suite.log",
+                         junit_path=tmp_path / "junit.xml")
+
+    pid = os.fork()
+    if pid == 0:  # an autopack that is killed while its suite runs
+        try:
+            os.setsid()
+            suite(f"{sys.executable} {CODE / 'escape_session.py'} {sleeper_marker} --ready {ready} --hang")
+        finally:
+            os._exit(1)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the suite never got its sleepers out of its session"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert len(sleepers(sleeper_marker)) == 2 and (logs / SUITE_PIDFILE).exists()
+    assert suite("true").exit_code == 0  # the next suite of this run
+    assert sleepers(sleeper_marker) == []
+    assert not (logs / SUITE_PIDFILE).exists()
 
 
 def test_a_gigabyte_of_output_keeps_memory_and_the_stored_log_bounded(tmp_path: Path) -> None:

@@ -5,9 +5,10 @@ hundreds of commands, so it imports them once in the pytest process and forks a 
 per command (a zygote, as Android and preforking servers do). The child is a real
 process: its own session (so ``killpg`` reaches it and the git it runs, but not the test
 suite it starts, which autopack puts in a session of its own), its own file descriptors
-(stdout/stderr to files, stdin from /dev/null), the given environment and cwd, and it
-runs ``autopack.cli.main`` exactly as the console script does. ``prepare`` runs in the
-child first: fault injection (a kill point, a resource limit) without touching autopack.
+(stdout/stderr to files the parent creates before the fork, stdin from /dev/null), the
+given environment and cwd, and it runs ``autopack.cli.main`` exactly as the console
+script does. ``prepare`` runs in the child first: fault injection (a kill point, a
+resource limit) without touching autopack.
 """
 
 from __future__ import annotations
@@ -77,13 +78,15 @@ class Forked:
         return self._status is not None
 
     def kill(self) -> None:
-        """SIGKILL the child's whole session (the child and the git it runs; not the suite's session)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except ProcessLookupError:  # not in its own session yet: the child alone
+        """SIGKILL the child, then its session's process group (the git it runs; not the suite's session).
+
+        The child first: once it is dying it cannot start anything, so the group kill that
+        follows reaches every process it started, even if it had only just called ``setsid``.
+        """
+        for send in (os.kill, os.killpg):
             try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                send(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # no group yet: the child had not reached setsid
                 pass
 
     def wait(self) -> Finished:
@@ -108,20 +111,25 @@ def spawn(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], logs: Path,
     stdout, stderr = logs / f"cmd{_counter[0]:04d}.out", logs / f"cmd{_counter[0]:04d}.err"
     sys.stdout.flush()
     sys.stderr.flush()
+    # Opened here, not in the child: a SIGKILL that lands before the child runs still leaves
+    # both files for ``wait`` to read.
+    streams = ((os.open(os.devnull, os.O_RDONLY), 0),
+               (os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1),
+               (os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2))
     gc.freeze()  # the parent's objects: the child's collections skip them (no copy-on-write storm)
     pid = os.fork()
     if pid:
         gc.unfreeze()
+        for fd, _ in streams:
+            os.close(fd)
         return Forked(pid, stdout, stderr)
     code = EXIT_CRASHED
     try:
         os.setsid()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        null = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        for source, target in ((null, 0), (out, 1), (err, 2)):
-            os.dup2(source, target)
+        for fd, target in streams:
+            os.dup2(fd, target)
+            os.close(fd)
         sys.stdin = open(0, closefd=False)
         sys.stdout = open(1, "w", closefd=False, encoding="utf-8")
         sys.stderr = open(2, "w", closefd=False, encoding="utf-8")

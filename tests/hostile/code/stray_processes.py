@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from _junit import write_report
 
@@ -15,8 +16,10 @@ for _ in range(50):
         time.sleep(10000)
         os._exit(0)
     pids.append(pid)
-with open(sys.argv[1], "a") as out:
-    out.write("".join(f"{pid}\n" for pid in pids))
+pidfile = Path(sys.argv[1])  # appended to, whole or not at all: a reader never sees half a list
+earlier = pidfile.read_text() if pidfile.exists() else ""
+Path(f"{pidfile}.tmp").write_text(earlier + "".join(f"{pid}\n" for pid in pids))
+os.replace(f"{pidfile}.tmp", pidfile)
 write_report()
 if "--hang" in sys.argv:
     time.sleep(10000)
