@@ -253,14 +253,14 @@ class Workspace:
         if not self.branch_exists():
             self._in_toplevel("branch", "--no-track", self.branch, base_commit)
         ref = f"refs/heads/{self.branch}"
+        if self.owned:
+            self._clear_broken_registration()
         registrations = self._registrations()
         ours = next((r for r in registrations if self._is_our_path(r.path)), None)
         if self.owned and ours is not None and self._disposable(ours, ref):
             self._discard(ours)
             registrations = self._registrations()
             ours = None
-        if self.owned:
-            self._unlock_unlisted_half_add()
         occupied = self.worktree.exists() and not (
             self.worktree.is_dir() and not any(self.worktree.iterdir())
         )
@@ -317,23 +317,41 @@ class Workspace:
     def _discard(self, ours: _Registration) -> None:
         """Delete our broken worktree, then its registration (the lock last: a kill on the way
         leaves a worktree that is still recognisably half-created)."""
-        if self.worktree.is_dir() and not self.worktree.is_symlink():
-            shutil.rmtree(self.worktree)
-        else:
-            self.worktree.unlink(missing_ok=True)
+        self._remove_directory()
         if ours.locked is not None:
             self._in_toplevel("worktree", "unlock", str(ours.path))
         self._in_toplevel("worktree", "prune")
 
-    def _unlock_unlisted_half_add(self) -> None:
-        """Unlock the registration a `git worktree add` of this path left when killed before it
-        wrote where the worktree is (git lists it nowhere and never prunes it while locked)."""
+    def _clear_broken_registration(self) -> None:
+        """Delete the registration of this path that a `git worktree add` killed midway left
+        incomplete, and the directory it was filling.
+
+        git writes the registration's files one by one (``locked`` "initializing", ``gitdir``,
+        the worktree's ``.git``, ``commondir``, ``HEAD``); one missing or empty makes `git
+        worktree list` and `add` fail for the whole repository, and `prune` keeps it while it is
+        locked. It is ours when its ``gitdir`` names this path, or, before git wrote that, when
+        it still holds the "initializing" lock under this path's name.
+        """
         common = self._in_toplevel("rev-parse", "--git-common-dir").stdout.strip()
         admin = self.toplevel / common / "worktrees" / self.worktree.name
-        lock = admin / "locked"
-        if not (admin / "gitdir").exists() and _read_or_none(lock) == f"{_ADD_IN_PROGRESS}\n".encode():
-            lock.unlink()
-            self._in_toplevel("worktree", "prune")
+        if not admin.is_dir():
+            return
+        gitdir = (_read_or_none(admin / "gitdir") or b"").decode(errors="replace").strip()
+        if gitdir:
+            if Path(gitdir).parent.absolute() != self.worktree:
+                return  # another path's registration under the same name
+        elif _read_or_none(admin / "locked") != f"{_ADD_IN_PROGRESS}\n".encode():
+            return
+        if gitdir and all(_read_or_none(admin / name) for name in ("commondir", "HEAD")):
+            return  # complete: `ensure` judges it from the listing
+        self._remove_directory()
+        shutil.rmtree(admin)
+
+    def _remove_directory(self) -> None:
+        if self.worktree.is_dir() and not self.worktree.is_symlink():
+            shutil.rmtree(self.worktree)
+        else:
+            self.worktree.unlink(missing_ok=True)
 
     def remove_stale_git_locks(self) -> list[Path]:
         """Delete the lock files a killed git left in this worktree; return the ones deleted.

@@ -163,9 +163,15 @@ def half_created_worktree(repo: Path, path: Path, branch: str, killed: str, tmp_
     if killed == "gitdir":
         return
     (path / ".git").write_text(f"gitdir: {admin}\n")
+    if killed == ".git":
+        return
+    (admin / "commondir").write_text("" if killed == "commondir" else "../..\n")  # opened, killed before written
+    if killed == "commondir":
+        return
+    (admin / "HEAD").write_text("")  # likewise: `git worktree list` fails for the whole repository on both
 
 
-@pytest.mark.parametrize("killed", ["locked", "gitdir", ".git", "symbolic-ref", "reset"])
+@pytest.mark.parametrize("killed", ["locked", "gitdir", ".git", "commondir", "HEAD", "symbolic-ref", "reset"])
 def test_ensure_repairs_a_worktree_whose_creation_was_killed(repo, tmp_path, killed):
     base = resolve_ref(repo, None)
     path = tmp_path / "worktrees" / "run1"
@@ -180,6 +186,17 @@ def test_ensure_repairs_a_worktree_whose_creation_was_killed(repo, tmp_path, kil
     listing = git(repo, "worktree", "list", "--porcelain")
     assert "locked" not in listing and listing.count("worktree ") == 2
     assert sorted(os.listdir(repo / ".git" / "worktrees")) == ["run1"]  # no registration left behind
+
+
+def test_ensure_leaves_a_broken_registration_of_another_path_alone(repo, tmp_path):
+    """A registration under the same name whose gitdir names another path is not ours to delete."""
+    base = resolve_ref(repo, None)
+    git(repo, "branch", "autopack/run1", base)
+    half_created_worktree(repo, tmp_path / "elsewhere" / "run1", "autopack/run1", "commondir", tmp_path)
+    admin = repo / ".git" / "worktrees" / "run1"
+    with pytest.raises(EnvironmentProblem):
+        Workspace(repo, tmp_path / "worktrees" / "run1", "autopack/run1", owned=True).ensure(base)
+    assert (admin / "gitdir").read_text() == f"{tmp_path / 'elsewhere' / 'run1'}/.git\n"
 
 
 def test_ensure_refuses_a_half_created_worktree_it_does_not_own(repo, tmp_path):
