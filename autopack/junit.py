@@ -75,14 +75,17 @@ def merge_outcomes(outcomes: Iterator[TestOutcome] | Sequence[TestOutcome]) -> l
     return list(merged.values())
 
 
-def write_junit(outcomes: Sequence[TestOutcome], path: Path, *, suite: str) -> None:
-    """Write ``outcomes`` as JUnit XML; ``parse_junit`` reads back the same ids, outcomes and
-    collection errors (a collection error's message gains pytest's "collection failure" line)."""
-    from xml.etree.ElementTree import Element, ElementTree, SubElement
+def junit_document(outcomes: Sequence[TestOutcome], *, suite: str) -> bytes:
+    """``outcomes`` as a JUnit XML document; ``parse_junit`` reads back the same ids, outcomes and
+    collection errors (a collection error's message gains pytest's "collection failure" line).
+    A message's first line is the failure's ``message`` attribute, the rest its text."""
+    from xml.etree.ElementTree import Element, SubElement, tostring
 
     counts = {kind: sum(o.outcome == kind for o in outcomes) for kind in _SEVERITY}
-    root = Element("testsuite", name=suite, tests=str(len(outcomes)), failures=str(counts["failed"]),
-                   errors=str(counts["error"]), skipped=str(counts["skipped"]))
+    totals = {"tests": str(len(outcomes)), "failures": str(counts["failed"]), "errors": str(counts["error"]),
+              "skipped": str(counts["skipped"]), "time": f"{sum(o.duration_s for o in outcomes):.3f}"}
+    document = Element("testsuites", **totals)
+    root = SubElement(document, "testsuite", name=suite, **totals)
     for outcome in outcomes:
         classname, separator, name = outcome.test_id.partition("::")
         if outcome.collection_error or not separator:
@@ -97,8 +100,7 @@ def write_junit(outcomes: Sequence[TestOutcome], path: Path, *, suite: str) -> N
             if outcome.collection_error:  # pytest's marker, which parse_junit recognises
                 first, rest = COLLECTION_FAILURE, outcome.message
             SubElement(case, tag, message=first).text = rest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return tostring(document, encoding="utf-8", xml_declaration=True)
 
 
 def junit_files(root: Path, pattern: str | None) -> list[Path]:

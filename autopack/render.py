@@ -380,24 +380,16 @@ def print_drain_summary(summary: dict[str, Any]) -> None:
 
 def write_drain_junit(summary: dict[str, Any], path: Any) -> None:
     """Each drained phase as a JUnit testcase (failure message = the verdict's reasons)."""
-    import xml.etree.ElementTree as ET
-
+    from autopack.junit import TestOutcome, junit_document
     from autopack.userfiles import open_output
 
-    phases = summary["phases"]
-    failures = sum(p["state"] != "complete" for p in phases)
-    suite = ET.Element("testsuite", name="autopack drain", tests=str(len(phases)), failures=str(failures),
-                       errors="0", skipped="0", time=f"{sum(p['duration_s'] for p in phases):.3f}")
-    for p in phases:
-        case = ET.SubElement(suite, "testcase", classname=p["run_id"], name=p["phase_id"], time=f"{p['duration_s']:.3f}")
-        if p["state"] != "complete":
-            failure = ET.SubElement(case, "failure", type=p["failure_kind"] or "failed",
-                                    message=f"{p['failure_kind']}: {p['message']}")
-            failure.text = "\n".join(p["reasons"]) or p["message"]
-    root = ET.Element("testsuites", tests=str(len(phases)), failures=str(failures))
-    root.append(suite)
+    outcomes = [TestOutcome(
+        f"{p['run_id']}::{p['phase_id']}", "passed" if p["state"] == "complete" else "failed",
+        message="" if p["state"] == "complete" else " ".join(f"{p['failure_kind']}: {p['message']}".split())
+        + "\n" + ("\n".join(p["reasons"]) or p["message"]),
+        duration_s=p["duration_s"]) for p in summary["phases"]]
     with open_output(path) as out:
-        ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+        out.write(junit_document(outcomes, suite="autopack drain"))
 
 
 def print_pick_explanation(scores: list[Any], weights: dict[str, float]) -> None:

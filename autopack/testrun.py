@@ -35,7 +35,7 @@ from autopack.junit import (
     junit_files,
     merge_outcomes,
     parse_junit,
-    write_junit,
+    junit_document,
 )
 from autopack.orphans import (SUITE_PIDFILE, Suite, record_suite, signal_suite, stop_orphaned_suite, stop_suite,
                               subreaper)
@@ -259,7 +259,7 @@ def run_tests(
     junit_error: str | None = None
     if converter is not None:
         outcomes = convert_output(converter, output, cwd)
-        write_junit(outcomes, junit_file, suite=converter)
+        junit_file.write_bytes(junit_document(outcomes, suite=converter))
         if not outcomes:
             junit_error = f"no test results in the command's output (read as {converter})"
     else:
