@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autopack.errors import ConfigError, UsageError
+from autopack.ports import BUILDER_MODES
 
 CONFIG_FILE_NAME = "autopack.toml"
 _PATH_SETTINGS = ("db", "worktrees_dir")
@@ -31,6 +32,7 @@ class SettingSpec:
     default: object
     help: str
     minimum: int | None = None
+    choices: tuple[str, ...] | None = None
 
     @property
     def env(self) -> str:
@@ -63,6 +65,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "shown to the builder", minimum=0),
     SettingSpec("builder_max_tokens_cap", int, 64000, "largest max_tokens of a builder call, "
                 "escalation included (budgets are estimated per phase below it)", minimum=1024),
+    SettingSpec("builder", str, "agent", 'how a new run builds each phase: "agent" (explores, edits and '
+                'runs tests, turn by turn) or "single" (one call whose answer is the whole change)',
+                choices=BUILDER_MODES),
+    SettingSpec("agent_max_turns", int, 40, "turns of an agent attempt (run.limits.agent_max_turns "
+                "overrides)", minimum=1),
+    SettingSpec("agent_max_test_runs", int, 5, "run_tests calls of an agent attempt "
+                "(run.limits.agent_max_test_runs overrides)", minimum=0),
+    SettingSpec("agent_read_max_lines", int, 400, "lines one read_file result shows", minimum=1),
+    SettingSpec("agent_read_max_bytes", int, 40_000, "bytes one read_file result shows", minimum=1000),
+    SettingSpec("agent_list_max_entries", int, 500, "files one list_files result lists", minimum=1),
+    SettingSpec("agent_search_max_matches", int, 100, "matching lines one search result shows", minimum=1),
+    SettingSpec("agent_result_max_bytes", int, 30_000, "bytes of any one tool result (run_tests "
+                "included)", minimum=1000),
     SettingSpec("escalation_after_failures", int, 0, "use the escalation model after this many "
                 "failed attempts in a pass (0: only for a pass's last attempt)", minimum=0),
     SettingSpec("doctor_max_per_phase", int, 2, "doctor diagnoses per phase (durable across "
@@ -101,6 +116,14 @@ class Settings:
     max_output_bytes: int
     context_max_bytes: int
     builder_max_tokens_cap: int
+    builder: str
+    agent_max_turns: int
+    agent_max_test_runs: int
+    agent_read_max_lines: int
+    agent_read_max_bytes: int
+    agent_list_max_entries: int
+    agent_search_max_matches: int
+    agent_result_max_bytes: int
     escalation_after_failures: int
     doctor_max_per_phase: int
     doctor_max_per_run: int
@@ -169,6 +192,8 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             source, label, value = "default", spec.name, spec.default
         if spec.minimum is not None and value < spec.minimum:
             raise ConfigError(f"{label}: must be at least {spec.minimum}, got {value}")
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(f"{label}: {value!r} is not one of {', '.join(spec.choices)}")
         if spec.name in _PATH_SETTINGS and value:
             value = (base / Path(value).expanduser()).resolve()
         values[spec.name] = tuple(value) if spec.type is list else value

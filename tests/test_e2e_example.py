@@ -239,3 +239,48 @@ def test_live_run_without_api_key_is_an_environment_problem(calc_project, autopa
     [line] = done.stderr.splitlines()
     assert line.startswith("autopack: error: ") and "ANTHROPIC_API_KEY" in line
     assert not (calc_project / ".autopack").exists()
+
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "calc_single_golden.json"
+
+
+def test_the_single_builder_sends_the_same_request_bytes_and_makes_the_same_decisions(calc_project, base_env):
+    """The calc example (builder = "single") through the real anthropic client and its cassette, in this
+    process: every request body, and every phase's decision, equal those of autopack before the agent
+    builder existed (tests/data/calc_single_golden.json, captured from commit 6ae06dc)."""
+    import httpx2
+
+    from autopack import launch
+    from autopack.config import load_settings
+    from autopack.llm.cassette import Cassette
+    from autopack.llm.client import make_client_factory
+    from autopack.plan import load_plan
+    from autopack.ports import SilentObserver
+    from autopack.store import open_store
+    from autopack.store.queries import run_status
+
+    sent = []
+
+    class Capturing(Cassette):
+        def transport(self, role, phase, attempt):
+            inner = super().transport(role, phase, attempt)
+
+            def handle(request):
+                sent.append({"role": role, "phase": phase, "attempt": attempt, "body": json.loads(request.read())})
+                return inner.handle_request(request)
+
+            return httpx2.MockTransport(handle)
+
+    settings = load_settings(calc_project, environ={**base_env, "AUTOPACK_DB": str(calc_project / "state.db")})
+    plan = load_plan(calc_project / "plan.toml")
+    recorded = Cassette.load(calc_project / "cassette.jsonl")
+    cassette = Capturing(list(recorded.entries), recorded.source)
+    clients = launch.ModelClients(make_client_factory(cassette=cassette, api_key=None), cassette, None)
+    with open_store(settings.db) as store:
+        run = launch.record_run(store, plan, launch.check_new_run(settings, plan), settings)
+        result = launch.execute(store, settings, plan, run, clients, SilentObserver())
+        phases = run_status(store, run.id)["phases"]
+    golden = json.loads(GOLDEN.read_text())
+    assert result.state == "complete"
+    assert sent == golden["requests"]
+    assert [{key: p[key] for key in ("id", "state", "attempts", "decision")} for p in phases] == golden["phases"]

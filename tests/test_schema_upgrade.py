@@ -11,6 +11,7 @@ M002_COLUMNS = [("phases", "parked_reason"), ("phases", "escalated_budget"),
                 ("llm_calls", "predicted_tokens"), ("llm_calls", "http_status"),
                 ("attempts", "budget"), ("attempts", "budget_source")]
 M003_INDEXES = ["ix_llm_calls_run_role_usage", "ix_llm_calls_attempt_id", "ix_attempts_executor_id"]
+M004_COLUMNS = [("runs", "builder"), ("attempts", "builder")]
 
 
 def schema(path):
@@ -27,16 +28,19 @@ def schema(path):
 
 
 def make_m001_database(path):
-    """Fresh database, then undo m003 and m002 by hand: what autopack 0.1.0's first release wrote."""
+    """Fresh database, then undo m004, m003 and m002 by hand: what autopack 0.1.0's first release wrote."""
     migrate(path)
     conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE transcript_turns")
+    for table, column in M004_COLUMNS:
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     for index in M003_INDEXES:
         conn.execute(f"DROP INDEX {index}")
     conn.execute("CREATE INDEX ix_llm_calls_run_role ON llm_calls (run_id, role)")
     for table, column in M002_COLUMNS:
         conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-    conn.execute("DELETE FROM _migrations WHERE name IN "
-                 "('m002_parking_budgets_and_ledger_detail', 'm003_read_path_indexes')")
+    conn.execute("DELETE FROM _migrations WHERE name IN ('m002_parking_budgets_and_ledger_detail', "
+                 "'m003_read_path_indexes', 'm004_builder_modes_and_transcripts')")
     conn.commit()
     conn.close()
 
@@ -48,7 +52,8 @@ def test_old_database_is_refused_until_migrated_then_matches_fresh(tmp_path):
     with pytest.raises(MigrationNeeded, match="autopack migrate"):
         open_store(old)
     result = migrate(old)
-    assert result.applied == ("m002_parking_budgets_and_ledger_detail", "m003_read_path_indexes")
+    assert result.applied == ("m002_parking_budgets_and_ledger_detail", "m003_read_path_indexes",
+                              "m004_builder_modes_and_transcripts")
     assert result.backup is not None and result.backup.exists()
     assert "parked_reason" not in {c[0] for c in schema(result.backup)["phases"]["columns"]}
     assert schema(old) == schema(fresh)

@@ -51,17 +51,17 @@ def run(
 
     store = open_store(settings.db, create=False)
     if spec is not None:
-        builder, model = launch.make_builder(settings, spec, cassette, record)
+        clients = launch.connect(settings, spec, cassette, record)
         recorded, notice = launch.recorded_run(store, settings, spec) if store is not None else (None, None)
         if notice:
             print(f"autopack: {notice}", file=sys.stderr)
         if recorded is None:
             target = launch.check_new_run(settings, spec)  # before the database is created
             store = store or open_store(settings.db)
-            recorded = launch.record_run(store, spec, target)
+            recorded = launch.record_run(store, spec, target, settings)
     else:
         spec, recorded = launch.resume_target(store, settings, run_id)
-        builder, model = launch.make_builder(settings, spec, cassette, record)
+        clients = launch.connect(settings, spec, cassette, record)
     for warning in launch.model_warnings(settings, spec):
         print(f"autopack: warning: {warning}", file=sys.stderr)
     with store:
@@ -70,7 +70,7 @@ def run(
             return
         observer = render.run_observer()
         with observer:
-            result = launch.execute(store, settings, spec, recorded, builder, model, observer,
+            result = launch.execute(store, settings, spec, recorded, clients, observer,
                                     retry_failed=retry_failed, max_cost_usd=max_cost)
         from autopack.store.queries import run_status
 

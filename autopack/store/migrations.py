@@ -63,6 +63,19 @@ def m003_read_path_indexes(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+@migration
+def m004_builder_modes_and_transcripts(conn: Connection) -> None:
+    """The builder mode of each run and attempt (NULL: recorded before modes, so single), and every
+    attempt's transcript, one row per model exchange."""
+    for table in ("runs", "attempts"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN builder VARCHAR")
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS transcript_turns (id INTEGER NOT NULL, attempt_id INTEGER NOT NULL, "
+        "turn INTEGER NOT NULL, max_tokens INTEGER NOT NULL, request JSON NOT NULL, response JSON NOT NULL, "
+        "created_at DATETIME NOT NULL, PRIMARY KEY (id), FOREIGN KEY(attempt_id) REFERENCES attempts (id))")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_transcript_turns_attempt_id ON transcript_turns (attempt_id)")
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

@@ -1,0 +1,48 @@
+"""Secrets out of what autopack keeps or sends back to a model: transcripts and tool results.
+
+A secret is the value of an environment variable that the test sandbox scrubs (API keys,
+tokens, secrets, passwords, ANTHROPIC_* and AUTOPACK_*, allow-listed or not), or anything
+shaped like an Anthropic key. Values shorter than ``MIN_SECRET_CHARS`` are left alone: they
+would redact ordinary words and numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, Mapping
+
+MARK = "[redacted]"
+MIN_SECRET_CHARS = 8
+_ANTHROPIC_KEY = re.compile(r"sk-ant-[A-Za-z0-9_-]{8,}")
+
+
+class Redactor:
+    """Replaces every known secret in a text (or in the strings of a JSON-like value) with ``MARK``."""
+
+    def __init__(self, secrets: Iterable[str] = ()):
+        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Redactor:
+        from autopack.testrun import scrub_env
+
+        environ = os.environ if environ is None else environ
+        kept = scrub_env(environ)
+        return cls(value for name, value in environ.items() if name not in kept)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MARK)
+        return _ANTHROPIC_KEY.sub(MARK, text) if "sk-ant-" in text else text
+
+    def value(self, value: Any) -> Any:
+        """``value`` with every string in it (dict keys included) redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, dict):
+            return {self(key) if isinstance(key, str) else key: self.value(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(item) for item in value]
+        return value
