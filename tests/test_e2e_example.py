@@ -100,6 +100,53 @@ def test_status_json_follows_contract_4(finished):
     assert all(p["decision"]["verdict"] == "complete" and p["last_failure"] is None for p in phases)
 
 
+def test_status_json_lists_each_attempts_builder_and_transcript_turns(finished):
+    assert [p["transcripts"] for p in finished.status["phases"]] == [
+        [{"attempt": 1, "builder": "single", "turns": 1}],
+        [{"attempt": 1, "builder": "single", "turns": 1}, {"attempt": 2, "builder": "single", "turns": 1}],
+        [{"attempt": 1, "builder": "single", "turns": 1}]]
+
+
+def test_status_transcript_shows_an_attempts_exchange_in_full(finished, autopack):
+    shown = status_json(autopack, finished.project, "calc-demo", "--transcript", "add-modulo:1")
+    assert (shown["schema"], shown["phase"], shown["attempt"], shown["builder"]) == (1, "add-modulo", 1, "single")
+    assert (shown["state"], shown["failure_kind"]) == ("failed", "regression")
+    [exchange] = shown["exchanges"]
+    assert exchange["request"]["tools"] == ["write_file", "edit_file", "delete_file"]
+    assert exchange["request"]["system"].startswith("You are the builder of autopack")
+    cassette = [json.loads(line) for line in (EXAMPLE / "cassette.jsonl").read_text().splitlines()]
+    answer = next(c["response"]["body"] for c in cassette if (c["phase"], c["attempt"]) == ("add-modulo", 1))
+    assert exchange["response"]["content"] == [
+        {key: block[key] for key in ("type", "text", "id", "name", "input") if key in block}
+        for block in answer["content"]]
+    last = status_json(autopack, finished.project, "calc-demo", "--transcript", "add-modulo")
+    assert last["attempt"] == 2
+    text = autopack("status", "calc-demo", "--transcript", "add-modulo:2", cwd=finished.project)
+    assert text.returncode == 0, text.stderr
+    assert "attempt 2: single builder" in text.stdout and "edit_file" in text.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--transcript", "add-modulo:9"), "no attempt 9 of phase 'add-modulo'"),
+    (("--transcript", "nope"), "no attempt of phase 'nope'"),
+    (("--transcript", "add-modulo:x"), "PHASE:N"),
+])
+def test_status_transcript_of_no_such_attempt_is_a_usage_error(finished, autopack, args, needle):
+    done = autopack("status", "calc-demo", *args, cwd=finished.project)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("autopack: error: --transcript") and needle in line, line
+
+
+def test_stats_show_the_cache_hit_ratio_per_builder_mode(finished, autopack):
+    stats = status_json(autopack, finished.project, "--stats")
+    usage = cassette_usage(EXAMPLE / "cassette.jsonl")
+    ratio = round(usage["cache_read"] / (usage["input"] + usage["cache_read"] + usage["cache_write"]), 4)
+    assert stats["by_builder"] == {"single": {"attempts": 4, "builder_calls": 4, "cache_hit_ratio": ratio}}
+    text = autopack("status", "--stats", cwd=finished.project)
+    assert f"builder single: 4 attempts, 4 calls, cache hit ratio {ratio:.1%}" in text.stdout
+
+
 def test_known_failing_test_keeps_failing_and_does_not_block(finished):
     for phase in finished.status["phases"]:
         delta = phase["decision"]["delta"]

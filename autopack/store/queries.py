@@ -9,6 +9,7 @@ from typing import Any
 
 from autopack.store import ACTIVE_STATES, STATUS_SCHEMA
 from autopack.store.sql import Readable, py_time
+from autopack.store.transcripts import transcript_counts
 
 # usage totals of a set of ledger rows (read from the covering index ix_llm_calls_run_role_usage)
 USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
@@ -97,6 +98,7 @@ def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
         executors = conn.execute(
             "SELECT id, pid, host, phase_id, step, heartbeat_at FROM executors "
             "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at", (run_id,)).fetchall()
+    transcripts = transcript_counts(db, run_id)
     by_state: dict[str, int] = defaultdict(int)
     for phase in phases:
         by_state[phase[2]] += 1
@@ -110,11 +112,11 @@ def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
             "executors": [{"id": e, "pid": pid, "host": host, "phase": phase_id, "step": step,
                            "heartbeat_at": _iso(py_time(beat))} for e, pid, host, phase_id, step, beat in executors],
         },
-        "phases": [_phase_dict(row, completing.get(row[0])) for row in phases],
+        "phases": [_phase_dict(row, completing.get(row[0]), transcripts.get(row[0], [])) for row in phases],
     }
 
 
-def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
+def _phase_dict(row: tuple, completed_by: str | None, transcripts: list[dict[str, Any]]) -> dict[str, Any]:
     (_, phase_id, state, attempts, max_attempts, commit, spec, decision, failure_kind, fingerprint, message,
      parked, updated) = row
     spec = json.loads(spec)
@@ -128,4 +130,5 @@ def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
         "decision": json.loads(decision) if decision is not None else None, "last_failure": last_failure,
         "model": completed_by, "parked": parked,
         "updated_at": _iso(py_time(updated)),
+        "transcripts": transcripts,
     }
