@@ -147,9 +147,9 @@ class _Conversation:
         """The messages to send: with caching, the last block of each of the last two user messages carries
         ``cache_control``, so a turn reads the previous turn's prefix from the cache (system, plus these: 3 of
         the 4 breakpoints a request may have)."""
+        marked = list(self.messages)  # a copy: the request must not grow with the conversation
         if not self.cache:
-            return self.messages
-        marked = list(self.messages)
+            return marked
         users = [index for index, message in enumerate(marked) if message["role"] == "user"][-2:]
         for index in users:
             content = list(marked[index]["content"])

@@ -47,11 +47,22 @@ class ProjectReader:
     def __init__(self, root: Path, files: Callable[[], list[str]], limits: ReadLimits,
                  state_dir: Path | None = None):
         self.root = Path(os.path.realpath(root))
-        self.files = files  # tracked and untracked-not-ignored files, relative to root (Workspace.project_files)
+        self._list_files = files  # tracked and untracked-not-ignored files, relative to root (Workspace.project_files)
+        self._files: list[str] | None = None
         self.limits = limits
         state = Path(os.path.realpath(state_dir)) if state_dir else None
         # autopack's state matters only where it lies inside the project (the worktrees usually lie inside it)
         self.state_dir = state if state is not None and state.is_relative_to(self.root) else None
+
+    def files(self) -> list[str]:
+        """The project's files, listed once until ``changed`` says the tree may have changed."""
+        if self._files is None:
+            self._files = self._list_files()
+        return self._files
+
+    def changed(self) -> None:
+        """Files were written or deleted (an edit, a test run): list them again next time."""
+        self._files = None
 
     def resolve(self, raw: object, *, directory: bool = False) -> tuple[str, Path]:
         """(normalised relative path, real path) of a path a tool was given; Refused when it may not be read."""

@@ -102,6 +102,7 @@ class AttemptTools:
     def apply(self, ops: Sequence[EditOp]) -> ApplyStats:
         """Apply a whole set of edits, all or nothing (EditError lists every problem)."""
         stats = apply_edits(self.reader.root, list(ops), self.scope, PROTECTED_PATHS)
+        self.reader.changed()
         self.edits += len(ops)
         self._parsed += stats.operations_parsed
         self._applied += stats.operations_applied
@@ -173,6 +174,7 @@ class AttemptTools:
             raise Refused(f"run_tests: this attempt's {limit} test runs are used up; finish when the change is "
                           "done (the gate runs the full suite)")
         self.test_runs += 1
+        self.reader.changed()
         report = self.run_tests(tuple(tests))
         return describe_report(report, f"test run {self.test_runs} of {limit}"
                                + (f" ({len(tests)} named test{'s' * (len(tests) != 1)})" if tests else ""))
