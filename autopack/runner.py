@@ -184,7 +184,6 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
                                    lambda select: _run_suite(ctx, attempt.id, "agent", None, timings, select)[0])
         result = ctx.builder.attempt(request, tools, log, budget.max_tokens)
         timings["builder_ms"] = int((time.monotonic() - t0) * 1000) - (timings["tests_ms"] - tests_before)
-        notify("llm_call", phase_id=phase.phase_id, calls=result.calls)
         for escalation in result.escalations:
             _record_escalation(ctx, phase, attempt, escalation)
         if result.failure_kind:

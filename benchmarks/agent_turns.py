@@ -93,7 +93,7 @@ def run_attempt_scripted(root: Path, turns: int, *, cache: bool = True, keep_req
     from autopack.store import open_store
     from autopack.workspace import Workspace
 
-    project = write_project(root)
+    write_project(root)
     (root / "plan.toml").write_text(
         '[run]\nid = "agent-bench"\ngoal = "Benchmark the agent loop"\nrepo = "app"\ntest_command = "sh check.sh"\n'
         f'builder = "agent"\n\n[run.limits]\nagent_max_turns = {turns}\nagent_max_test_runs = {turns}\n\n'
@@ -114,7 +114,8 @@ def run_attempt_scripted(root: Path, turns: int, *, cache: bool = True, keep_req
         phase = store.claim_next(run.id, "bench", 600)
         run_attempt(ctx, phase, plan.phase("explore"), None)
         with store.read() as conn:
-            tests = [row[0] for row in conn.execute("SELECT duration_s FROM test_runs WHERE kind = 'agent' ORDER BY id")]
+            tests = [row[0] for row in conn.execute(
+                "SELECT duration_s FROM test_runs WHERE kind = 'agent' ORDER BY id")]
     test_turns = [n for n, turn in enumerate(script(turns)) if turn[0][0] == "run_tests"]
     pauses = dict(zip(test_turns, tests))
     overheads = [(timed.starts[n + 1] - timed.ends[n] - pauses.get(n, 0.0)) * 1000 for n in range(len(timed.ends) - 1)]

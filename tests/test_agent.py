@@ -101,7 +101,8 @@ def test_reads_outside_the_project_are_refused_results_and_the_attempt_goes_on(t
     b = bench(tmp_path, [add_count_phase()])
     (tmp_path / "outside.txt").write_text("OUTSIDE-SECRET")
     script = [[("read_file", {"path": ".git/config"}), ("read_file", {"path": "../outside.txt"}),
-               ("read_file", {"path": str(tmp_path / "outside.txt")}), ("search", {"pattern": "OUTSIDE", "path": ".."})],
+               ("read_file", {"path": str(tmp_path / "outside.txt")}),
+               ("search", {"pattern": "OUTSIDE", "path": ".."})],
               [("edit_file", {"path": "shop/cart.py", "old": TOTAL_LINE, "new": BUGGY_COUNT})],
               [("finish", {"summary": "done"})]]
     assert execute_run(b.context(ScriptedBuilder(script))) == {"complete": 1}
@@ -259,7 +260,8 @@ def test_the_stable_prefix_and_the_latest_turns_carry_cache_control(tmp_path, ca
     last = model.requests[-1]
     if cache:
         assert [m["role"] for m in last.messages] == ["user", "assistant"] * 3 + ["user"]
-        assert "cache_control" in last.messages[-1]["content"][-1] and "cache_control" in last.messages[-3]["content"][-1]
+        assert "cache_control" in last.messages[-1]["content"][-1]
+        assert "cache_control" in last.messages[-3]["content"][-1]
         assert "cache_control" not in last.messages[-5]["content"][-1]
 
 

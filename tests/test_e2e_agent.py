@@ -93,14 +93,16 @@ def test_the_inventory_example_explores_edits_tests_fixes_and_completes(inventor
         "complete", 1, [{"attempt": 1, "builder": "agent", "turns": 7}])
     assert phase["decision"]["delta"]["added"] == [
         "tests.test_low_stock::test_low_stock_lists_skus_below_the_threshold_sorted",
-        "tests.test_low_stock::test_a_sku_at_the_threshold_is_not_low", "tests.test_low_stock::test_a_sold_out_sku_is_low"]
+        "tests.test_low_stock::test_a_sku_at_the_threshold_is_not_low",
+        "tests.test_low_stock::test_a_sold_out_sku_is_low"]
     calls = [block["name"] for exchange in inventory["transcript"]["exchanges"]
              for block in exchange["response"]["content"] if block["type"] == "tool_use"]
     assert calls == ["list_files", "search", "read_file", "edit_file", "write_file", "run_tests", "edit_file", "finish"]
     listed, found, read, edited, wrote, tested, fixed = [block["content"] for block in
                                                          _results(inventory["transcript"])]
     assert listed.splitlines()[0] == "7 files:" and "inventory/stock.py (937 bytes)" in listed
-    assert found == "2 matches in 3 files:\ninventory/stock.py:8: class Stock:\ninventory/stock.py:30:     def skus(self):"
+    assert found.splitlines() == ["2 matches in 3 files:", "inventory/stock.py:8: class Stock:",
+                                  "inventory/stock.py:30:     def skus(self):"]
     assert read.startswith("inventory/stock.py: lines 1-32 of 32\n     1\t\"\"\"Stock levels per SKU.\"\"\"")
     assert (edited, wrote) == ("edited inventory/stock.py (1117 bytes written)",
                                "wrote tests/test_low_stock.py (521 bytes written)")
@@ -177,7 +179,8 @@ def test_exploration_then_an_edit_then_finish_completes(scenarios):
     wb = scenarios["wb"]
     assert scenarios["status"]["explore"]["state"] == "complete"
     listed, found, wrote, tested = [block["content"] for block in tool_results(wb, "rules", "explore")]
-    assert listed.splitlines() == ["5 files:", ".gitignore (11 bytes)", f"check.py ({(wb.repo / 'check.py').stat().st_size} bytes)",
+    check = (wb.repo / "check.py").stat().st_size
+    assert listed.splitlines() == ["5 files:", ".gitignore (11 bytes)", f"check.py ({check} bytes)",
                                    "leak.txt (symbolic link)", "out/.keep (0 bytes)", "out/cut-off.txt (3 bytes)"]
     assert found.startswith("2 matches in 1 file:\ncheck.py:16: sanity = ")
     assert wrote == "wrote out/explore.txt (3 bytes written)"

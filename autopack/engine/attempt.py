@@ -2,8 +2,9 @@
 
 The log checks the run's cost caps and writes each exchange's ledger rows and transcript entry
 (secrets redacted) to the store as it happens, so a killed attempt's calls still count against
-the caps. The toolbox's ``run_tests`` is the gate's sandboxed suite, recorded as a test run of
-kind ``agent``; what the tests leave in the worktree is discarded after each run.
+the caps; the observer hears of each exchange's calls (``llm_call``) then too. The toolbox's
+``run_tests`` is the gate's sandboxed suite, recorded as a test run of kind ``agent``; what the
+tests leave in the worktree is discarded after each run.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class StoreAttemptLog:
             entry = TranscriptEntry(entry.turn, self.redact.value(entry.request), self.redact.value(entry.response),
                                     entry.max_tokens)
         self.ctx.store.record_calls(self.ctx.run.id, self.phase_id, self.attempt_id, "builder", calls, entry)
+        self.ctx.observer.notify("llm_call", phase_id=self.phase_id, calls=tuple(calls))
 
 
 def attempt_ports(ctx: RunContext, spec: Any, attempt_id: int,

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from autopack.edits import ApplyStats, EditError, EditOp, apply_edits, check_path, edit_tool_definitions, parse_tool_uses
+from autopack.edits import (ApplyStats, EditError, EditOp, apply_edits, check_path, edit_tool_definitions,
+                            parse_tool_uses)
 from autopack.engine.reads import PROTECTED_PATHS, ProjectReader, ReadLimits, Refused
 from autopack.ports import ToolResult
 
@@ -74,8 +75,8 @@ class ToolLimits:
         reads = ReadLimits(read_max_lines=settings.agent_read_max_lines, read_max_bytes=settings.agent_read_max_bytes,
                            list_max_entries=settings.agent_list_max_entries,
                            search_max_matches=settings.agent_search_max_matches)
-        return cls(reads, settings.agent_result_max_bytes,
-                   int(plan_limits.get("agent_max_test_runs") or settings.agent_max_test_runs))
+        runs = plan_limits.get("agent_max_test_runs", settings.agent_max_test_runs)  # 0 is a limit too
+        return cls(reads, settings.agent_result_max_bytes, int(runs))
 
 
 class AttemptTools:
@@ -171,8 +172,8 @@ class AttemptTools:
                           "call run_tests without tests to run the whole suite")
         limit = self.limits.max_test_runs
         if self.test_runs >= limit:
-            raise Refused(f"run_tests: this attempt's {limit} test runs are used up; finish when the change is "
-                          "done (the gate runs the full suite)")
+            used = f"this attempt's {limit} test runs are used up" if limit else "it is off for this run"
+            raise Refused(f"run_tests: {used}; finish when the change is done (the gate runs the full suite)")
         self.test_runs += 1
         self.reader.changed()
         report = self.run_tests(tuple(tests))

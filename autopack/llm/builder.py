@@ -1,8 +1,9 @@
-"""The builder: one Messages API call per attempt whose ``tool_use`` blocks are the edits (contract 2).
+"""The single builder: one Messages API call per attempt whose ``tool_use`` blocks are the edits (contract 2).
 
 ``render_prompt`` builds the request (a stable, cached prefix — system prompt, run goal,
 files — then the phase's variable part); ``ClaudeBuilder.build`` makes the call and turns
-the answer into ``EditOp``s, or into a failure kind the runner records.
+the answer into ``EditOp``s, or into a failure kind; ``ClaudeBuilder.attempt`` (the
+``ports.Builder`` method) applies them through the toolbox, all or nothing.
 
 A response that is (or may be) cut off by ``max_tokens`` is never parsed, so it can never
 be applied: the builder records an ``Escalation`` and asks once more with the escalated
@@ -124,7 +125,8 @@ class ClaudeBuilder:
         try:
             toolbox.apply(result.ops)
         except EditError as problem:
-            return replace(outcome, failure_kind="apply_error", message=str(problem), evidence="\n".join(problem.reasons))
+            return replace(outcome, failure_kind="apply_error", message=str(problem),
+                           evidence="\n".join(problem.reasons))
         return replace(outcome, edits=len(result.ops))
 
     def build(self, request: BuilderRequest, budget: int | None = None,

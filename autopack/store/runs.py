@@ -366,8 +366,9 @@ class Store:
         """Ledger rows and, in the same transaction, an attempt's transcript entry (``ports.TranscriptEntry``)."""
         with write_session(self.engine) as session:
             if transcript is not None and attempt_id is not None:
-                session.add(TranscriptTurn(attempt_id=attempt_id, turn=transcript.turn, max_tokens=transcript.max_tokens,
-                                           request=transcript.request, response=transcript.response))
+                session.add(TranscriptTurn(attempt_id=attempt_id, turn=transcript.turn,
+                                           max_tokens=transcript.max_tokens, request=transcript.request,
+                                           response=transcript.response))
             session.add_all(
                 LlmCall(run_id=run_id, phase_id=phase_id, attempt_id=attempt_id, role=role,
                         model=c.model, max_tokens=c.max_tokens, input_tokens=c.usage.input_tokens,

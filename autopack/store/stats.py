@@ -35,6 +35,7 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
             "avg(abs(c.predicted_tokens - c.output_tokens) * 2.0 / (c.predicted_tokens + c.output_tokens)) "
             "FROM llm_calls c JOIN attempts a ON a.id = c.attempt_id JOIN phases p ON p.pk = a.phase_pk "
             "WHERE c.role = 'builder' AND c.status = 'ok' AND c.predicted_tokens IS NOT NULL "
+            "AND coalesce(a.builder, 'single') = 'single' "  # an agent turn's budget is a cap, not an estimate
             f"AND c.predicted_tokens + c.output_tokens > 0 {scope.replace('run_id', 'c.run_id')} "
             "GROUP BY 1, 2 ORDER BY 1, 2", params).fetchall()
         doctor_calls = one(f"SELECT count(*) FROM llm_calls WHERE role = 'doctor' {scope}")[0]
