@@ -201,3 +201,16 @@ def test_the_state_dir_inside_the_project_is_not_served(project):
     git(project, "add", "-A", env=cli_env(project.parent / "home"))
     result = toolbox(project, state_dir=state).execute("read_file", {"path": "state/autopack.db"})
     assert result.is_error and "autopack's state" in result.text
+
+
+def test_plan_limits_override_the_settings_and_zero_test_runs_turns_run_tests_off(project):
+    from types import SimpleNamespace
+
+    settings = SimpleNamespace(agent_read_max_lines=10, agent_read_max_bytes=2000, agent_list_max_entries=3,
+                               agent_search_max_matches=4, agent_result_max_bytes=5000, agent_max_test_runs=5)
+    assert ToolLimits.from_settings(settings, {}).max_test_runs == 5
+    limits = ToolLimits.from_settings(settings, {"agent_max_test_runs": 0})
+    assert (limits.max_test_runs, limits.reads.list_max_entries, limits.result_max_bytes) == (0, 3, 5000)
+    tools = toolbox(project, run_tests=lambda select: pytest.fail("must not run"), limits=limits)
+    refused = tools.execute("run_tests", {})
+    assert refused.is_error and "it is off for this run" in refused.text
