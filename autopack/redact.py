@@ -1,15 +1,16 @@
 """Secrets out of what autopack keeps or sends back to a model: transcripts and tool results.
 
-A secret is the value of an environment variable that the test sandbox scrubs (API keys,
-tokens, secrets, passwords, ANTHROPIC_* and AUTOPACK_*, allow-listed or not), or anything
-shaped like an Anthropic key. Values shorter than ``MIN_SECRET_CHARS`` are left alone: they
-would redact ordinary words and numbers.
+A secret is the value of an environment variable whose name the test sandbox scrubs as a
+credential (API keys, tokens, secrets, passwords, ANTHROPIC_*; allow-listed or not, but not
+autopack's own AUTOPACK_* settings, such as a model name), or anything shaped like an Anthropic
+key. Values shorter than ``MIN_SECRET_CHARS`` are left alone: they would redact ordinary words.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from fnmatch import fnmatchcase
 from typing import Any, Iterable, Mapping
 
 MARK = "[redacted]"
@@ -25,11 +26,12 @@ class Redactor:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Redactor:
-        from autopack.testrun import scrub_env
+        from autopack.testrun import SECRET_PATTERNS
 
+        credentials = [pattern for pattern in SECRET_PATTERNS if pattern != "AUTOPACK_*"]
         environ = os.environ if environ is None else environ
-        kept = scrub_env(environ)
-        return cls(value for name, value in environ.items() if name not in kept)
+        return cls(value for name, value in environ.items()
+                   if any(fnmatchcase(name.upper(), pattern) for pattern in credentials))
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

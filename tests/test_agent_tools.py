@@ -214,3 +214,13 @@ def test_plan_limits_override_the_settings_and_zero_test_runs_turns_run_tests_of
     tools = toolbox(project, run_tests=lambda select: pytest.fail("must not run"), limits=limits)
     refused = tools.execute("run_tests", {})
     assert refused.is_error and "it is off for this run" in refused.text
+
+
+def test_redaction_covers_credentials_but_not_autopacks_own_settings():
+    redact = Redactor.from_environ({"GITHUB_TOKEN": "ghp_abcdefghij", "AUTOPACK_BUILDER_MODEL": "claude-sonnet-5-5",
+                                    "AUTOPACK_DEPLOY_TOKEN": "deploy-123456789", "DB_PASSWORD": "hunter2hunter2",
+                                    "ANTHROPIC_API_KEY": "short", "HOME": "/home/someone"})
+    text = ("ghp_abcdefghij claude-sonnet-5-5 deploy-123456789 hunter2hunter2 short /home/someone "
+            "sk-ant-api03-xyzxyzxyzxyz")
+    assert redact(text) == "[redacted] claude-sonnet-5-5 [redacted] [redacted] short /home/someone [redacted]"
+    assert redact.value({"k": ["hunter2hunter2", 3]}) == {"k": ["[redacted]", 3]}
