@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
+from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import ConfigError, UsageError
 from autopack.text import shown
+from autopack.ports import BUILDER_MODES
 from autopack.userfiles import NotARegularFile, read_regular, require_regular_or_absent
 
 CONFIG_FILE_NAME = "autopack.toml"
@@ -34,6 +35,7 @@ class SettingSpec:
     default: object
     help: str
     bounds: Bounds | None = None
+    choices: tuple[str, ...] | None = None
 
     @property
     def env(self) -> str:
@@ -67,6 +69,23 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("builder_max_tokens_cap", int, 64000, "largest max_tokens of a builder call, "
                 "escalation included (budgets are estimated per phase below it)",
                 bounds=Bounds(1024, 1_000_000)),
+    SettingSpec("builder", str, "agent", 'how a new run builds each phase: "agent" (explores, edits and '
+                'runs tests, turn by turn) or "single" (one call whose answer is the whole change)',
+                choices=BUILDER_MODES),
+    SettingSpec("agent_max_turns", int, 40, "turns of an agent attempt (run.limits.agent_max_turns "
+                "overrides)", bounds=AGENT_TURNS),
+    SettingSpec("agent_max_test_runs", int, 5, "run_tests calls of an agent attempt "
+                "(run.limits.agent_max_test_runs overrides)", bounds=AGENT_TEST_RUNS),
+    SettingSpec("agent_read_max_lines", int, 400, "lines one read_file result shows",
+                bounds=Bounds(1, 1_000_000)),
+    SettingSpec("agent_read_max_bytes", int, 40_000, "bytes one read_file result shows",
+                bounds=Bounds(1000, 100_000_000)),
+    SettingSpec("agent_list_max_entries", int, 500, "files one list_files result lists",
+                bounds=Bounds(1, 1_000_000)),
+    SettingSpec("agent_search_max_matches", int, 100, "matching lines one search result shows",
+                bounds=Bounds(1, 1_000_000)),
+    SettingSpec("agent_result_max_bytes", int, 30_000, "bytes of any one tool result (run_tests "
+                "included)", bounds=Bounds(1000, 100_000_000)),
     SettingSpec("escalation_after_failures", int, 0, "use the escalation model after this many "
                 "failed attempts in a pass (0: only for a pass's last attempt)", bounds=Bounds(0, 1000)),
     SettingSpec("doctor_max_per_phase", int, 2, "doctor diagnoses per phase (durable across "
@@ -105,6 +124,14 @@ class Settings:
     max_output_bytes: int
     context_max_bytes: int
     builder_max_tokens_cap: int
+    builder: str
+    agent_max_turns: int
+    agent_max_test_runs: int
+    agent_read_max_lines: int
+    agent_read_max_bytes: int
+    agent_list_max_entries: int
+    agent_search_max_matches: int
+    agent_result_max_bytes: int
     escalation_after_failures: int
     doctor_max_per_phase: int
     doctor_max_per_run: int
@@ -187,6 +214,8 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
         problem = spec.bounds.problem(value) if spec.bounds else None
         if problem:
             raise ConfigError(f"{label}: {problem}")
+        if spec.choices is not None and value not in spec.choices:
+            raise ConfigError(f"{label}: {shown(value)} is not one of {', '.join(spec.choices)}")
         if spec.name in _PATH_SETTINGS and value:
             value = (base / Path(value).expanduser()).resolve()
         values[spec.name] = tuple(value) if spec.type is list else value

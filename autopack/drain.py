@@ -12,7 +12,7 @@ Priority (first drained first), by the failure kind's rank (autopack.domain.life
   0 transient failures: api_error, timeout, interrupted, abandoned, and kinds this version
     does not know (from a database another version wrote)
   1 collection errors
-  2 missing deliverables, no-op
+  2 missing deliverables, no-op, an agent attempt that hit a limit without an edit (agent_limit)
   3 unusable answers: apply_error, malformed, truncated
   4 rejected by the tests: regression, tests_removed, report_invalid, git_tampered
   5 needs a plan or cassette change first: refusal, context_window, cassette_exhausted;
@@ -144,7 +144,7 @@ class Drainer:
         self.store, self.settings, self.options, self.observer = store, settings, options, observer
         self.clock = clock
         self.report = DrainReport()
-        self._builders: dict[str, tuple[Any, Any, str]] = {}
+        self._builders: dict[str, tuple[Any, Any]] = {}  # run id -> (plan, launch.ModelClients)
         self._current: tuple[str, Any, ExitStack] | None = None  # the run whose lock is held, its context
 
     def drain(self) -> DrainReport:
@@ -248,17 +248,16 @@ class Drainer:
 
     def _open(self, run_id: str, executor_id: str) -> Any:
         """A RunContext for a run whose lock this drain holds (worktree ensured, dead claims recovered)."""
-        from autopack.launch import make_builder, open_run, resume_target
+        from autopack.launch import connect, open_run, resume_target
 
         if run_id not in self._builders:
             plan, run = resume_target(self.store, self.settings, run_id)
-            builder, model = make_builder(self.settings, plan, None)
-            self._builders[run_id] = (plan, builder, model)
-        plan, builder, model = self._builders[run_id]
+            self._builders[run_id] = (plan, connect(self.settings, plan, None))
+        plan, clients = self._builders[run_id]
         caps = ()
         if self.options.max_cost_usd is not None:
             caps = (CostCap("--max-cost", self.options.max_cost_usd, lambda: self._cost(executor_id)),)
-        return open_run(self.store, self.settings, plan, self.store.get_run(run_id), builder, model,
+        return open_run(self.store, self.settings, plan, self.store.get_run(run_id), clients,
                         self.observer, executor_id, caps)
 
     def _execute(self, ctx: Any, candidate: Candidate, executor_id: str) -> PhaseResult | None:
@@ -323,7 +322,7 @@ def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, ob
 
 def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: bool, observer: Any) -> PhaseResult:
     """One pass at exactly this phase: a failed phase is requeued; a complete one only with force."""
-    from autopack.launch import executor, make_builder, open_run, resume_target, run_lock
+    from autopack.launch import connect, executor, open_run, resume_target, run_lock
     from autopack.store.drains import requeue_phase, unmet_dependencies
 
     def refuse_complete(phase: Any) -> None:
@@ -337,9 +336,9 @@ def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: b
         known = ", ".join(p.phase_id for p in store.phases(run_id))
         raise UsageError(f"run '{run_id}' has no phase '{phase_id}' (phases: {known})")
     refuse_complete(phase)
-    builder, model = make_builder(settings, plan, None)
+    clients = connect(settings, plan, None)
     with run_lock(settings, run_id), executor(store, settings, run_id) as executor_id:
-        ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id)
+        ctx = open_run(store, settings, plan, run, clients, observer, executor_id)
         phase = store.phase(run_id, phase_id)
         refuse_complete(phase)
         unmet = unmet_dependencies(store, phase.pk)

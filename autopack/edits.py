@@ -38,11 +38,11 @@ _ALL_OR_NOTHING = (
 )
 
 
-def _tool(name: str, description: str, **fields: str) -> dict:
+def _tool(name: str, description: str, applied: str, **fields: str) -> dict:
     properties = {field: {"type": "string", "description": text} for field, text in fields.items()}
     return {
         "name": name,
-        "description": description + _ALL_OR_NOTHING,
+        "description": description + applied,
         "input_schema": {
             "type": "object",
             "properties": properties,
@@ -52,26 +52,33 @@ def _tool(name: str, description: str, **fields: str) -> dict:
     }
 
 
-TOOL_DEFINITIONS: list[dict] = [
-    _tool(
-        "write_file",
-        "Create a file, or replace the whole content of an existing one. Parent directories "
-        "are created as needed. Prefer edit_file for a local change to a large existing file.",
-        path=_PATH_DESCRIPTION,
-        content="The complete new content of the file, written exactly as given (UTF-8).",
-    ),
-    _tool(
-        "edit_file",
-        "Replace one piece of text in an existing file. `old` must match the file's current "
-        "content exactly (whitespace and indentation included) and exactly once: include enough "
-        "surrounding lines to make it unique. A later edit of the same file sees the result of "
-        "earlier ones.",
-        path=_PATH_DESCRIPTION,
-        old="Exact text to replace; must occur exactly once.",
-        new="Replacement text (may be empty to remove `old`).",
-    ),
-    _tool("delete_file", "Delete an existing file.", path=_PATH_DESCRIPTION),
-]
+def edit_tool_definitions(applied: str = _ALL_OR_NOTHING) -> list[dict]:
+    """The definitions of the three edit tools; ``applied`` ends each description, saying how calls are applied."""
+    return [
+        _tool(
+            "write_file",
+            "Create a file, or replace the whole content of an existing one. Parent directories "
+            "are created as needed. Prefer edit_file for a local change to a large existing file.",
+            applied,
+            path=_PATH_DESCRIPTION,
+            content="The complete new content of the file, written exactly as given (UTF-8).",
+        ),
+        _tool(
+            "edit_file",
+            "Replace one piece of text in an existing file. `old` must match the file's current "
+            "content exactly (whitespace and indentation included) and exactly once: include enough "
+            "surrounding lines to make it unique. A later edit of the same file sees the result of "
+            "earlier ones.",
+            applied,
+            path=_PATH_DESCRIPTION,
+            old="Exact text to replace; must occur exactly once.",
+            new="Replacement text (may be empty to remove `old`).",
+        ),
+        _tool("delete_file", "Delete an existing file.", applied, path=_PATH_DESCRIPTION),
+    ]
+
+
+TOOL_DEFINITIONS: list[dict] = edit_tool_definitions()
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -195,6 +202,15 @@ def _normalise_path(raw: str, protected: frozenset[str]) -> str:
         if _canonical(part) in protected:
             raise _Rejected(f"path enters protected '{part}'; autopack never writes there")
     return "/".join(parts)
+
+
+def check_path(raw: str, protected: Sequence[str] = (".git", ".autopack")) -> str:
+    """``raw`` normalised by the textual path rules every tool follows (relative POSIX, no '..', no
+    protected component); ValueError saying what is wrong."""
+    try:
+        return _normalise_path(raw, frozenset(_canonical(name.strip("/")) for name in protected))
+    except _Rejected as problem:
+        raise ValueError(str(problem)) from None
 
 
 def _in_scope(path: str, scope: Sequence[str]) -> bool:

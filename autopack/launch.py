@@ -65,12 +65,21 @@ def resume_target(store: Any, settings: Any, run_id: str) -> tuple[PlanSpec, Any
     return plan_from_dict(run.plan, Path(run.plan_path), default_max_attempts=settings.max_attempts), run
 
 
-def make_builder(settings: Any, plan: PlanSpec, cassette_path: Path | None, record_path: Path | None = None):
-    """The builder for this run: the cassette's, or the live API's (which needs a key).
+@dataclass(frozen=True)
+class ModelClients:
+    """How a run reaches Claude: a client per (role, phase, attempt) — live, recording or replaying
+    ``cassette`` — and the price overrides. Builders and the doctor are made from it."""
+
+    client_factory: Any  # llm.client.ClientFactory
+    cassette: Any  # llm.cassette.Cassette | None
+    prices: Any
+
+
+def connect(settings: Any, plan: PlanSpec, cassette_path: Path | None, record_path: Path | None = None) -> ModelClients:
+    """The cassette's clients, or the live API's (which needs a key).
 
     With ``record_path`` every live exchange is also written there as a cassette.
     """
-    from autopack.llm.builder import ClaudeBuilder
     from autopack.llm.cassette import Cassette, CassetteRecorder
     from autopack.llm.client import make_client_factory
 
@@ -83,11 +92,35 @@ def make_builder(settings: Any, plan: PlanSpec, cassette_path: Path | None, reco
     recorder = CassetteRecorder(record_path) if record_path is not None else None
     factory = make_client_factory(cassette=cassette, api_key=api_key, max_retries=settings.api_max_retries,
                                   recorder=recorder)
+    return ModelClients(factory, cassette, settings.prices or None)
+
+
+def builder_mode(settings: Any, plan: PlanSpec, run: Any = None) -> str:
+    """``run.builder`` from the plan; else the mode the run was recorded with (a run recorded before
+    builder modes existed has none: it was built by the single builder); else, for a new run, the
+    ``builder`` setting."""
+    if plan.run.builder:
+        return plan.run.builder
+    if run is not None:
+        return run.builder or "single"
+    return settings.builder
+
+
+def make_builder(clients: ModelClients, settings: Any, plan: PlanSpec, mode: str) -> tuple[Any, str]:
+    """The builder of this mode, and the builder model."""
     model = plan.run.models.get("builder") or settings.builder_model
     cap = settings.builder_max_tokens_cap
-    builder = ClaudeBuilder(factory, model=model, max_tokens=cap, cassette=cassette, budget_cap=cap,
-                            prices=settings.prices or None)
-    return builder, model
+    if mode == "single":
+        from autopack.llm.builder import ClaudeBuilder
+
+        return ClaudeBuilder(clients.client_factory, model=model, max_tokens=cap, cassette=clients.cassette,
+                             budget_cap=cap, prices=clients.prices), model
+    from autopack.engine.agent import AgentBuilder
+    from autopack.llm.turns import ClaudeTurns
+
+    turns = ClaudeTurns(clients.client_factory, cassette=clients.cassette, prices=clients.prices)
+    max_turns = int(plan.run.limits.get("agent_max_turns") or settings.agent_max_turns)
+    return AgentBuilder(turns, default_model=model, max_turns=max_turns, budget_cap=cap), model
 
 
 def model_warnings(settings: Any, plan: PlanSpec) -> list[str]:
@@ -133,10 +166,11 @@ def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
     return NewRun(location.toplevel, location.subdir, base_commit, branch, worktree)
 
 
-def record_run(store: Any, plan: PlanSpec, target: NewRun):
-    """Create the run's record, all phases queued, for a checked target."""
+def record_run(store: Any, plan: PlanSpec, target: NewRun, settings: Any):
+    """Create the run's record, all phases queued, for a checked target, with its builder mode."""
     return store.create_run(plan=plan, repo_root=target.toplevel, subdir=target.subdir,
-                            base_commit=target.base_commit, branch=target.branch, worktree=target.worktree)
+                            base_commit=target.base_commit, branch=target.branch, worktree=target.worktree,
+                            builder=builder_mode(settings, plan))
 
 
 def run_lock(settings: Any, run_id: str) -> RunLock:
@@ -185,9 +219,10 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
+def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: ModelClients,
              observer: Any, executor_id: str, extra_caps: tuple = ()) -> Any:
-    """A ready RunContext for a run whose lock the caller holds: worktree ensured, state recovered."""
+    """A ready RunContext for a run whose lock the caller holds: worktree ensured, state recovered,
+    the builder of the run's mode and the doctor made from ``clients``."""
     from autopack.caps import CostCap
     from autopack.llm.doctor import Doctor
     from autopack.orphans import stop_orphaned_suite
@@ -204,8 +239,9 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     if plan.run.limits.get("max_cost_usd"):
         caps += (CostCap("run.limits.max_cost_usd", float(plan.run.limits["max_cost_usd"]),
                          lambda: store.run_cost(run.id)),)
-    doctor = Doctor(builder.client_factory, model=plan.run.models.get("doctor") or settings.doctor_model,
-                    cassette=builder.cassette, prices=builder.prices)
+    builder, model = make_builder(clients, settings, plan, builder_mode(settings, plan, run))
+    doctor = Doctor(clients.client_factory, model=plan.run.models.get("doctor") or settings.doctor_model,
+                    cassette=clients.cassette, prices=clients.prices)
     ctx = RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
                       settings=settings, executor_id=executor_id,
                       artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
@@ -216,7 +252,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, 
     return ctx
 
 
-def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, model: str,
+def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: ModelClients,
             observer: Any, *, retry_failed: bool = False, max_cost_usd: float | None = None) -> RunResult:
     """Run the recorded run under its lock: recover, optionally requeue failures, execute."""
     from autopack.runner import execute_run
@@ -228,7 +264,7 @@ def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, builder: Any, m
             from autopack.caps import CostCap
 
             caps = (CostCap("--max-cost", max_cost_usd, lambda: store.run_cost(run.id)),)
-        ctx = open_run(store, settings, plan, run, builder, model, observer, executor_id, caps)
+        ctx = open_run(store, settings, plan, run, clients, observer, executor_id, caps)
         if retry_failed:
             requeued = store.requeue_failed(run.id)
             if requeued:

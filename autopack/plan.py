@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from autopack.bounds import ATTEMPTS, TIMEOUT_S, Bounds
+from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import PlanError
+from autopack.ports import BUILDER_MODES
 from autopack.text import shown, to_json
 from autopack.userfiles import read_regular
 
@@ -34,8 +35,8 @@ _ID_RE = re.compile(RUN_ID_PATTERN)
 ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
 _TOP_KEYS = ("run", "phases")
 _RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassette",
-             "flags", "models", "limits", "type")
-_LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s")
+             "flags", "models", "limits", "type", "builder")
+_LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s", "agent_max_turns", "agent_max_test_runs")
 _PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
                "acceptance", "depends_on", "allow_noop", "max_attempts")
 MAX_COST_USD = Bounds(0, 1_000_000, integer=False, above=True)  # run.limits.max_cost_usd
@@ -88,6 +89,7 @@ class RunSpec:
     models: dict[str, str] = field(default_factory=dict)
     limits: dict[str, int | float] = field(default_factory=dict)
     type: str | None = None
+    builder: str | None = None  # agent | single; None: as recorded, else the `builder` setting
     repo_as_written: str = "."
     cassette_as_written: str | None = None
 
@@ -95,7 +97,7 @@ class RunSpec:
         """The run as plan-file keys, paths as written (relative to the plan file)."""
         data: dict[str, Any] = {"id": self.id, "goal": self.goal, "repo": self.repo_as_written}
         optional = {"test_command": self.test_command, "base": self.base, "junit_xml": self.junit_xml,
-                    "cassette": self.cassette_as_written, "type": self.type}
+                    "cassette": self.cassette_as_written, "type": self.type, "builder": self.builder}
         data.update({key: value for key, value in optional.items() if value is not None})
         data.update(flags=dict(self.flags), models=dict(self.models), limits=dict(self.limits))
         return data
@@ -235,6 +237,9 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
     if "phase_timeout_s" in limits:
         checked_limits["phase_timeout_s"] = check.integer(limits["phase_timeout_s"],
                                                           "run.limits.phase_timeout_s", TIMEOUT_S)
+    for key, bounds in (("agent_max_turns", AGENT_TURNS), ("agent_max_test_runs", AGENT_TEST_RUNS)):
+        if key in limits:
+            checked_limits[key] = check.integer(limits[key], f"run.limits.{key}", bounds)
     return RunSpec(
         id=run_id,
         goal=check.string(run["goal"], "run.goal"),
@@ -248,6 +253,7 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
         models={role: check.string(value, f"run.models.{role}") for role, value in models.items()},
         limits=checked_limits,
         type=check.optional_string(run, "type", "run"),
+        builder=check.choice(run["builder"], "run.builder", BUILDER_MODES) if "builder" in run else None,
         repo_as_written=repo_text,
         cassette_as_written=cassette_text,
     )

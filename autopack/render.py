@@ -5,6 +5,7 @@ Only this module and ``autopack.cli`` import rich.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -131,6 +132,10 @@ def print_stats(report: dict[str, Any]) -> None:
         f"cost: ${report['cost_usd']:.4f}" + (f" (+{report['unpriced_calls']} unpriced calls)" if report["unpriced_calls"] else "")
         + (f", ${report['cost_per_completed_phase']:.4f} per completed phase" if report["cost_per_completed_phase"] else ""),
     ]
+    for mode, figures in report.get("by_builder", {}).items():
+        ratio = figures.get("cache_hit_ratio")
+        lines.append(f"builder {mode}: {figures['attempts']} attempts, {figures['builder_calls']} calls, cache hit "
+                     f"ratio {'-' if ratio is None else f'{ratio:.1%}'}")
     for line in lines:
         out.print(line)
     if report["estimation_smape"]:
@@ -143,6 +148,42 @@ def print_stats(report: dict[str, Any]) -> None:
         for kind, n in report["failure_kinds"].items():
             table.add_row(kind, str(n))
         out.print(table)
+
+
+def print_transcript(transcript: dict[str, Any]) -> None:
+    """`status RUN --transcript PHASE[:N]`: one attempt's exchanges, as the model saw them."""
+    out = console()
+    outcome = transcript["state"] + (f" ({transcript['failure_kind']}: {transcript['failure_message']})"
+                                     if transcript["failure_kind"] else "")
+    out.print(f"run {transcript['run']}, phase {transcript['phase']}, attempt {transcript['attempt']}: "
+              f"{transcript['builder']} builder, {transcript['model'] or '-'}, {outcome}")
+    for exchange in transcript["exchanges"]:
+        request, response = exchange["request"], exchange["response"]
+        out.print(Text(f"--- turn {exchange['turn']} (max_tokens {exchange['max_tokens']})", style="bold"))
+        for message in request.get("messages", []):
+            content = message["content"] if isinstance(message["content"], list) else [
+                {"type": "text", "text": message["content"]}]
+            for block in content:
+                if block.get("type") == "tool_result":
+                    flag = " [error]" if block.get("is_error") else ""
+                    out.print(Text(f"<< {block.get('tool_use_id')}{flag}:", style="cyan"))
+                    out.print(str(block.get("content", "")))
+                elif block.get("type") == "text":
+                    out.print(Text("<< task:", style="cyan"))
+                    out.print(block.get("text", ""))
+        if "error" in response:
+            out.print(Text(f">> {response.get('kind') or 'error'}: {response['error']}", style="red"))
+            continue
+        for block in response.get("content", []):
+            if block.get("type") == "text":
+                out.print(Text(f">> {block.get('text', '')}", style="green"))
+            elif block.get("type") == "tool_use":
+                out.print(Text(f">> {block.get('id')} {block.get('name')} {json.dumps(block.get('input'))}",
+                               style="green"))
+        usage = response.get("usage", {})
+        out.print(Text(f"   stop {response.get('stop_reason')}, {usage.get('input_tokens', 0)} in, "
+                       f"{usage.get('output_tokens', 0)} out, {usage.get('cache_read_input_tokens', 0)} cache read",
+                       style="dim"))
 
 
 def print_run_status(status: dict[str, Any]) -> None:

@@ -7,60 +7,56 @@ lock while it works, so it is the only executor of this run.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.domain.lifecycle import FailureKind
-from autopack.edits import TOOL_DEFINITIONS, EditError, apply_edits
+from autopack.engine.attempt import attempt_ports
+from autopack.engine.reads import collect_files
 from autopack.errors import Interrupted, writing
 from autopack.failures import Failure, digest
 from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_failures_to_confirm
-from autopack.llm.builder import BuilderRequest, EscalationCheck, collect_files, render_prompt
+from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
 from autopack.testrun import TestReport, is_pytest, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
 from autopack.workspace import GitTampered
 
-PROTECTED_PATHS = (".git", ".autopack")
+if TYPE_CHECKING:
+    from autopack.config import Settings
+    from autopack.llm.doctor import Doctor
+    from autopack.plan import PlanSpec
+    from autopack.store.models import Run
+    from autopack.store.runs import Store
+    from autopack.workspace import Workspace
+
 # Stops that say nothing about the builder's work: the next attempt's prompt does not mention them.
 NOT_THE_BUILDERS_FAULT = tuple(kind for kind in FailureKind if not kind.builders_fault)
 # A builder or environment failure that another attempt in this pass cannot fix.
 ENDS_PASS = tuple(kind for kind in FailureKind if kind.ends_pass)
 
 
-class Observer(Protocol):
-    """Receives progress events; the CLI renders them, tests may record them."""
-
-    def notify(self, event: str, **data: Any) -> None: ...
-
-
-class SilentObserver:
-    def notify(self, event: str, **data: Any) -> None:
-        pass
-
-
 @dataclass
 class RunContext:
     """Everything one run's execution needs, passed in rather than looked up."""
 
-    store: Any
-    run: Any  # store.models.Run
-    plan: Any  # plan.PlanSpec
-    workspace: Any  # workspace.Workspace
-    builder: Any  # llm.builder.Builder
-    settings: Any  # config.Settings
+    store: Store
+    run: Run
+    plan: PlanSpec
+    workspace: Workspace
+    builder: Builder
+    settings: Settings
     executor_id: str
     artifacts: Path
     observer: Observer = field(default_factory=SilentObserver)
     builder_model: str = ""
     escalation_model: str = ""  # the model ladder's top rung: the last attempt of a pass
-    doctor: Any = None  # llm.doctor.Doctor, or None to go without diagnoses
+    doctor: Doctor | None = None  # None: go without diagnoses
     cost_caps: tuple[CostCap, ...] = ()
 
     @cached_property
@@ -168,11 +164,12 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         complexity=spec.complexity, acceptance=spec.acceptance, scope=spec.scope,
         scope_text=spec.scope_text, deliverables=spec.deliverables, files=files, omitted_files=omitted,
         attempt=store.phase(ctx.run.id, phase.phase_id).attempts + 1, failure_digest=previous_digest, model=model,
+        context=spec.context,
     )
     budget = _budget(ctx, phase, spec, files)
-    prompt_chars = _prompt_chars(request)
-    check_caps(ctx.cost_caps, model, prompt_chars, budget.max_tokens, ctx.settings.prices or None)
-    attempt = store.start_attempt(phase.pk, ctx.executor_id, model)
+    check_caps(ctx.cost_caps, model, ctx.builder.request_chars(request), budget.max_tokens,
+               ctx.settings.prices or None)
+    attempt = store.start_attempt(phase.pk, ctx.executor_id, model, ctx.builder.mode)
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
     notify = ctx.observer.notify
@@ -182,27 +179,22 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         baseline = _baseline(ctx, attempt.id, timings)
 
         _step(ctx, phase, attempt, "builder")
-        t0 = time.monotonic()
+        t0, tests_before = time.monotonic(), timings["tests_ms"]
         store.update_attempt(attempt.id, budget=budget.max_tokens, budget_source=budget.source)
-        result = ctx.builder.build(request, budget.max_tokens,
-                                   may_escalate=_escalation_check(ctx, model, prompt_chars))
-        timings["builder_ms"] = int((time.monotonic() - t0) * 1000)
-        store.record_calls(ctx.run.id, phase.phase_id, attempt.id, "builder", result.calls)
-        notify("llm_call", phase_id=phase.phase_id, calls=result.calls)
-        if result.escalation is not None:
-            _record_escalation(ctx, phase, attempt, result.escalation)
+        tools, log = attempt_ports(ctx, spec, attempt.id,
+                                   lambda select: _run_suite(ctx, attempt.id, "agent", None, timings, select)[0])
+        result = ctx.builder.attempt(request, tools, log, budget.max_tokens)
+        timings["builder_ms"] = int((time.monotonic() - t0) * 1000) - (timings["tests_ms"] - tests_before)
+        for escalation in result.escalations:
+            _record_escalation(ctx, phase, attempt, escalation)
         if result.failure_kind:
-            return _fail(ctx, phase, attempt, started, timings, Failure(result.failure_kind, result.message))
+            return _fail(ctx, phase, attempt, started, timings,
+                         Failure(result.failure_kind, result.message, result.evidence))
 
         _step(ctx, phase, attempt, "apply")
-        try:
-            stats = apply_edits(ws.project_root, list(result.ops), spec.scope, PROTECTED_PATHS)
-        except EditError as exc:
-            evidence = "\n".join(exc.reasons)
-            return _fail(ctx, phase, attempt, started, timings, Failure("apply_error", str(exc), evidence))
         tree_sha = ws.stage_all()
         files_changed = len(ws.staged_files())
-        store.update_attempt(attempt.id, apply_stats={**stats.to_dict(), "files_changed": files_changed},
+        store.update_attempt(attempt.id, apply_stats={**tools.apply_stats(), "files_changed": files_changed},
                              tree_sha=tree_sha)
         if files_changed == 0 and not spec.allow_noop:  # known now: no test run can change the verdict
             return _fail(ctx, phase, attempt, started, timings, Failure("no_op", NO_OP_REASON))
@@ -247,23 +239,6 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         raise Interrupted("interrupted: the attempt was recorded as interrupted and the worktree reset") from None
 
 
-def _prompt_chars(request: BuilderRequest) -> int:
-    """The size of the whole builder request: system prompt, tool definitions, files and phase."""
-    return len(json.dumps([*render_prompt(request), TOOL_DEFINITIONS]))
-
-
-def _escalation_check(ctx: RunContext, model: str, prompt_chars: int) -> EscalationCheck:
-    """What the builder asks before an escalated call: None, or the cost cap it would pass."""
-    def refusal(max_tokens: int, spent_this_attempt_usd: float) -> str | None:
-        try:
-            check_caps(ctx.cost_caps, model, prompt_chars, max_tokens, ctx.settings.prices or None,
-                       spent_this_attempt_usd)
-        except CostCapReached as exc:
-            return str(exc)
-        return None
-    return refusal
-
-
 def _release(ctx: RunContext, phase: Any, outcome: AttemptOutcome | None, exc: CostCapReached) -> None:
     """A cost cap stopped the pass before a call: the phase goes back to queued, with this pass's
     last failure if it had one, else exactly as it was claimed; a later run or drain carries on."""
@@ -289,7 +264,7 @@ def _budget(ctx: RunContext, phase: Any, spec: Any, files: dict[str, str]) -> An
     return estimate_budget(
         category=spec.category, complexity=spec.complexity, deliverables=len(spec.deliverables),
         scope_files=len(scope_files), scope_bytes=sum(len(c) for c in scope_files.values()),
-        history=output_history(ctx.store, spec.category, spec.complexity),
+        history=output_history(ctx.store, spec.category, spec.complexity, ctx.builder.mode),
         persisted=escalated_budget(ctx.store, phase.pk), cap=ctx.settings.builder_max_tokens_cap,
     )
 

@@ -402,6 +402,21 @@ class Workspace:
         prefix = f"{self.subdir}/" if self.subdir else ""
         return [name.removeprefix(prefix) for name in listing.split("\0") if name]
 
+    def project_files(self) -> list[str]:
+        """Tracked and untracked-but-not-ignored files under the project, relative to it, sorted."""
+        listing = self._in_worktree(
+            "ls-files", "--cached", "--others", "--exclude-standard", "--deduplicate", "-z", "--",
+            self.subdir or ".",
+        ).stdout
+        prefix = f"{self.subdir}/" if self.subdir else ""
+        return sorted({name.removeprefix(prefix) for name in listing.split("\0") if name})
+
+    def discard_unstaged(self) -> None:
+        """Put the worktree back to the index: undo unstaged changes, delete untracked files
+        (ignored files are kept). What the tests wrote goes; what was staged stays."""
+        self._in_worktree("checkout-index", "--all", "--force")
+        self._in_worktree("clean", "-fd", "--quiet")
+
     def staged_patch(self) -> str:
         """The staged change as a binary-safe patch that `git apply` accepts at the worktree root.
 

@@ -2,7 +2,8 @@
 
 Usage: python -m benchmarks [--scale large|small|tiny] [--only GROUP,...]. Groups: startup (--help, status without a database), read (status, status RUN, pick-next,
 drain --dry-run, ab-test on a built store), example (overhead and test-suite runs per
-attempt of examples/calc), drain (RSS of one drain over --drain-phases phases).
+attempt of examples/calc), drain (RSS of one drain over --drain-phases phases), agent (the agent
+builder's overhead per turn, memory over --agent-turns turns, prompt bytes with caching on/off).
 Prints a table and writes the figures, with the machine they were measured on, as JSON.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.report import Figure, machine, table, write_json
 
-GROUPS = ("startup", "read", "example", "drain")
+GROUPS = ("startup", "read", "example", "drain", "agent")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 
 
@@ -28,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of {', '.join(GROUPS)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per command (after one warm-up)")
     parser.add_argument("--drain-phases", type=int, default=1000, help="phases in the drain-memory run")
+    parser.add_argument("--agent-turns", type=int, default=200, help="turns of the scripted agent attempt")
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="where built stores are kept")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the figures")
     args = parser.parse_args(argv)
@@ -39,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.agent_turns import agent_figures
     from benchmarks.commands import read_figures, startup_figures
     from benchmarks.drain_memory import drain_memory_figures
     from benchmarks.example_run import example_figures
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     if "drain" in args.groups:
         settings["drain_phases"] = args.drain_phases
         figures += drain_memory_figures(args.drain_phases)
+    if "agent" in args.groups:
+        settings["agent_turns"] = args.agent_turns
+        figures += agent_figures(args.agent_turns)
     print(table(figures))
     print(f"({time.perf_counter() - started:.0f} s; figures written to {args.json})")
     write_json(args.json, figures, settings, host)

@@ -57,7 +57,7 @@ def write_project(root: Path, phases: int) -> Path:
                        cwd=root, env=env, check=True, capture_output=True)
     ids = [f"p{n:04d}" for n in range(1, phases + 1)]
     plan = [f'[run]\nid = "{RUN_ID}"\ngoal = "Add one note per phase"\nrepo = "."\n'
-            'test_command = "sh check.sh"\ncassette = "cassette.jsonl"\n']
+            'test_command = "sh check.sh"\ncassette = "cassette.jsonl"\nbuilder = "single"\n']
     plan += [f'[[phases]]\nid = "{pid}"\ngoal = "Write notes/{pid}.txt"\ncategory = "docs"\n'
              f'scope = ["notes/{pid}.txt"]\ndeliverables = ["notes/{pid}.txt"]\n' for pid in ids]
     (root / "plan.toml").write_text("\n".join(plan))

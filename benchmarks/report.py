@@ -18,7 +18,7 @@ class Figure:
 
     name: str
     value: float
-    unit: str  # ms | count | MiB
+    unit: str  # ms | count | MiB | bytes
     limit: float | None
     detail: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +56,8 @@ def _format(value: float, unit: str) -> str:
         return f"{value:,.0f} ms"
     if unit == "MiB":
         return f"{value:,.1f} MiB"
+    if unit == "bytes":
+        return f"{value:,.0f} B"
     return f"{value:,.2f}"
 
 

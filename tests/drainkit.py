@@ -114,7 +114,8 @@ class Workbench:
     def add_run(self, run_id: str, phases: Sequence[PhaseScript], run_type: str | None = None) -> Path:
         """Write the plan and its cassette; returns the plan's path."""
         lines = ["[run]", f'id = "{run_id}"', f'goal = "Write the files of {run_id}"', 'repo = "../repo"',
-                 'test_command = "python check.py"', 'junit_xml = "report.xml"', f'cassette = "{run_id}.jsonl"']
+                 'test_command = "python check.py"', 'junit_xml = "report.xml"', f'cassette = "{run_id}.jsonl"',
+                 'builder = "single"']
         if run_type:
             lines.append(f'type = "{run_type}"')
         cassette = []
@@ -145,7 +146,7 @@ class Workbench:
         with open_store(settings.db) as store:
             for run_id, phases in runs.items():
                 plan = load_plan(self.add_run(run_id, phases, run_type))
-                record_run(store, plan, check_new_run(settings, plan))
+                record_run(store, plan, check_new_run(settings, plan), settings)
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "autopack", *args], cwd=self.root, env=self.env,

@@ -70,3 +70,15 @@ def test_process_timing_and_table(tmp_path):
                     {"cpu_ms_median": timing.cpu_median_s * 1000})
     text = table([figure, Figure("growth", 20.0, "MiB", 10.0)])
     assert "autopack --help" in text and "MISSED" in text.splitlines()[-1]
+
+
+def test_the_agent_benchmark_times_each_turn_and_models_the_cache(tmp_path):
+    from benchmarks.agent_turns import run_attempt_scripted
+
+    cached = run_attempt_scripted(tmp_path / "on", 24, keep_requests=True)
+    plain = run_attempt_scripted(tmp_path / "off", 24, cache=False, keep_requests=True)
+    assert cached.turns == plain.turns == 24 and len(cached.overheads_ms) == 23
+    assert set(cached.rss_mib) == {20, 24}
+    assert plain.uncached_bytes == [size for size in plain.request_bytes]  # nothing cached without marks
+    assert cached.uncached_bytes[0] == plain.uncached_bytes[0]  # the first request only writes the cache
+    assert all(later < size / 4 for later, size in zip(cached.uncached_bytes[2:], cached.request_bytes[2:]))

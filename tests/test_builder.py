@@ -8,7 +8,8 @@ import os
 import pytest
 
 from autopack.edits import TOOL_DEFINITIONS, EditOp
-from autopack.llm.builder import BuilderRequest, ClaudeBuilder, collect_files, render_prompt
+from autopack.engine.reads import collect_files
+from autopack.llm.builder import BuilderRequest, ClaudeBuilder, render_prompt
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import Usage, cost_usd, make_client_factory
 

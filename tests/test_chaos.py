@@ -100,7 +100,7 @@ KILL_POINTS = (
     KillPoint("test run recorded", STORE, "record_test_run", nths=(1, 2)),
     KillPoint("builder answered", "autopack.llm.builder:ClaudeBuilder", "build"),
     KillPoint("llm calls recorded", STORE, "record_calls"),
-    KillPoint("edits applied", "autopack.runner", "apply_edits"),
+    KillPoint("edits applied", "autopack.engine.tools", "apply_edits"),
     KillPoint("changes staged", "autopack.workspace:Workspace", "stage_all"),
     KillPoint("decision stored", STORE, "update_attempt", matches=lambda a, k, r: "decision" in k),
     KillPoint("git commit in flight", "autopack.workspace", "_git", when="before",

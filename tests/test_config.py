@@ -130,6 +130,8 @@ def test_config_file_errors_name_file_and_key(tmp_path, file_name, text, expecte
     ({"AUTOPACK_MAX_ATTEMPTS": "x"}, "AUTOPACK_MAX_ATTEMPTS: 'x' is not an integer"),
     ({"AUTOPACK_LEASE_S": "0"}, "AUTOPACK_LEASE_S: must be an integer from 1 to 86400, got 0"),
     ({"AUTOPACK_HEARTBEAT_S": "200"}, "heartbeat_s (200, from env) must be less than lease_s"),
+    ({"AUTOPACK_BUILDER": "multi"}, "AUTOPACK_BUILDER: 'multi' is not one of agent, single"),
+    ({"AUTOPACK_AGENT_MAX_TURNS": "0"}, "AUTOPACK_AGENT_MAX_TURNS: must be an integer from 1 to 10000, got 0"),
 ])
 def test_bad_environment_values(tmp_path, environ, expected):
     with pytest.raises(ConfigError) as caught:

@@ -100,6 +100,53 @@ def test_status_json_follows_contract_4(finished):
     assert all(p["decision"]["verdict"] == "complete" and p["last_failure"] is None for p in phases)
 
 
+def test_status_json_lists_each_attempts_builder_and_transcript_turns(finished):
+    assert [p["transcripts"] for p in finished.status["phases"]] == [
+        [{"attempt": 1, "builder": "single", "turns": 1}],
+        [{"attempt": 1, "builder": "single", "turns": 1}, {"attempt": 2, "builder": "single", "turns": 1}],
+        [{"attempt": 1, "builder": "single", "turns": 1}]]
+
+
+def test_status_transcript_shows_an_attempts_exchange_in_full(finished, autopack):
+    shown = status_json(autopack, finished.project, "calc-demo", "--transcript", "add-modulo:1")
+    assert (shown["schema"], shown["phase"], shown["attempt"], shown["builder"]) == (1, "add-modulo", 1, "single")
+    assert (shown["state"], shown["failure_kind"]) == ("failed", "regression")
+    [exchange] = shown["exchanges"]
+    assert exchange["request"]["tools"] == ["write_file", "edit_file", "delete_file"]
+    assert exchange["request"]["system"].startswith("You are the builder of autopack")
+    cassette = [json.loads(line) for line in (EXAMPLE / "cassette.jsonl").read_text().splitlines()]
+    answer = next(c["response"]["body"] for c in cassette if (c["phase"], c["attempt"]) == ("add-modulo", 1))
+    assert exchange["response"]["content"] == [
+        {key: block[key] for key in ("type", "text", "id", "name", "input") if key in block}
+        for block in answer["content"]]
+    last = status_json(autopack, finished.project, "calc-demo", "--transcript", "add-modulo")
+    assert last["attempt"] == 2
+    text = autopack("status", "calc-demo", "--transcript", "add-modulo:2", cwd=finished.project)
+    assert text.returncode == 0, text.stderr
+    assert "attempt 2: single builder" in text.stdout and "edit_file" in text.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--transcript", "add-modulo:9"), "no attempt 9 of phase 'add-modulo'"),
+    (("--transcript", "nope"), "no attempt of phase 'nope'"),
+    (("--transcript", "add-modulo:x"), "PHASE:N"),
+])
+def test_status_transcript_of_no_such_attempt_is_a_usage_error(finished, autopack, args, needle):
+    done = autopack("status", "calc-demo", *args, cwd=finished.project)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("autopack: error: --transcript") and needle in line, line
+
+
+def test_stats_show_the_cache_hit_ratio_per_builder_mode(finished, autopack):
+    stats = status_json(autopack, finished.project, "--stats")
+    usage = cassette_usage(EXAMPLE / "cassette.jsonl")
+    ratio = round(usage["cache_read"] / (usage["input"] + usage["cache_read"] + usage["cache_write"]), 4)
+    assert stats["by_builder"] == {"single": {"attempts": 4, "builder_calls": 4, "cache_hit_ratio": ratio}}
+    text = autopack("status", "--stats", cwd=finished.project)
+    assert f"builder single: 4 attempts, 4 calls, cache hit ratio {ratio:.1%}" in text.stdout
+
+
 def test_known_failing_test_keeps_failing_and_does_not_block(finished):
     for phase in finished.status["phases"]:
         delta = phase["decision"]["delta"]
@@ -239,3 +286,60 @@ def test_live_run_without_api_key_is_an_environment_problem(calc_project, autopa
     [line] = done.stderr.splitlines()
     assert line.startswith("autopack: error: ") and "ANTHROPIC_API_KEY" in line
     assert not (calc_project / ".autopack").exists()
+
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "calc_single_golden.json"
+
+
+def test_the_single_builder_sends_the_same_request_bytes_and_makes_the_same_decisions(calc_project, base_env):
+    """The calc example (builder = "single") through the real anthropic client and its cassette, in this
+    process: every request body, and every phase's decision, equal those of autopack before the agent
+    builder existed (tests/data/calc_single_golden.json, captured from commit 6ae06dc)."""
+    import httpx2
+
+    from autopack import launch
+    from autopack.config import load_settings
+    from autopack.llm.cassette import Cassette
+    from autopack.llm.client import make_client_factory
+    from autopack.plan import load_plan
+    from autopack.ports import SilentObserver
+    from autopack.store import open_store
+    from autopack.store.queries import run_status
+
+    sent = []
+
+    class Capturing(Cassette):
+        def transport(self, role, phase, attempt):
+            inner = super().transport(role, phase, attempt)
+
+            def handle(request):
+                sent.append({"role": role, "phase": phase, "attempt": attempt, "body": json.loads(request.read())})
+                return inner.handle_request(request)
+
+            return httpx2.MockTransport(handle)
+
+    settings = load_settings(calc_project, environ={**base_env, "AUTOPACK_DB": str(calc_project / "state.db")})
+    plan = load_plan(calc_project / "plan.toml")
+    recorded = Cassette.load(calc_project / "cassette.jsonl")
+    cassette = Capturing(list(recorded.entries), recorded.source)
+    clients = launch.ModelClients(make_client_factory(cassette=cassette, api_key=None), cassette, None)
+    with open_store(settings.db) as store:
+        run = launch.record_run(store, plan, launch.check_new_run(settings, plan), settings)
+        result = launch.execute(store, settings, plan, run, clients, SilentObserver())
+        phases = run_status(store, run.id)["phases"]
+    golden = json.loads(GOLDEN.read_text())
+    assert result.state == "complete"
+    assert sent == golden["requests"]
+    assert [judged(p) for p in phases] == [judged(p) for p in golden["phases"]]
+
+
+def judged(phase: dict) -> dict:
+    """What a phase's outcome says about the builder's work: state, attempts, verdict, kind, counts and
+    the delta as captured (the finalizer's reasons are worded by the finalizer, and its decisions gain
+    keys as it learns more)."""
+    decision = phase["decision"]
+    delta = {key: decision["delta"][key] for key in ("new_failures", "fixed", "still_failing", "removed",
+                                                      "flaky", "collection_errors", "newly_skipped", "added")}
+    return {"id": phase["id"], "state": phase["state"], "attempts": phase["attempts"],
+            "verdict": decision["verdict"], "failure_kind": decision["failure_kind"],
+            "absolute": decision["absolute"], "delta": delta}

@@ -110,7 +110,7 @@ def judged(tmp_path_factory, make_git_project, autopack) -> dict[str, Any]:
     flaky = FLAKY_TEST.format(module="money", function="double", marker=str(root / "flaky-ran-once"),
                               check="double(2) == 4")
     plan = ['[run]', 'id = "shop"', 'goal = "Judge planted phases"', 'test_command = "python -m pytest -q"',
-            'cassette = "cassette.jsonl"']
+            'cassette = "cassette.jsonl"', 'builder = "single"']
     cassette = []
     for phase_id, path, content in PHASES:
         plan += ["", "[[phases]]", f'id = "{phase_id}"', f'goal = "Write {path}"', f'scope = ["{path}"]',

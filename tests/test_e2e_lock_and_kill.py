@@ -28,6 +28,7 @@ PLAN = f"""\
 id = "{RUN_ID}"
 goal = "Add a test that waits for a gate"
 cassette = "cassette.jsonl"
+builder = "single"
 
 [[phases]]
 id = "add-slow"

@@ -56,7 +56,7 @@ class Project:
         command = " ".join(["python", str(CODE / script), *args])
         plan = self.wb.plans / f"{run_id}.toml"
         plan.write_text(f'[run]\nid = "{run_id}"\ngoal = "g"\nrepo = "../repo"\ntest_command = {json.dumps(command)}\n'
-                        f'cassette = "{run_id}.jsonl"\n{limits}\n'
+                        f'cassette = "{run_id}.jsonl"\nbuilder = "single"\n{limits}\n'
                         f'[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\nscope = ["out/a.txt"]\n'
                         f'deliverables = ["out/a.txt"]\nmax_attempts = {attempts}\n')
         lines = [builder_line("a", n, "out/a.txt", f"attempt {n}\n") for n in range(1, attempts + 1)]

@@ -215,7 +215,7 @@ class Bench:
         if "test_command" not in plan_lines:
             plan_lines += '\ntest_command = "python check.py"\njunit_xml = "report.xml"'
         plan.write_text(f'[run]\nid = "{run_id}"\ngoal = "Write out/a.txt"\nrepo = "../repo"\n'
-                        f'cassette = "{run_id}.jsonl"\n{plan_lines}\n'
+                        f'cassette = "{run_id}.jsonl"\nbuilder = "single"\n{plan_lines}\n'
                         '[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\nscope = ["out/a.txt"]\n'
                         'deliverables = ["out/a.txt"]\nmax_attempts = 1\n')
         (self.wb.plans / f"{run_id}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in cassette_lines))

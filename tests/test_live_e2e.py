@@ -57,7 +57,7 @@ def write_plan(wb: Workbench, run_id: str, phases: list[dict], cassette: list[di
     test = ('test_command = "python -m pytest -q -p no:cacheprovider"' if pytest_suite
             else 'test_command = "python check.py"\njunit_xml = "report.xml"')
     lines = ["[run]", f'id = "{run_id}"', 'goal = "Exercise live Claude behaviour"', 'repo = "../repo"', test,
-             f'cassette = "{run_id}.jsonl"', extra]
+             f'cassette = "{run_id}.jsonl"', 'builder = "single"', extra]
     for p in phases:
         lines += ["", "[[phases]]", f'id = "{p["id"]}"', f'goal = "Phase {p["id"]}"',
                   'category = "feature"', 'complexity = "low"', f"scope = {json.dumps(p['scope'])}",

@@ -132,6 +132,12 @@ MALFORMED = [
      "run.flags.list: expected a string, boolean or number, got array [1]"),
     (MINIMAL_RUN + "[run.models]\nbuilder = 4\n" + phase("a"),
      "run.models.builder: expected a string"),
+    (MINIMAL_RUN + 'builder = "agnet"\n' + phase("a"),
+     "run.builder: 'agnet' is not one of agent, single; did you mean 'agent'?"),
+    (MINIMAL_RUN + "[run.limits]\nagent_max_turns = 0\n" + phase("a"),
+     "run.limits.agent_max_turns: must be an integer from 1 to 10000, got 0"),
+    (MINIMAL_RUN + "[run.limits]\nagent_max_test_runs = -1\n" + phase("a"),
+     "run.limits.agent_max_test_runs: must be an integer from 0 to 1000, got -1"),
     ('run = "calc"\n' + phase("a"), "run: expected a table, got string 'calc'"),
     (MINIMAL_RUN + '[phases]\nid = "a"\ngoal = "g"\n', "phases: expected an array of tables"),
     # missing required keys
@@ -299,3 +305,12 @@ def test_plan_from_dict_validates_but_does_not_require_files(tmp_path):
     broken["phases"][0]["category"] = "feat"
     with pytest.raises(UsageError, match="phases\\[0\\].category: 'feat'"):
         plan_from_dict(broken, spec.path)
+
+
+def test_the_builder_mode_is_in_the_plan_only_when_written_so_older_plans_keep_their_hash(tmp_path):
+    plain = load_plan(write_plan(tmp_path, MINIMAL_RUN + phase("a")))
+    assert plain.run.builder is None and "builder" not in plain.to_dict()["run"]
+    agent = load_plan(write_plan(tmp_path, MINIMAL_RUN + 'builder = "single"\n'
+                                 '[run.limits]\nagent_max_turns = 7\nagent_max_test_runs = 0\n' + phase("a")))
+    assert (agent.run.builder, agent.run.limits) == ("single", {"agent_max_turns": 7, "agent_max_test_runs": 0})
+    assert agent.to_dict()["run"]["builder"] == "single" and agent.content_hash() != plain.content_hash()

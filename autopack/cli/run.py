@@ -50,25 +50,25 @@ def run(
     for warning in spec.warnings if spec else ():
         print(f"autopack: warning: {warning}", file=sys.stderr)
 
-    def make_builder(plan: object) -> tuple:
-        """The builder (a cassette, or the API key) only when this command executes phases."""
-        return (None, None) if queue_only else launch.make_builder(settings, plan, cassette, record)
+    def connect(plan: object) -> object:
+        """The model clients (a cassette, or the API key) only when this command executes phases."""
+        return None if queue_only else launch.connect(settings, plan, cassette, record)
 
     from autopack.store import open_store
 
     store = open_store(settings.db, create=False)
     if spec is not None:
-        builder, model = make_builder(spec)
+        clients = connect(spec)
         recorded, notice = launch.recorded_run(store, settings, spec) if store is not None else (None, None)
         if notice:
             print(f"autopack: {notice}", file=sys.stderr)
         if recorded is None:
             target = launch.check_new_run(settings, spec)  # before the database is created
             store = store or open_store(settings.db)
-            recorded = launch.record_run(store, spec, target)
+            recorded = launch.record_run(store, spec, target, settings)
     else:
         spec, recorded = launch.resume_target(store, settings, run_id)
-        builder, model = make_builder(spec)
+        clients = connect(spec)
     for warning in launch.model_warnings(settings, spec):
         print(f"autopack: warning: {warning}", file=sys.stderr)
     with store:
@@ -77,7 +77,7 @@ def run(
             return
         observer = render.run_observer()
         with observer:
-            result = launch.execute(store, settings, spec, recorded, builder, model, observer,
+            result = launch.execute(store, settings, spec, recorded, clients, observer,
                                     retry_failed=retry_failed, max_cost_usd=max_cost)
         from autopack.store.queries import run_status
 

@@ -24,12 +24,17 @@ def status(
     watch: Annotated[bool, typer.Option("--watch", help="Refresh the view every 2 s until Ctrl-C.")] = False,
     waiting_after: Annotated[float, number_option("--waiting-after", bounds=MINUTES, help="Minutes after which a queued phase with no live executor is listed as waiting.")] = 60.0,
     limit: Annotated[int, number_option("--limit", bounds=Bounds(0, 1_000_000), help="List the newest N runs (0: every run).")] = 20,
+    transcript: Annotated[Optional[str], typer.Option("--transcript", metavar="PHASE[:N]", help="With RUN: the transcript of the phase's attempt N (default: its last), every exchange with the model.")] = None,
     db: DbOption = None,
 ) -> None:
     """List runs (state, phases by state, cost, executors at work), or one run's phases, verdicts and failures."""
     from autopack import render
 
     settings = load(db)
+    if transcript is not None:
+        shown = _transcript(settings, run_id, transcript)
+        print(to_json(shown, indent=2)) if as_json else render.print_transcript(shown)
+        return
     if stats:
         report = _stats(settings, stats_run or run_id)
         print(to_json(report, indent=2)) if as_json else render.print_stats(report)
@@ -73,6 +78,26 @@ def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit
         now = datetime.now(timezone.utc)
         return {"schema": STATUS_SCHEMA, "runs": list_runs(reader, limit or None), "total_runs": count_runs(reader),
                 **activity(reader, now, settings.lease_s, waiting_after_min * 60)}
+
+
+def _transcript(settings: Any, run_id: str | None, which: str) -> dict[str, Any]:
+    from autopack.store import open_reader
+    from autopack.store.transcripts import attempt_transcript
+
+    phase_id, _, number = which.partition(":")
+    if run_id is None or not phase_id or (number and not number.isdigit()):
+        raise UsageError(f"--transcript {which}: give a run and PHASE or PHASE:N (an attempt number), e.g. "
+                         "`autopack status RUN --transcript add-power:2`")
+    reader = open_reader(settings.db)
+    if reader is None:
+        raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+    with reader:
+        shown = attempt_transcript(reader, run_id, phase_id, int(number) if number else None)
+    if shown is None:
+        what = f"attempt {number} of phase '{phase_id}'" if number else f"attempt of phase '{phase_id}'"
+        raise UsageError(f"--transcript {which}: run '{run_id}' has no {what}; `autopack status {run_id}` "
+                         "lists its phases and attempts")
+    return shown
 
 
 def _stats(settings: Any, run_id: str | None) -> dict[str, Any]:

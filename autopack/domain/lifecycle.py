@@ -8,7 +8,7 @@ most likely to fix, and cheapest to try):
     (api_error, timeout, interrupted, abandoned; cost_cap and any kind this version does
     not know, from a database written by another version)
   1 collection errors: the change broke the build; the digest names the error line
-  2 missing deliverables, no-op: the builder did not deliver
+  2 missing deliverables, no-op, agent_limit: the builder did not deliver
   3 unusable answers: apply_error, malformed, truncated (a new pass starts from the
     escalated budget)
   4 rejected by the tests: regression, tests_removed, report_invalid, git_tampered
@@ -47,6 +47,7 @@ class FailureKind(StrEnum):
     COLLECTION_ERROR = "collection_error", COLLECTION
     DELIVERABLES_MISSING = "deliverables_missing", UNDELIVERED
     NO_OP = "no_op", UNDELIVERED
+    AGENT_LIMIT = "agent_limit", UNDELIVERED  # an agent attempt ended by a limit before any edit
     APPLY_ERROR = "apply_error", UNUSABLE_ANSWER
     MALFORMED = "malformed", UNUSABLE_ANSWER
     TRUNCATED = "truncated", UNUSABLE_ANSWER

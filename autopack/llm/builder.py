@@ -1,8 +1,9 @@
-"""The builder: one Messages API call per attempt whose ``tool_use`` blocks are the edits (contract 2).
+"""The single builder: one Messages API call per attempt whose ``tool_use`` blocks are the edits (contract 2).
 
 ``render_prompt`` builds the request (a stable, cached prefix — system prompt, run goal,
 files — then the phase's variable part); ``ClaudeBuilder.build`` makes the call and turns
-the answer into ``EditOp``s, or into a failure kind the runner records.
+the answer into ``EditOp``s, or into a failure kind; ``ClaudeBuilder.attempt`` (the
+``ports.Builder`` method) applies them through the toolbox, all or nothing.
 
 A response that is (or may be) cut off by ``max_tokens`` is never parsed, so it can never
 be applied: the builder records an ``Escalation`` and asks once more with the escalated
@@ -12,23 +13,23 @@ Budgets above ``STREAMING_THRESHOLD`` are streamed.
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence
 
 from autopack.domain.lifecycle import FailureKind
 from autopack.edits import TOOL_DEFINITIONS, EditError, EditOp, parse_tool_uses
 from autopack.llm.budget import DEFAULT_CAP, STREAMING_THRESHOLD, escalated_budget, is_truncated
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import CallOutcome, CallRecord, ClientFactory, create_message
+from autopack.ports import AttemptLog, BuilderRequest, BuildOutcome, Escalation, Toolbox, TranscriptEntry
+
+__all__ = ["BuilderRequest", "BuilderResult", "ClaudeBuilder", "Escalation", "render_prompt"]
 
 ROLE = "builder"
 _CACHE = {"type": "ephemeral"}
-_SKIPPED_DIRS = frozenset({".git", ".autopack", "__pycache__", ".pytest_cache", ".mypy_cache",
-                           ".ruff_cache", ".venv", "node_modules"})
 _CONTEXT_WINDOW = re.compile(r"prompt is too long|context (window|limit|length)|too many (input )?tokens", re.I)
 
 SYSTEM_PROMPT = """\
@@ -61,36 +62,6 @@ now fails, or if a test disappears. Add or update tests for the behaviour you ch
 
 
 @dataclass(frozen=True)
-class BuilderRequest:
-    """Everything the builder is shown for one attempt of one phase."""
-
-    run_goal: str
-    phase_id: str
-    phase_goal: str
-    category: str
-    complexity: str
-    acceptance: tuple[str, ...]
-    scope: tuple[str, ...] | None
-    scope_text: str | None
-    deliverables: tuple[str, ...]
-    files: dict[str, str]  # path -> content (scope + context), already capped
-    omitted_files: tuple[str, ...]  # paths left out because of the cap
-    attempt: int
-    failure_digest: str | None = None  # previous attempt's failure, on a retry
-    model: str | None = None  # overrides the builder's model (the runner's model ladder)
-
-
-@dataclass(frozen=True)
-class Escalation:
-    """A truncated response and the one retry it earned."""
-
-    reason: str  # the stop_reason ("max_tokens"), or "near_limit" when ≥ 95 % of the budget was used
-    utilisation: float  # output tokens / budget of the truncated response
-    base: int  # the budget that was cut off
-    new: int  # the escalated budget of the retry
-
-
-@dataclass(frozen=True)
 class BuilderResult:
     """The edits to apply (None when nothing may be applied) or why there are none."""
 
@@ -101,6 +72,7 @@ class BuilderResult:
     calls: tuple[CallRecord, ...]  # one per HTTP request, in order (SDK retries and the escalated call included)
     escalation: Escalation | None = None
     model: str | None = None  # the model the calls were made with
+    responses: tuple[dict, ...] = ()  # each call's answer, for the transcript
 
 
 # Asked before an escalated call with its max_tokens and what this attempt's calls cost so far:
@@ -108,13 +80,12 @@ class BuilderResult:
 EscalationCheck = Callable[[int, float], "str | None"]
 
 
-class Builder(Protocol):
-    def build(self, request: BuilderRequest, budget: int | None = None,
-              may_escalate: EscalationCheck | None = None) -> BuilderResult: ...
-
-
 class ClaudeBuilder:
-    """Builds with a Claude model through ``client_factory`` (live, recording or cassette replay)."""
+    """The single builder (``builder = "single"``): one call per attempt whose whole answer is applied
+    through the toolbox, all or nothing. Calls Claude through ``client_factory`` (live, recording or
+    cassette replay)."""
+
+    mode = "single"
 
     def __init__(self, client_factory: ClientFactory, *, model: str, max_tokens: int,
                  cassette: Cassette | None = None, clock: Callable[[], float] = time.monotonic,
@@ -127,26 +98,63 @@ class ClaudeBuilder:
         self.clock = clock
         self.budget_cap = budget_cap
 
+    def request_chars(self, request: BuilderRequest) -> int:
+        """The size of the whole request: system prompt, tool definitions, files and phase."""
+        return len(json.dumps([*render_prompt(request), TOOL_DEFINITIONS]))
+
+    def attempt(self, request: BuilderRequest, toolbox: Toolbox, log: AttemptLog, max_tokens: int) -> BuildOutcome:
+        """The one call (escalated once when cut off, if the cost caps allow it), then its whole answer
+        applied through ``toolbox``, all or nothing: a rejected set fails the attempt as ``apply_error``."""
+        model = request.model or self.model
+        chars = self.request_chars(request)
+        result = self.build(request, max_tokens,
+                            may_escalate=lambda tokens, spent: log.cost_refusal(model, chars, tokens, spent))
+        system, messages = render_prompt(request)
+        first = {"system": system[0]["text"], "tools": [tool["name"] for tool in TOOL_DEFINITIONS],
+                 "messages": messages}
+        budgets = (max_tokens, result.escalation.new) if result.escalation else (max_tokens,)
+        for number, (response, tokens) in enumerate(zip(result.responses, budgets)):
+            log.record(result.calls if number == 0 else (),
+                       TranscriptEntry(1, first if number == 0 else {"messages": []}, response, tokens))
+        if not result.responses:
+            log.record(result.calls, None)
+        escalations = (result.escalation,) if result.escalation else ()
+        outcome = BuildOutcome(result.failure_kind, result.message, result.calls, escalations, turns=1,
+                               model=result.model)
+        if result.failure_kind:
+            return outcome
+        try:
+            toolbox.apply(result.ops)
+        except EditError as problem:
+            return replace(outcome, failure_kind=FailureKind.APPLY_ERROR, message=str(problem),
+                           evidence="\n".join(problem.reasons))
+        return replace(outcome, edits=len(result.ops))
+
     def build(self, request: BuilderRequest, budget: int | None = None,
               may_escalate: EscalationCheck | None = None) -> BuilderResult:
-        """One attempt: a call at ``budget`` (default: ``max_tokens``), and one escalated call if it was cut off
+        """One call at ``budget`` (default: ``max_tokens``), and one escalated call if it was cut off
         and ``may_escalate`` allows it (else the attempt is ``truncated``).
 
         ``budget`` is also recorded as each call's ``predicted_tokens``. The escalated call uses
         the same (builder, phase, attempt) key, so in a cassette it is that key's next line.
         """
+        responses: list[dict] = []
+        result = self._build(request, budget, may_escalate, responses)
+        return replace(result, responses=tuple(responses))
+
+    def _build(self, request: BuilderRequest, budget: int | None, may_escalate: EscalationCheck | None,
+               responses: list[dict]) -> BuilderResult:
         model = request.model or self.model
         base = budget or self.max_tokens
         system, messages = render_prompt(request)
-        first = self._call(request, model, base, budget, system, messages)
+        first = self._call(request, model, base, budget, system, messages, responses)
         if first is None:
             return self._no_line(request, model, (), None)
         if first.message is None:
             return _failed(first, first.calls, model, None, request)
         calls, message = first.calls, first.message
         if message.stop_reason == "model_context_window_exceeded":
-            return BuilderResult(None, FailureKind.CONTEXT_WINDOW, _CONTEXT_WINDOW_MESSAGE, _text(message), calls,
-                                 None, model)
+            return BuilderResult(None, FailureKind.CONTEXT_WINDOW, CONTEXT_WINDOW_MESSAGE, _text(message), calls, None, model)
         output = message.usage.output_tokens or 0
         if not is_truncated(message.stop_reason, output, base):
             return _interpret(message, calls, model, None)
@@ -162,7 +170,7 @@ class ClaudeBuilder:
                                  _text(message), calls, None, model)
         reason = message.stop_reason if message.stop_reason == "max_tokens" else "near_limit"
         escalation = Escalation(reason=reason, utilisation=round(output / base, 4), base=base, new=new)
-        second = self._call(request, model, new, budget, system, messages)
+        second = self._call(request, model, new, budget, system, messages, responses)
         if second is None:
             return self._no_line(request, model, calls, escalation)
         calls += second.calls
@@ -170,7 +178,7 @@ class ClaudeBuilder:
             return _failed(second, calls, model, escalation, request)
         retried = second.message
         if retried.stop_reason == "model_context_window_exceeded":
-            return BuilderResult(None, FailureKind.CONTEXT_WINDOW, _CONTEXT_WINDOW_MESSAGE, _text(retried), calls,
+            return BuilderResult(None, FailureKind.CONTEXT_WINDOW, CONTEXT_WINDOW_MESSAGE, _text(retried), calls,
                                  escalation, model)
         if is_truncated(retried.stop_reason, retried.usage.output_tokens or 0, new):
             return BuilderResult(None, FailureKind.TRUNCATED, f"response cut off at max_tokens={base} and again at "
@@ -179,17 +187,22 @@ class ClaudeBuilder:
         return _interpret(retried, calls, model, escalation)
 
     def _call(self, request: BuilderRequest, model: str, max_tokens: int, predicted: int | None,
-              system: list[dict], messages: list[dict]) -> CallOutcome | None:
+              system: list[dict], messages: list[dict], responses: list[dict]) -> CallOutcome | None:
         """One call at ``max_tokens`` (streamed above the threshold); None when the cassette has no line for it."""
+        from autopack.llm.turns import response_dict
+
         phase, attempt = request.phase_id, request.attempt
         if self.cassette is not None and not self.cassette.has_next(ROLE, phase, attempt):
             return None
-        return create_message(
+        outcome = create_message(
             self.client_factory(ROLE, phase, attempt), role=ROLE, model=model, max_tokens=max_tokens,
             stream=max_tokens > STREAMING_THRESHOLD, clock=self.clock, predicted_tokens=predicted,
             prices=self.prices,
             system=system, messages=messages, tools=TOOL_DEFINITIONS,
         )
+        responses.append(response_dict(outcome.message) if outcome.message is not None
+                         else {"error": outcome.error, "http_status": outcome.http_status})
+        return outcome
 
     def _no_line(self, request: BuilderRequest, model: str, calls: tuple[CallRecord, ...],
                  escalation: Escalation | None) -> BuilderResult:
@@ -198,25 +211,28 @@ class ClaudeBuilder:
         return BuilderResult(None, FailureKind.CASSETTE_EXHAUSTED, message, "", calls, escalation, model)
 
 
-_CONTEXT_WINDOW_MESSAGE = ("the prompt and answer do not fit the model's context window; narrow the phase "
+CONTEXT_WINDOW_MESSAGE = ("the prompt and answer do not fit the model's context window; narrow the phase "
                            "(fewer scope/context files) or split it")
 
 
 def _failed(outcome: CallOutcome, calls: tuple[CallRecord, ...], model: str, escalation: Escalation | None,
             request: BuilderRequest) -> BuilderResult:
     """The result of a call that returned no message."""
+    kind, message = call_failure(outcome, request.phase_id, request.attempt)
+    return BuilderResult(None, kind, message, "", calls, escalation, model)
+
+
+def call_failure(outcome: CallOutcome, phase: str, attempt: int) -> tuple[str, str]:
+    """(failure kind, one-line message) of a builder call that returned no message."""
     if outcome.cassette_exhausted:
-        message = (f"cassette ran out of builder responses for phase '{request.phase_id}' attempt "
-                   f"{request.attempt} while the API client retried")
-        return BuilderResult(None, FailureKind.CASSETTE_EXHAUSTED, message, "", calls, escalation, model)
+        return FailureKind.CASSETTE_EXHAUSTED, (f"cassette ran out of builder responses for phase '{phase}' attempt "
+                                      f"{attempt} while the API client retried")
     error = outcome.error or "unknown error"
     if outcome.malformed:
-        return BuilderResult(None, FailureKind.MALFORMED, f"{error}; nothing was applied", "", calls, escalation,
-                             model)
+        return FailureKind.MALFORMED, f"{error}; nothing was applied"
     if outcome.http_status == 400 and _CONTEXT_WINDOW.search(error):
-        return BuilderResult(None, FailureKind.CONTEXT_WINDOW, f"{_CONTEXT_WINDOW_MESSAGE} ({error})", "", calls,
-                             escalation, model)
-    return BuilderResult(None, FailureKind.API_ERROR, _one_line(f"API error: {error}"), "", calls, escalation, model)
+        return FailureKind.CONTEXT_WINDOW, f"{CONTEXT_WINDOW_MESSAGE} ({error})"
+    return FailureKind.API_ERROR, _one_line(f"API error: {error}")
 
 
 def _text(message) -> str:
@@ -259,7 +275,7 @@ def render_prompt(request: BuilderRequest) -> tuple[list[dict], list[dict]]:
     return system, [{"role": "user", "content": content}]
 
 
-def _fence(text: str) -> str:
+def fence(text: str) -> str:
     """A backtick fence longer than any backtick run inside ``text``."""
     longest, run = 0, 0
     for char in text:
@@ -273,9 +289,9 @@ def _project_part(request: BuilderRequest) -> str:
     if not request.files:
         lines.append("(no existing files in scope or context)")
     for path, content in request.files.items():
-        fence = _fence(content)
+        marks = fence(content)
         newline = "" if content.endswith("\n") or not content else "\n"
-        lines.append(f"\n## {path}\n{fence}\n{content}{newline}{fence}")
+        lines.append(f"\n## {path}\n{marks}\n{content}{newline}{marks}")
     if request.omitted_files:
         lines.append("\n# Files not shown (size cap); they exist, do not rewrite them blindly")
         lines.extend(f"- {path}" for path in request.omitted_files)
@@ -307,72 +323,3 @@ def _phase_part(request: BuilderRequest) -> str:
                   "Fix that cause in this attempt; the files above are the state to edit."]
     lines += ["", "Make all the edits for this phase now, with the tools."]
     return "\n".join(lines)
-
-
-def collect_files(root: Path, scope: Sequence[str] | None, context: Sequence[str], *,
-                  max_bytes: int) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Existing UTF-8 text files named by scope (files and dir/ entries) and context, in path order.
-
-    Each file is included while it fits in what is left of ``max_bytes``; the ones that do not
-    fit are returned as omitted. Missing paths, binary files, symlinks leaving ``root``, and
-    .git/.autopack/cache directories are skipped.
-    """
-    root = Path(root).resolve()
-    candidates: set[str] = set()
-    for entry in [*(scope or ()), *context]:
-        candidates.update(_expand(root, entry))
-    files: dict[str, str] = {}
-    omitted: list[str] = []
-    budget = max_bytes
-    for path in sorted(candidates):
-        try:
-            data = (root / path).read_bytes()
-        except OSError:
-            continue
-        text = _as_text(data)
-        if text is None:
-            continue
-        if len(data) > budget:
-            omitted.append(path)
-            continue
-        files[path] = text
-        budget -= len(data)
-    return files, tuple(omitted)
-
-
-def _expand(root: Path, entry: str) -> list[str]:
-    """The readable regular files an entry names, as root-relative POSIX paths."""
-    parts = [part for part in entry.split("/") if part not in ("", ".")]
-    if ".." in parts or any(part in _SKIPPED_DIRS for part in parts):
-        return []
-    target = root.joinpath(*parts)
-    if target.is_file():
-        relative = _relative(root, target)
-        return [relative] if relative else []
-    if not target.is_dir():
-        return []
-    found = []
-    for directory, subdirs, names in os.walk(target):
-        subdirs[:] = [name for name in subdirs if name not in _SKIPPED_DIRS]
-        for name in names:
-            path = Path(directory, name)
-            relative = _relative(root, path) if path.is_file() else None
-            if relative:
-                found.append(relative)
-    return found
-
-
-def _relative(root: Path, path: Path) -> str | None:
-    """The POSIX path of ``path`` under ``root``, or None when it resolves outside (a symlink out)."""
-    if not path.resolve().is_relative_to(root):
-        return None
-    return path.relative_to(root).as_posix()
-
-
-def _as_text(data: bytes) -> str | None:
-    if b"\0" in data:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None

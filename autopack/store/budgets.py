@@ -15,13 +15,16 @@ from autopack.store.runs import Store, utcnow
 HISTORY_LIMIT = 50
 
 
-def output_history(store: Store, category: str, complexity: str, limit: int = HISTORY_LIMIT) -> list[int]:
-    """Output tokens of the builder calls that completed phases of this category and complexity (newest first)."""
+def output_history(store: Store, category: str, complexity: str, builder: str = "single",
+                   limit: int = HISTORY_LIMIT) -> list[int]:
+    """Output tokens of the builder calls that completed phases of this category and complexity (newest
+    first), made by this builder mode (an agent's calls are turns, not whole changes)."""
     with read_session(store.engine) as session:
         return list(session.exec(
             select(LlmCall.output_tokens)
             .join(Attempt, Attempt.id == LlmCall.attempt_id).join(Phase, Phase.pk == Attempt.phase_pk)
             .where(LlmCall.role == "builder", LlmCall.status == "ok", Attempt.state == "complete",
+                   func.coalesce(Attempt.builder, "single") == builder,
                    Phase.spec["category"].as_string() == category,
                    Phase.spec["complexity"].as_string() == complexity)
             .order_by(LlmCall.id.desc()).limit(limit)

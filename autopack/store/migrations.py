@@ -75,6 +75,19 @@ def m004_comparable_hash_without_cassette(conn: Connection) -> None:
                              [(comparable_hash(stored_json(plan)), run_id) for run_id, plan in runs])
 
 
+@migration
+def m005_builder_modes_and_transcripts(conn: Connection) -> None:
+    """The builder mode of each run and attempt (NULL: recorded before modes, so single), and every
+    attempt's transcript, one row per model exchange."""
+    for table in ("runs", "attempts"):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN builder VARCHAR")
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS transcript_turns (id INTEGER NOT NULL, attempt_id INTEGER NOT NULL, "
+        "turn INTEGER NOT NULL, max_tokens INTEGER NOT NULL, request JSON NOT NULL, response JSON NOT NULL, "
+        "created_at DATETIME NOT NULL, PRIMARY KEY (id), FOREIGN KEY(attempt_id) REFERENCES attempts (id))")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_transcript_turns_attempt_id ON transcript_turns (attempt_id)")
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

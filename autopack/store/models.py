@@ -90,6 +90,7 @@ class Run(SQLModel, table=True):
     branch: str
     worktree: str
     autopack_version: str
+    builder: Optional[str] = None  # agent | single, as recorded; None: recorded before builder modes (single)
     created_at: datetime = _when(index=True)
     updated_at: datetime = _when()
 
@@ -147,6 +148,7 @@ class Attempt(SQLModel, table=True):
     state: str = "running"
     step: str = "starting"
     model: Optional[str] = None
+    builder: Optional[str] = None  # agent | single; None: made before builder modes (single)
     failure_kind: Optional[str] = None
     failure_fingerprint: Optional[str] = None
     failure_message: Optional[str] = None
@@ -245,6 +247,20 @@ class LlmCall(SQLModel, table=True):
     http_status: Optional[int] = None
     status: str = "ok"
     error: Optional[str] = None
+    created_at: datetime = _when()
+
+
+class TranscriptTurn(SQLModel, table=True):
+    """One model exchange of an attempt: the messages it added and the answer, secrets redacted."""
+
+    __tablename__ = "transcript_turns"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    attempt_id: int = Field(foreign_key="attempts.id", index=True)
+    turn: int
+    max_tokens: int = 0
+    request: dict = _json(nullable=False)
+    response: dict = _json(nullable=False)
     created_at: datetime = _when()
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from autopack.store import ACTIVE_STATES, STATUS_SCHEMA
 from autopack.store.sql import Readable, py_time, stored_json
+from autopack.store.transcripts import transcript_counts
 
 # usage totals of a set of ledger rows (read from the covering index ix_llm_calls_run_role_usage)
 USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0), "
@@ -81,6 +82,7 @@ def list_runs(db: Readable, limit: int | None = None) -> list[dict[str, Any]]:
 
 def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
     """Contract 4: the run, its usage totals and every phase with its decision and last failure."""
+    transcripts = transcript_counts(db, run_id)
     with db.read() as conn:
         run = conn.execute("SELECT id, goal, branch, base_commit, worktree, plan_path, flags, created_at "
                            "FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -110,11 +112,11 @@ def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
                                "heartbeat_at": _iso(py_time(beat))}
                               for e, pid, host, phase_id, step, beat in executors],
             },
-            "phases": [_phase_dict(row, completing.get(row[0])) for row in phases],
+            "phases": [_phase_dict(row, completing.get(row[0]), transcripts.get(row[0], [])) for row in phases],
         }
 
 
-def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
+def _phase_dict(row: tuple, completed_by: str | None, transcripts: list[dict[str, Any]]) -> dict[str, Any]:
     (_, phase_id, state, attempts, max_attempts, commit, spec, decision, failure_kind, fingerprint, message,
      parked, updated) = row
     spec = stored_json(spec)
@@ -128,4 +130,5 @@ def _phase_dict(row: tuple, completed_by: str | None) -> dict[str, Any]:
         "decision": stored_json(decision, required=False), "last_failure": last_failure,
         "model": completed_by, "parked": parked,
         "updated_at": _iso(py_time(updated)),
+        "transcripts": transcripts,
     }

@@ -33,6 +33,7 @@ from autopack.store.models import (
     Run,
     SuiteOutcome,
     SuiteRun,
+    TranscriptTurn,
 )
 from autopack.store.sql import translate_sqlite_errors
 
@@ -71,8 +72,8 @@ class Store:
     # -- runs -------------------------------------------------------------------------
 
     def create_run(self, *, plan: Any, repo_root: Path, subdir: str, base_commit: str,
-                   branch: str, worktree: Path) -> Run:
-        """Record a run and its phases, all queued, in one transaction."""
+                   branch: str, worktree: Path, builder: str | None = None) -> Run:
+        """Record a run and its phases, all queued, in one transaction; ``builder`` is its builder mode."""
         with write_session(self.engine) as session:
             if session.get(Run, plan.run.id) is not None:
                 raise UsageError(f"run '{plan.run.id}' already exists")
@@ -81,7 +82,7 @@ class Store:
                 plan_hash=plan.content_hash(), comparable_hash=plan.comparable_hash(),
                 plan=plan.to_dict(), flags=dict(plan.run.flags), repo_root=str(repo_root),
                 subdir=subdir, base_commit=base_commit, branch=branch, worktree=str(worktree),
-                autopack_version=__version__,
+                autopack_version=__version__, builder=builder,
             )
             session.add(run)
             session.flush()
@@ -204,14 +205,14 @@ class Store:
             if attempt_id is not None:
                 session.execute(update(Attempt).where(Attempt.id == attempt_id).values(step=step))
 
-    def start_attempt(self, phase_pk: int, executor_id: str, model: str | None) -> Attempt:
+    def start_attempt(self, phase_pk: int, executor_id: str, model: str | None, builder: str | None = None) -> Attempt:
         with write_session(self.engine) as session:
             phase = session.get(Phase, phase_pk)
             phase.attempts += 1
             phase.pass_attempts += 1
             phase.updated_at = utcnow()
             attempt = Attempt(phase_pk=phase_pk, run_id=phase.run_id, number=phase.attempts,
-                              executor_id=executor_id, model=model)
+                              executor_id=executor_id, model=model, builder=builder)
             session.add(phase)
             session.add(attempt)
             session.flush()
@@ -367,8 +368,13 @@ class Store:
     # -- ledger, executors, events ----------------------------------------------------
 
     def record_calls(self, run_id: str, phase_id: str | None, attempt_id: int | None,
-                     role: str, calls: Sequence[Any]) -> None:
+                     role: str, calls: Sequence[Any], transcript: Any = None) -> None:
+        """Ledger rows and, in the same transaction, an attempt's transcript entry (``ports.TranscriptEntry``)."""
         with write_session(self.engine) as session:
+            if transcript is not None and attempt_id is not None:
+                session.add(TranscriptTurn(attempt_id=attempt_id, turn=transcript.turn,
+                                           max_tokens=transcript.max_tokens, request=transcript.request,
+                                           response=transcript.response))
             session.add_all(
                 LlmCall(run_id=run_id, phase_id=phase_id, attempt_id=attempt_id, role=role,
                         model=c.model, max_tokens=c.max_tokens, input_tokens=c.usage.input_tokens,

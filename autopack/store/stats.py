@@ -34,6 +34,7 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
             "avg(abs(c.predicted_tokens - c.output_tokens) * 2.0 / (c.predicted_tokens + c.output_tokens)) "
             "FROM llm_calls c JOIN attempts a ON a.id = c.attempt_id JOIN phases p ON p.pk = a.phase_pk "
             "WHERE c.role = 'builder' AND c.status = 'ok' AND c.predicted_tokens IS NOT NULL "
+            "AND coalesce(a.builder, 'single') = 'single' "  # an agent turn's budget is a cap, not an estimate
             f"AND c.predicted_tokens + c.output_tokens > 0 {scope.replace('run_id', 'c.run_id')} "
             "GROUP BY 1, 2 ORDER BY 1, 2", params).fetchall()
         doctor_calls = one(f"SELECT count(*) FROM llm_calls WHERE role = 'doctor' {scope}")[0]
@@ -43,6 +44,13 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
                              "GROUP BY failure_kind", params).fetchall()
         inp, _, cread, cwrite, cost, unpriced = one(f"SELECT {USAGE_SUMS} FROM llm_calls WHERE 1 = 1 {scope}")
         completed = one(f"SELECT count(*) FROM phases WHERE state = 'complete' {scope}")[0]
+        attempts_by_builder = dict(conn.execute(
+            f"SELECT coalesce(builder, 'single'), count(*) FROM attempts WHERE 1 = 1 {scope} GROUP BY 1", params))
+        calls_by_builder = conn.execute(
+            "SELECT coalesce(a.builder, 'single'), count(*), coalesce(sum(c.input_tokens), 0), "
+            "coalesce(sum(c.cache_read_tokens), 0), coalesce(sum(c.cache_write_tokens), 0) FROM llm_calls c "
+            f"JOIN attempts a ON a.id = c.attempt_id WHERE c.role = 'builder' {scope.replace('run_id', 'c.run_id')} "
+            "GROUP BY 1", params).fetchall()
 
     prompt_tokens = inp + cread + cwrite
     avoided = [d.get("tokens_avoided") or 0 for d in skipped if d]
@@ -60,11 +68,23 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
                    "skipped_by_reason": _count(d.get("reason") for d in skipped if d)},
         "failure_kinds": dict(sorted(kinds, key=lambda kv: (-kv[1], kv[0]))),
         "cache_hit_ratio": round(cread / prompt_tokens, 4) if prompt_tokens else None,
+        "by_builder": _by_builder(attempts_by_builder, calls_by_builder),
         "cost_usd": round(float(cost), 6),
         "unpriced_calls": int(unpriced),
         "completed_phases": completed,
         "cost_per_completed_phase": round(float(cost) / completed, 6) if completed else None,
     }
+
+
+def _by_builder(attempts: dict[str, int], calls: list[tuple]) -> dict[str, dict[str, Any]]:
+    """Per builder mode: attempts, builder calls (an agent makes one per turn) and their cache hit ratio."""
+    modes: dict[str, dict[str, Any]] = {mode: {"attempts": n, "builder_calls": 0, "cache_hit_ratio": None}
+                                        for mode, n in attempts.items()}
+    for mode, n, inp, cread, cwrite in calls:
+        prompt = inp + cread + cwrite
+        modes.setdefault(mode, {"attempts": 0})
+        modes[mode].update(builder_calls=n, cache_hit_ratio=round(cread / prompt, 4) if prompt else None)
+    return dict(sorted(modes.items()))
 
 
 def _count(values: Any) -> dict[str, int]:

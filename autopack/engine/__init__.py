@@ -1,0 +1,1 @@
+"""Orchestration over the ports: the agent builder's turn loop and the tools it works with."""

@@ -1,0 +1,5 @@
+"""Stock levels and reports."""
+
+from inventory.stock import OutOfStock, Stock
+
+__all__ = ["OutOfStock", "Stock"]
