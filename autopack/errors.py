@@ -60,6 +60,13 @@ class CassetteError(UsageError):
     """An unreadable or malformed cassette file."""
 
 
+class NoSuchRun(UsageError):
+    """A run id that the database does not hold (exit 2)."""
+
+    def __init__(self, run_id: str, db: object):
+        super().__init__(f"no run '{run_id}' in {db}; `autopack status` lists the runs")
+
+
 class EnvironmentProblem(AutopackError):
     """Something outside the input is wrong: database version, git, API key (exit 4)."""
 

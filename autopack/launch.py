@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from autopack.errors import UsageError
+from autopack.errors import NoSuchRun, UsageError
 from autopack.lock import Heartbeat, RunLock
 from autopack.plan import PlanSpec, plan_from_dict
 
@@ -25,7 +25,6 @@ class RunResult:
     run_id: str
     state: str  # complete | failed | queued | running
     counts: dict[str, int]
-    created: bool
 
 
 def state_dir(settings: Any) -> Path:
@@ -61,7 +60,7 @@ def resume_target(store: Any, settings: Any, run_id: str) -> tuple[PlanSpec, Any
     """The recorded run ``run_id`` and the plan it was recorded with."""
     run = store.get_run(run_id) if store else None
     if run is None:
-        raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        raise NoSuchRun(run_id, settings.db)
     return plan_from_dict(run.plan, Path(run.plan_path), default_max_attempts=settings.max_attempts), run
 
 
@@ -270,7 +269,7 @@ def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: ModelC
             if requeued:
                 observer.notify("requeued", phase_ids=requeued)
         counts = execute_run(ctx)
-    return RunResult(run.id, derive_run_state(counts), counts, created=False)
+    return RunResult(run.id, derive_run_state(counts), counts)
 
 
 def recover(store: Any, run: Any, workspace: Any, observer: Any) -> None:

@@ -64,7 +64,7 @@ SECRET_PATTERNS = (
     "ANTHROPIC_*", "AUTOPACK_*",
 )
 
-_CONTROL_OPERATORS = {";", ";;", "&", "&&", "|", "||", "|&", "(", ")"}
+SHELL_CONTROL_OPERATORS = frozenset({";", ";;", "&", "&&", "|", "||", "|&", "(", ")"})
 _RUNNER_PREFIXES = (("uv", "run"), ("poetry", "run"), ("pdm", "run"))
 _ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _PYTHON = re.compile(r"(?:.*/)?python(?:\d+(?:\.\d+)*)?")
@@ -108,12 +108,6 @@ class TestReport:
             data["outcomes"] = [asdict(outcome) for outcome in self.outcomes]
         return data
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TestReport:
-        """Rebuild a report saved with ``to_dict(with_outcomes=True)`` (e.g. a cached baseline)."""
-        values = {field.name: data[field.name] for field in fields(cls) if field.name != "outcomes"}
-        return cls(**values, outcomes=tuple(TestOutcome(**item) for item in data.get("outcomes", ())))
-
 
 def is_pytest(command: str) -> bool:
     """True when ``command`` is one plain pytest invocation that autopack can extend.
@@ -129,7 +123,7 @@ def is_pytest(command: str) -> bool:
         tokens = list(lexer)
     except ValueError:
         return False
-    if any(token in _CONTROL_OPERATORS for token in tokens):
+    if any(token in SHELL_CONTROL_OPERATORS for token in tokens):
         return False
     while tokens and _ENV_ASSIGNMENT.match(tokens[0]):
         tokens.pop(0)

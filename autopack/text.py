@@ -17,6 +17,11 @@ ECHO_MAX_CHARS = 200  # a value quoted in a message (ids are at most 64, paths r
 MESSAGE_MAX_CHARS = 1500  # a whole one-line error: the backstop in AutopackError
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of white space (newlines included) made one space."""
+    return " ".join(text.split())
+
+
 def head_tail(text: str, limit: int, marker: str = "…") -> str:
     """``text`` in at most ``limit`` characters: its head and tail joined by ``marker``."""
     if len(text) <= limit:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from autopack.errors import UsageError
 from autopack.plan import DEFAULT_TEST_COMMAND
-from autopack.testrun import is_pytest
+from autopack.testrun import SHELL_CONTROL_OPERATORS, is_pytest
 from autopack.text import shown
 from autopack.userfiles import read_regular
 
@@ -39,7 +39,6 @@ _PROGRAM_ECOSYSTEM = {
     "pnpm": "node", "node": "node", "bun": "node", "vitest": "node", "jest": "node", "tsc": "node",
     "pytest": "python", "py.test": "python", "tox": "python", "nox": "python",
 }
-_CONTROL = {";", "&&", "||", "|", "&", "(", ")"}
 
 
 @dataclass(frozen=True)
@@ -127,7 +126,7 @@ def _programs(command: str) -> list[str]:
     programs: list[str] = []
     expect_program = True
     for word in _words(command):
-        if word in _CONTROL:
+        if word in SHELL_CONTROL_OPERATORS:
             expect_program = True
         elif expect_program and not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", word):
             programs.append(word)

@@ -515,13 +515,3 @@ class Workspace:
             if separator and key.strip():
                 trailers[key.strip()] = value.strip()
         return trailers
-
-    def remove(self) -> None:
-        """Remove the worktree directory and its registration; the branch is kept."""
-        ours = next((r for r in self._registrations() if self._is_our_path(r.path)), None)
-        if ours is None:
-            return
-        if self.worktree.exists():
-            self._in_toplevel("worktree", "remove", "--force", str(self.worktree))
-        else:
-            self._in_toplevel("worktree", "prune")

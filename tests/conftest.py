@@ -124,3 +124,35 @@ def git_killed_at(step: str, directory: Path, kill: str = "$PPID") -> dict[str, 
                     f'exec "{real}/git" "$@"\n')
     fake.chmod(0o755)
     return {"GIT_EXEC_PATH": str(directory)}
+
+
+def suite_of_a_sigkilled_autopack(tmp_path: Path, command: str, ready: Callable[[], bool], what: str) -> Callable[[str], Any]:
+    """Run ``command`` as a test suite in a forked autopack (a session of its own) and SIGKILL that
+    autopack once ``ready()`` holds; return ``suite(command)``, which runs the next suite of the same
+    run (the same log directory) in this process."""
+    import signal
+    import time
+
+    from autopack.testrun import run_tests
+
+    project = tmp_path / "project"
+    project.mkdir()
+
+    def suite(command: str) -> Any:
+        return run_tests(command, project, timeout_s=120, log_path=tmp_path / "logs" / "suite.log",
+                         junit_path=tmp_path / "junit.xml")
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            suite(command)
+        finally:
+            os._exit(1)
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return suite

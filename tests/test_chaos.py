@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from drainkit import PhaseScript, Workbench
-from conftest import chosen_seed, git
+from conftest import chosen_seed, git, suite_of_a_sigkilled_autopack
 from hostile import forkcli
 
 SEED = chosen_seed(20261122)
@@ -306,30 +306,12 @@ def test_a_suite_orphaned_by_sigkill_is_stopped_before_the_next_suite_starts(tmp
     """SIGKILL gives autopack no chance to stop its suite (a session of its own); the next
     suite run of the run finds the recorded process group and kills it first."""
     from autopack.orphans import SUITE_PIDFILE
-    from autopack.testrun import run_tests
 
     stray = Path(__file__).resolve().parent / "hostile" / "code" / "stray_processes.py"
     pids_file, logs = tmp_path / "pids", tmp_path / "logs"
-    project = tmp_path / "project"
-    project.mkdir()
-
-    def suite(command: str) -> Any:
-        return run_tests(command, project, timeout_s=120, log_path=logs / "suite.log",
-                         junit_path=tmp_path / "junit.xml")
-
-    pid = os.fork()
-    if pid == 0:  # an autopack that is killed while its suite runs
-        try:
-            os.setsid()
-            suite(f"python {stray} {pids_file} --hang")
-        finally:
-            os._exit(1)
-    deadline = time.monotonic() + 30
-    while not (pids_file.exists() and len(pids_file.read_text().split()) >= 51):
-        assert time.monotonic() < deadline, "the suite never started its processes"
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    suite = suite_of_a_sigkilled_autopack(
+        tmp_path, f"python {stray} {pids_file} --hang",
+        lambda: pids_file.exists() and len(pids_file.read_text().split()) >= 51, "the suite never started its processes")
     orphans = [int(p) for p in pids_file.read_text().split()]
     alive = lambda: [p for p in orphans if Path(f"/proc/{p}").exists()  # noqa: E731
                      and Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]

@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from contextlib import closing
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from drainkit import Workbench, builder_line
-from conftest import git
+from conftest import git, suite_of_a_sigkilled_autopack
 from hostile import forkcli
 
 CODE = Path(__file__).resolve().parent / "hostile" / "code"
@@ -182,28 +181,11 @@ def test_processes_that_left_the_session_of_a_sigkilled_autopacks_suite_are_stop
     outlive both, reparented away from the suite's tree. The next suite of that run finds
     them by the suite's environment marker and kills them before it starts."""
     from autopack.orphans import SUITE_PIDFILE
-    from autopack.testrun import run_tests
 
-    logs, ready, project = tmp_path / "logs", tmp_path / "escaped", tmp_path / "project"
-    project.mkdir()
-
-    def suite(command: str) -> Any:
-        return run_tests(command, project, timeout_s=120, log_path=logs / "suite.log",
-                         junit_path=tmp_path / "junit.xml")
-
-    pid = os.fork()
-    if pid == 0:  # an autopack that is killed while its suite runs
-        try:
-            os.setsid()
-            suite(f"{sys.executable} {CODE / 'escape_session.py'} {sleeper_marker} --ready {ready} --hang")
-        finally:
-            os._exit(1)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert time.monotonic() < deadline, "the suite never got its sleepers out of its session"
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    logs, ready = tmp_path / "logs", tmp_path / "escaped"
+    suite = suite_of_a_sigkilled_autopack(
+        tmp_path, f"{sys.executable} {CODE / 'escape_session.py'} {sleeper_marker} --ready {ready} --hang",
+        ready.exists, "the suite never got its sleepers out of its session")
     assert len(sleepers(sleeper_marker)) == 2 and (logs / SUITE_PIDFILE).exists()
     assert suite("true").exit_code == 0  # the next suite of this run
     assert sleepers(sleeper_marker) == []

@@ -129,7 +129,6 @@ def test_outcomes_of_a_mixed_run(tmp_path: Path) -> None:
     assert (tmp_path / "proj.log").read_bytes().endswith(report.output_tail.encode()[-200:])
     data = json.loads(json.dumps(report.to_dict(with_outcomes=True)))
     assert data["counts"]["total"] == 9
-    assert TestReport.from_dict(data) == report
     assert "outcomes" not in report.to_dict()
 
 

@@ -237,21 +237,6 @@ def test_ensure_refuses_a_branch_checked_out_in_the_main_checkout(repo, tmp_path
     assert git(repo, "symbolic-ref", "HEAD") == "refs/heads/autopack/run1"
 
 
-def test_remove_keeps_branch_and_ensure_restores_the_worktree(workspace, repo):
-    (workspace.worktree / "extra.txt").write_text("x\n")
-    workspace.stage_all()
-    committed = workspace.commit_staged("extra", {})
-    (workspace.worktree / "scratch.txt").write_text("untracked\n")
-
-    workspace.remove()
-    assert not workspace.worktree.exists()
-    assert workspace.branch_exists()
-    workspace.remove()  # already gone: nothing to do
-
-    workspace.ensure(resolve_ref(repo, None))
-    assert workspace.head() == committed
-
-
 def test_subdir_project_stages_only_the_subdir(tmp_path):
     repo = make_repo(tmp_path / "mono", {"svc/app.py": "a = 1\n", "other/lib.py": "b = 1\n"})
     location = locate_repo(repo / "svc")

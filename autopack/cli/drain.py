@@ -12,7 +12,7 @@ import typer
 from autopack.bounds import Bounds
 from autopack.cli import app
 from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
-from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
+from autopack.errors import EXIT_FAILED, EXIT_OK, NoSuchRun, UsageError
 from autopack.text import shown, to_json
 
 if TYPE_CHECKING:
@@ -56,13 +56,13 @@ def drain(
     store = open_reader(settings.db) if dry_run else open_store(settings.db, create=False)  # a dry run only reads
     if store is None:
         if run_id:
-            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+            raise NoSuchRun(run_id, settings.db)
         _finish({"schema": 1, "processed": 0, "completed": 0, "failed": 0, "stop_reason": "no database yet",
                  "phases": []}, as_json, junit_xml, quiet)
         return
     with store:
         if run_id and not run_exists(store, run_id):
-            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+            raise NoSuchRun(run_id, settings.db)
         if dry_run:
             _print_candidates(store, settings, options, as_json, shown=max(batch_size, DRY_RUN_ROWS))
             return
@@ -168,7 +168,7 @@ def drain_one(
     settings = load(db)
     store = open_store(settings.db, create=False)
     if store is None:
-        raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        raise NoSuchRun(run_id, settings.db)
     with store:
         observer = render.drain_observer(as_json)
         with observer:

@@ -11,7 +11,7 @@ import typer
 from autopack.bounds import Bounds
 from autopack.cli import app
 from autopack.cli.options import ID, MINUTES, DbOption, JsonOption, load, number_option
-from autopack.errors import UsageError
+from autopack.errors import NoSuchRun, UsageError
 from autopack.text import to_json
 
 
@@ -62,7 +62,7 @@ def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit
     reader = open_reader(settings.db)
     if reader is None:
         if run_id is not None:
-            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+            raise NoSuchRun(run_id, settings.db)
         return {"schema": STATUS_SCHEMA, "runs": [], "total_runs": 0, "executors": [], "stale_executors": [],
                 "waiting_phases": []}
     from autopack.store.activity import activity
@@ -72,7 +72,7 @@ def _snapshot(settings: Any, run_id: str | None, waiting_after_min: float, limit
         with reader:
             result = run_status(reader, run_id)
         if result is None:
-            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+            raise NoSuchRun(run_id, settings.db)
         return result
     with reader:
         now = datetime.now(timezone.utc)
@@ -90,7 +90,7 @@ def _transcript(settings: Any, run_id: str | None, which: str) -> dict[str, Any]
                          "`autopack status RUN --transcript add-power:2`")
     reader = open_reader(settings.db)
     if reader is None:
-        raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+        raise NoSuchRun(run_id, settings.db)
     with reader:
         shown = attempt_transcript(reader, run_id, phase_id, int(number) if number else None)
     if shown is None:
@@ -108,9 +108,9 @@ def _stats(settings: Any, run_id: str | None) -> dict[str, Any]:
     reader = open_reader(settings.db)
     if reader is None:
         if run_id:
-            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+            raise NoSuchRun(run_id, settings.db)
         return {"schema": 1, "run_id": None, "builder_calls": 0}
     with reader:
         if run_id and not run_exists(reader, run_id):
-            raise UsageError(f"no run '{run_id}' in {settings.db}; `autopack status` lists the runs")
+            raise NoSuchRun(run_id, settings.db)
         return telemetry(reader, run_id)

@@ -16,6 +16,7 @@ from autopack.edits import (ApplyStats, EditError, EditOp, apply_edits, check_pa
                             parse_tool_uses)
 from autopack.engine.reads import PROTECTED_PATHS, ProjectReader, ReadLimits, Refused
 from autopack.ports import ToolResult
+from autopack.text import head_tail
 
 TRACE_MAX_CHARS = 800  # of each failing test's message in a run_tests result
 FAILURES_SHOWN = 20
@@ -202,21 +203,12 @@ def describe_report(report: Any, title: str) -> str:
     for outcome in failing[:FAILURES_SHOWN]:
         label = "COLLECTION ERROR" if outcome.collection_error else outcome.outcome.upper()
         lines.append(f"{label} {outcome.test_id}")
-        lines.extend(f"    {line}" for line in clip(outcome.message, TRACE_MAX_CHARS).splitlines())
+        lines.extend(f"    {line}" for line in head_tail(outcome.message.strip(), TRACE_MAX_CHARS, "\n[...]\n").splitlines())
     if len(failing) > FAILURES_SHOWN:
         lines.append(f"[{len(failing) - FAILURES_SHOWN} more failing tests not shown]")
     if not report.outcomes and report.output_tail.strip():
-        lines += ["end of the output:", clip(report.output_tail, OUTPUT_TAIL_CHARS)]
+        lines += ["end of the output:", head_tail(report.output_tail.strip(), OUTPUT_TAIL_CHARS, "\n[...]\n")]
     return "\n".join(lines)
-
-
-def clip(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters: its head and its tail."""
-    text = text.strip()
-    if len(text) <= limit:
-        return text
-    half = max(0, (limit - 20) // 2)
-    return f"{text[:half]}\n[...]\n{text[len(text) - half:]}"
 
 
 def tools_for(root: Path, files: Callable[[], list[str]], scope: Sequence[str] | None, *, limits: ToolLimits,

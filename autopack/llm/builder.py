@@ -25,6 +25,7 @@ from autopack.llm.budget import DEFAULT_CAP, STREAMING_THRESHOLD, escalated_budg
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import CallOutcome, CallRecord, ClientFactory, create_message
 from autopack.ports import AttemptLog, BuilderRequest, BuildOutcome, Escalation, Toolbox, TranscriptEntry
+from autopack.text import one_line
 
 __all__ = ["BuilderRequest", "BuilderResult", "ClaudeBuilder", "Escalation", "render_prompt"]
 
@@ -232,7 +233,7 @@ def call_failure(outcome: CallOutcome, phase: str, attempt: int) -> tuple[str, s
         return FailureKind.MALFORMED, f"{error}; nothing was applied"
     if outcome.http_status == 400 and _CONTEXT_WINDOW.search(error):
         return FailureKind.CONTEXT_WINDOW, f"{CONTEXT_WINDOW_MESSAGE} ({error})"
-    return FailureKind.API_ERROR, _one_line(f"API error: {error}")
+    return FailureKind.API_ERROR, one_line(f"API error: {error}")
 
 
 def _text(message) -> str:
@@ -248,7 +249,7 @@ def _interpret(message, calls: tuple[CallRecord, ...], model: str, escalation: E
     try:
         ops = tuple(parse_tool_uses(blocks))
     except EditError as problem:
-        return BuilderResult(None, FailureKind.MALFORMED, _one_line(f"malformed edits: {problem}"), text, calls,
+        return BuilderResult(None, FailureKind.MALFORMED, one_line(f"malformed edits: {problem}"), text, calls,
                              escalation, model)
     return BuilderResult(ops, None, _summary(ops), text, calls, escalation, model)
 
@@ -259,10 +260,6 @@ def _summary(ops: tuple[EditOp, ...]) -> str:
     shown = ", ".join(f"{op.tool} {op.path}" for op in ops[:5])
     more = f", and {len(ops) - 5} more" if len(ops) > 5 else ""
     return f"builder proposed {len(ops)} edit{'s' if len(ops) != 1 else ''}: {shown}{more}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def render_prompt(request: BuilderRequest) -> tuple[list[dict], list[dict]]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from autopack.bounds import PRICE_USD_PER_MTOK
 from autopack.errors import EnvironmentProblem, UsageError
-from autopack.text import shown
+from autopack.text import one_line, shown
 
 if TYPE_CHECKING:
     import anthropic
@@ -327,7 +327,7 @@ def create_message(client: anthropic.Anthropic, *, role: str, model: str, max_to
         rows = (*rows[:-1], last)
     if last.malformed:
         message, error = None, last.error
-    return CallOutcome(message=message, calls=rows, error=None if message is not None else _one_line(error or ""),
+    return CallOutcome(message=message, calls=rows, error=None if message is not None else one_line(error or ""),
                        http_status=http_status, cassette_exhausted=exhausted, malformed=last.malformed)
 
 
@@ -345,7 +345,3 @@ def _fallback_row(role: str, model: str, max_tokens: int, message: Any, error: s
         error=f"malformed response: {problem}" if problem else error, predicted_tokens=predicted_tokens,
         malformed=problem is not None,
     )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -14,10 +14,10 @@ from typing import Callable, Mapping
 
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import CallRecord, ClientFactory, create_message
+from autopack.failures import DIGEST_MAX_CHARS
 from autopack.text import head_tail
 
 ROLE = "doctor"
-DIGEST_MAX_CHARS = 6000
 
 SYSTEM_PROMPT = """\
 You are the doctor of autopack, an autonomous coding agent. An attempt at one phase of a plan \

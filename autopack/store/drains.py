@@ -6,7 +6,6 @@ The read models that pick-next and `drain --dry-run` share with the drain are in
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import exists, func, update
 from sqlalchemy.orm import aliased
@@ -76,11 +75,3 @@ def executor_cost(store: Store, executor_id: str) -> float:
             .where(Attempt.executor_id == executor_id)
         ).one()
     return float(total or 0.0)
-
-
-def live_executors(store: Store, now: datetime, heartbeat_grace_s: float) -> list[Any]:
-    with read_session(store.engine) as session:
-        return list(session.exec(
-            select(Executor).where(Executor.stopped_at.is_(None),
-                                   Executor.heartbeat_at >= now - timedelta(seconds=heartbeat_grace_s))
-            .order_by(Executor.started_at)))

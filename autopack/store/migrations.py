@@ -156,7 +156,8 @@ def migrate(path: Path) -> MigrationResult:
     status = inspect_database(path)
     if status.unknown:
         check_current(path, status)
-    make_state_dir(path.parent)
+    with writing(path.parent, "autopack's state directory"):
+        make_state_dir(path.parent)
     if status.exists and not status.fresh and not status.pending:
         return MigrationResult(False, (), None)
     backup = backup_database(path) if status.exists and not status.fresh else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -34,12 +34,9 @@ from autopack.store.models import (
     SuiteOutcome,
     SuiteRun,
     TranscriptTurn,
+    utcnow,
 )
 from autopack.store.sql import translate_sqlite_errors
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def command_hash(command: str) -> str:
