@@ -7,11 +7,10 @@ cut-off turn is a second row with the same turn number and no new messages.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
-from autopack.store.sql import Readable, py_time
+from autopack.store.sql import Readable, py_time, stored_json
 
 TRANSCRIPT_SCHEMA = 1
 
@@ -42,10 +41,10 @@ def attempt_transcript(db: Readable, run_id: str, phase_id: str, attempt: int | 
         attempt_id, number, builder, state, model, kind, message = row
         turns = conn.execute("SELECT turn, max_tokens, request, response, created_at FROM transcript_turns "
                              "WHERE attempt_id = ? ORDER BY id", (attempt_id,)).fetchall()
+        exchanges = [{"turn": turn, "max_tokens": max_tokens, "request": stored_json(request),
+                      "response": stored_json(response), "at": py_time(created).isoformat()}
+                     for turn, max_tokens, request, response, created in turns]
     return {
         "schema": TRANSCRIPT_SCHEMA, "run": run_id, "phase": phase_id, "attempt": number, "builder": builder,
-        "model": model, "state": state, "failure_kind": kind, "failure_message": message,
-        "exchanges": [{"turn": turn, "max_tokens": max_tokens, "request": json.loads(request),
-                       "response": json.loads(response), "at": py_time(created).isoformat()}
-                      for turn, max_tokens, request, response, created in turns],
+        "model": model, "state": state, "failure_kind": kind, "failure_message": message, "exchanges": exchanges,
     }
