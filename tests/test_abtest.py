@@ -420,7 +420,7 @@ def test_two_runs_of_one_plan_from_two_cassettes_are_paired_with_their_cassettes
         (wb.plans / f"{arm}.jsonl").write_text(json.dumps(line) + "\n")
         (wb.plans / f"{arm}.toml").write_text(
             f'[run]\nid = "{arm}-run"\ngoal = "Write out/a.txt"\nrepo = "../repo"\ntest_command = "python check.py"\n'
-            f'junit_xml = "report.xml"\ncassette = "{arm}.jsonl"\nflags = {flags}\n\n'
+            f'junit_xml = "report.xml"\ncassette = "{arm}.jsonl"\nbuilder = "single"\nflags = {flags}\n\n'
             '[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\nscope = ["out/a.txt"]\ndeliverables = ["out/a.txt"]\n')
         done = wb.cli("run", str(wb.plans / f"{arm}.toml"))
         assert done.returncode == 0, done.stderr

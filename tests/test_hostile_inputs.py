@@ -274,7 +274,7 @@ def test_a_non_finite_number_that_got_past_validation_is_never_written_to_the_st
     settings = load_settings(bench.wb.root, environ=bench.wb.env)
     with bench.wb.open_store() as store:
         with pytest.raises(Exception, match="not JSON compliant"):
-            record_run(store, poisoned, check_new_run(settings, poisoned))
+            record_run(store, poisoned, check_new_run(settings, poisoned), settings)
         assert store.get_run("poison") is None
     for command in (["drain", "--dry-run"], ["status"], ["status", "existing"]):
         done = bench.cli(*command)
