@@ -38,7 +38,12 @@ _RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassett
              "flags", "models", "limits", "type", "builder")
 _LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s", "agent_max_turns", "agent_max_test_runs")
 _PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
-               "acceptance", "depends_on", "allow_noop", "max_attempts")
+               "acceptance", "depends_on", "allow_noop", "max_attempts",
+               "acceptance_tests", "require_f2p", "tests_may_change", "allow_skip")
+# Categories whose phases must prove their goal with a fail-to-pass test unless require_f2p says otherwise,
+# and those whose pre-existing tests must still pass on the new code unless tests_may_change says otherwise.
+F2P_CATEGORIES = ("feature", "bugfix")
+FROZEN_TEST_CATEGORIES = ("feature", "bugfix", "docs", "config")
 MAX_COST_USD = Bounds(0, 1_000_000, integer=False, above=True)  # run.limits.max_cost_usd
 
 
@@ -58,7 +63,21 @@ class PhaseSpec:
     depends_on: tuple[str, ...] = ()
     allow_noop: bool = False
     max_attempts: int = 3
+    acceptance_tests: tuple[str, ...] = ()  # test ids that must exist and pass after, fail or not exist before
+    require_f2p: bool | None = None  # None: by category (F2P_CATEGORIES)
+    tests_may_change: bool | None = None  # None: by category (not FROZEN_TEST_CATEGORIES)
+    allow_skip: tuple[str, ...] = ()  # baseline-passing test ids this phase may leave skipped
     position: int = 0  # index in the plan file
+
+    @property
+    def f2p_required(self) -> bool:
+        """Whether missing fail-to-pass evidence fails the attempt (contract 5)."""
+        return self.category in F2P_CATEGORIES if self.require_f2p is None else self.require_f2p
+
+    @property
+    def old_tests_may_change(self) -> bool:
+        """Whether the phase may change what its pre-existing tests assert (contract 5)."""
+        return self.category not in FROZEN_TEST_CATEGORIES if self.tests_may_change is None else self.tests_may_change
 
     def to_dict(self) -> dict[str, Any]:
         """The phase as plan-file keys (``position`` is implied by the list order)."""
@@ -71,6 +90,15 @@ class PhaseSpec:
         data.update(context=list(self.context), deliverables=list(self.deliverables),
                     acceptance=list(self.acceptance), depends_on=list(self.depends_on),
                     allow_noop=self.allow_noop, max_attempts=self.max_attempts)
+        # Goal-evidence keys only when given: a plan without them keeps the content hash it always had.
+        if self.acceptance_tests:
+            data["acceptance_tests"] = list(self.acceptance_tests)
+        if self.require_f2p is not None:
+            data["require_f2p"] = self.require_f2p
+        if self.tests_may_change is not None:
+            data["tests_may_change"] = self.tests_may_change
+        if self.allow_skip:
+            data["allow_skip"] = list(self.allow_skip)
         return data
 
 
@@ -288,8 +316,24 @@ def _phase_spec(check: _Checker, raw: dict, index: int, default_max_attempts: in
         allow_noop=check.boolean(phase.get("allow_noop", False), f"{where}.allow_noop"),
         max_attempts=check.integer(phase.get("max_attempts", default_max_attempts),
                                    f"{where}.max_attempts", ATTEMPTS),
+        acceptance_tests=_test_ids(check, phase.get("acceptance_tests", []), f"{where}.acceptance_tests"),
+        require_f2p=None if "require_f2p" not in phase
+        else check.boolean(phase["require_f2p"], f"{where}.require_f2p"),
+        tests_may_change=None if "tests_may_change" not in phase
+        else check.boolean(phase["tests_may_change"], f"{where}.tests_may_change"),
+        allow_skip=_test_ids(check, phase.get("allow_skip", []), f"{where}.allow_skip"),
         position=index,
     )
+
+
+def _test_ids(check: _Checker, value: Any, key: str) -> tuple[str, ...]:
+    """A list of test ids (``tests/test_x.py::test_y`` for pytest, the report's id for other runners)."""
+    ids = check.strings(value, key)
+    for number, test_id in enumerate(ids):
+        if not test_id.strip() or test_id != test_id.strip():
+            check.fail(f"{key}[{number}]", f"{shown(test_id)} is not a test id; give an id as the test report "
+                                          "names it, e.g. 'tests/test_x.py::test_y'")
+    return ids
 
 
 def _check_finite(check: _Checker, data: Any) -> None:

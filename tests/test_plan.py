@@ -138,6 +138,14 @@ MALFORMED = [
      "run.limits.agent_max_turns: must be an integer from 1 to 10000, got 0"),
     (MINIMAL_RUN + "[run.limits]\nagent_max_test_runs = -1\n" + phase("a"),
      "run.limits.agent_max_test_runs: must be an integer from 0 to 1000, got -1"),
+    (MINIMAL_RUN + phase("a", 'acceptance_tests = "tests/test_x.py::test_y"'),
+     "phases[0].acceptance_tests: expected a list of strings, got string"),
+    (MINIMAL_RUN + phase("a", 'acceptance_tests = [" tests/test_x.py::test_y"]'),
+     "phases[0].acceptance_tests[0]: ' tests/test_x.py::test_y' is not a test id"),
+    (MINIMAL_RUN + phase("a", 'require_f2p = "no"'), "phases[0].require_f2p: expected true or false"),
+    (MINIMAL_RUN + phase("a", "tests_may_change = 1"), "phases[0].tests_may_change: expected true or false"),
+    (MINIMAL_RUN + phase("a", "allow_skip = [3]"), "phases[0].allow_skip[0]: expected a string"),
+    (MINIMAL_RUN + phase("a", "require_fp2 = true"), "phases[0].require_fp2: unknown key; did you mean 'require_f2p'?"),
     ('run = "calc"\n' + phase("a"), "run: expected a table, got string 'calc'"),
     (MINIMAL_RUN + '[phases]\nid = "a"\ngoal = "g"\n', "phases: expected an array of tables"),
     # missing required keys
@@ -314,3 +322,27 @@ def test_the_builder_mode_is_in_the_plan_only_when_written_so_older_plans_keep_t
                                  '[run.limits]\nagent_max_turns = 7\nagent_max_test_runs = 0\n' + phase("a")))
     assert (agent.run.builder, agent.run.limits) == ("single", {"agent_max_turns": 7, "agent_max_test_runs": 0})
     assert agent.to_dict()["run"]["builder"] == "single" and agent.content_hash() != plain.content_hash()
+
+
+@pytest.mark.parametrize(("category", "f2p", "frozen"), [
+    ("feature", True, True), ("bugfix", True, True), ("docs", False, True), ("config", False, True),
+    ("tests", False, False), ("refactor", False, False)])
+def test_goal_evidence_defaults_follow_the_category(tmp_path, category, f2p, frozen):
+    spec = load_plan(write_plan(tmp_path, MINIMAL_RUN + phase("a", f'category = "{category}"'))).phases[0]
+    assert (spec.f2p_required, spec.old_tests_may_change) == (f2p, not frozen)
+    assert not {"acceptance_tests", "require_f2p", "tests_may_change", "allow_skip"} & set(spec.to_dict())
+
+
+def test_goal_evidence_keys_override_the_category_and_round_trip(tmp_path):
+    extra = ('category = "docs"\nrequire_f2p = true\ntests_may_change = true\n'
+             'acceptance_tests = ["tests/test_x.py::test_y[1-2]"]\nallow_skip = ["tests/test_x.py::test_slow"]')
+    spec = load_plan(write_plan(tmp_path, MINIMAL_RUN + phase("a", extra)))
+    phase_spec = spec.phases[0]
+    assert (phase_spec.f2p_required, phase_spec.old_tests_may_change) == (True, True)
+    assert phase_spec.acceptance_tests == ("tests/test_x.py::test_y[1-2]",)
+    assert phase_spec.allow_skip == ("tests/test_x.py::test_slow",)
+    assert plan_from_dict(json.loads(json.dumps(spec.to_dict())), spec.path) == spec
+    plain = load_plan(write_plan(tmp_path, MINIMAL_RUN + phase("a", 'category = "docs"'), name="plain.toml"))
+    assert spec.content_hash() != plain.content_hash()
+    opted_out = load_plan(write_plan(tmp_path, MINIMAL_RUN + phase("a", "require_f2p = false"), name="o.toml"))
+    assert opted_out.phases[0].f2p_required is False
