@@ -64,5 +64,6 @@ def _number(value: int | float) -> str:
 ATTEMPTS = Bounds(1, 1000)  # max_attempts, phases[].max_attempts
 TIMEOUT_S = Bounds(1, 7 * 24 * 3600)  # phase_timeout_s, run.limits.phase_timeout_s: a week
 AGENT_TURNS = Bounds(1, 10_000)  # agent_max_turns, run.limits.agent_max_turns
+PLANNER_TURNS = Bounds(1, 1000)  # planner_max_turns
 AGENT_TEST_RUNS = Bounds(0, 1000)  # agent_max_test_runs, run.limits.agent_max_test_runs
 PRICE_USD_PER_MTOK = Bounds(0, 1_000_000, integer=False)  # each price of the prices setting

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, TIMEOUT_S, Bounds
+from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, PLANNER_TURNS, TIMEOUT_S, Bounds
 from autopack.errors import ConfigError, UsageError
 from autopack.text import shown
 from autopack.ports import BUILDER_MODES
@@ -58,6 +58,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "attempt"),
     SettingSpec("escalation_model", str, "claude-opus-5-5", "stronger model the builder "
                 "escalates to once after repeated failures"),
+    SettingSpec("planner_model", str, "claude-sonnet-5-5", "Claude model that drafts a plan (autopack plan)"),
+    SettingSpec("planner_max_turns", int, 20, "turns a planning conversation (autopack plan) may take to "
+                "submit its draft; a refused draft gets one more turn to repair it", bounds=PLANNER_TURNS),
     SettingSpec("max_attempts", int, 3, "attempts per phase when the plan does not set "
                 "max_attempts", bounds=ATTEMPTS),
     SettingSpec("phase_timeout_s", int, 900, "seconds before a test-suite run is killed",
@@ -119,6 +122,8 @@ class Settings:
     builder_model: str
     doctor_model: str
     escalation_model: str
+    planner_model: str
+    planner_max_turns: int
     max_attempts: int
     phase_timeout_s: int
     max_output_bytes: int

@@ -84,7 +84,7 @@ def _with(record: dict, **changes) -> dict:
 @pytest.mark.parametrize("bad, expected", [
     ('{"role": "builder", ', "not valid JSON"),
     ("[1, 2]", "expected a JSON object"),
-    (_with(line(), role="bilder"), "role 'bilder' is not builder or doctor"),
+    (_with(line(), role="bilder"), "role 'bilder' is not builder, doctor or planner"),
     (_with(line(), phase=KeyError), "missing key 'phase'"),
     (_with(line(), attempt="1"), "attempt must be an integer"),
     (_with(line(), attempt=0), "attempt must be an integer >= 1"),

@@ -80,7 +80,7 @@ class AgentBuilder:
             if refusal:
                 return end(FailureKind.AGENT_LIMIT, f"stopped before turn {turn}: {refusal}", turn - 1, limit=True)
             reply = self._call(conversation, request, model, turn, max_tokens, log, calls, first=True)
-            if reply.failure_kind is None and _cut_off(reply, max_tokens):
+            if reply.failure_kind is None and cut_off(reply, max_tokens):
                 new = escalated_budget(max_tokens, cap=self.budget_cap)
                 refusal = "it is already the cap" if new <= max_tokens else log.cost_refusal(
                     model, conversation.chars, new)
@@ -91,7 +91,7 @@ class AgentBuilder:
                     reason=reply.stop_reason if reply.stop_reason == "max_tokens" else "near_limit",
                     utilisation=round(reply.output_tokens / max_tokens, 4), base=max_tokens, new=new))
                 reply = self._call(conversation, request, model, turn, new, log, calls, first=False)
-                if reply.failure_kind is None and _cut_off(reply, new):
+                if reply.failure_kind is None and cut_off(reply, new):
                     return end(FailureKind.TRUNCATED, f"turn {turn} was cut off at max_tokens={max_tokens} and again at the "
                                f"escalated max_tokens={new}; none of its tool calls ran", turn, limit=True)
             if reply.failure_kind:
@@ -111,7 +111,7 @@ class AgentBuilder:
                 if block.get("name") == "finish":
                     summary = given.get("summary") if isinstance(given, dict) else ""
                     return end(None, f"the agent finished at turn {turn}: {' '.join(str(summary).split())}", turn)
-                results.append(_tool_result(block.get("id"), toolbox.execute(block.get("name"), given)))
+                results.append(tool_result_block(block.get("id"), toolbox.execute(block.get("name"), given)))
             conversation.add({"role": "user", "content": results})
         return end(FailureKind.AGENT_LIMIT, f"the agent used its {self.max_turns} turns without calling finish",
                    self.max_turns, limit=True)
@@ -145,18 +145,8 @@ class _Conversation:
         self.chars += len(json.dumps(message)) + 2
 
     def marked(self) -> list[dict]:
-        """The messages to send: with caching, the last block of each of the last two user messages carries
-        ``cache_control``, so a turn reads the previous turn's prefix from the cache (system, plus these: 3 of
-        the 4 breakpoints a request may have)."""
-        marked = list(self.messages)  # a copy: the request must not grow with the conversation
-        if not self.cache:
-            return marked
-        users = [index for index, message in enumerate(marked) if message["role"] == "user"][-2:]
-        for index in users:
-            content = list(marked[index]["content"])
-            content[-1] = dict(content[-1], cache_control=CACHE)
-            marked[index] = dict(marked[index], content=content)
-        return marked
+        """The messages to send, with ``cache_marks`` when caching."""
+        return cache_marks(self.messages) if self.cache else list(self.messages)
 
     def new_request(self) -> dict:
         """The messages added since the last transcript entry (the first also names the system and the tools)."""
@@ -167,12 +157,25 @@ class _Conversation:
         return entry
 
 
-def _cut_off(reply: TurnReply, max_tokens: int) -> bool:
+def cache_marks(messages: list[dict]) -> list[dict]:
+    """A copy of ``messages`` (the request must not grow with the conversation) in which the last block of
+    each of the last two user messages carries ``cache_control``, so a turn reads the previous turn's prefix
+    from the cache (with the system prompt's mark: 3 of the 4 breakpoints a request may have)."""
+    marked = list(messages)
+    users = [index for index, message in enumerate(marked) if message["role"] == "user"][-2:]
+    for index in users:
+        content = list(marked[index]["content"])
+        content[-1] = dict(content[-1], cache_control=CACHE)
+        marked[index] = dict(marked[index], content=content)
+    return marked
+
+
+def cut_off(reply: TurnReply, max_tokens: int) -> bool:
     return reply.stop_reason != "model_context_window_exceeded" and is_truncated(
         reply.stop_reason, reply.output_tokens, max_tokens)
 
 
-def _tool_result(tool_use_id: object, result: ToolResult) -> dict:
+def tool_result_block(tool_use_id: object, result: ToolResult) -> dict:
     block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": result.text or "(empty)"}
     return dict(block, is_error=True) if result.is_error else block
 

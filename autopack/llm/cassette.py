@@ -1,7 +1,8 @@
 """Record and replay Messages API responses (contract 3) through the SDK's HTTP transport.
 
-A cassette is JSONL, one line per HTTP exchange, keyed by (role, phase, attempt).
-Every HTTP request the real anthropic client makes for a key consumes that key's next
+A cassette is JSONL, one line per HTTP exchange, keyed by (role, phase, attempt); the
+planner's lines (``autopack plan``) belong to no phase: their key is (planner, "", 1), and a
+hand-written planner line may leave phase and attempt out. Every HTTP request the real anthropic client makes for a key consumes that key's next
 unused line, in file order, so the SDK's own retries (429/529 ...) consume several.
 A streamed response is stored as its final message and replayed as an event stream to
 a streaming request (as JSON to a plain one), so a cassette serves both ways.
@@ -23,7 +24,8 @@ from autopack.userfiles import read_regular, require_regular_or_absent
 if TYPE_CHECKING:
     import httpx2
 
-ROLES = ("builder", "doctor")
+ROLES = ("builder", "doctor", "planner")
+PLANNER_KEY = ("planner", "", 1)  # the (role, phase, attempt) of every planner exchange
 EXHAUSTED_HEADER = "x-autopack-cassette"  # set to "exhausted" on the synthetic 400 served past the end
 # Recorded framing headers would contradict the re-serialised body, so they are not replayed.
 _FRAMING_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
@@ -53,13 +55,16 @@ def _entry_problem(record: object) -> str | None:
     """Why a decoded line is not a valid cassette entry (None when it is)."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
+    if "role" in record and record["role"] not in ROLES:
+        return f"role {shown(record['role'])} is not {', '.join(ROLES[:-1])} or {ROLES[-1]}"
+    planner = record.get("role") == "planner"
     for key in ("role", "phase", "attempt", "response"):
-        if key not in record:
+        if key not in record and not (planner and key in ("phase", "attempt")):
             return f"missing key '{key}'"
-    role, phase, attempt, response = record["role"], record["phase"], record["attempt"], record["response"]
-    if role not in ROLES:
-        return f"role {shown(role)} is not builder or doctor"
-    if not isinstance(phase, str) or not phase:
+    phase, attempt, response = record.get("phase", ""), record.get("attempt", 1), record["response"]
+    if planner and (phase, attempt) != PLANNER_KEY[1:]:
+        return f'a planner line has phase "" and attempt 1 (or neither), got {shown(phase)} and {shown(attempt)}'
+    if not planner and (not isinstance(phase, str) or not phase):
         return f"phase must be a non-empty string, got {shown(phase)}"
     if not _is_int(attempt) or attempt < 1:
         return f"attempt must be an integer >= 1, got {shown(attempt)}"
@@ -123,7 +128,7 @@ class Cassette:
                 raise CassetteError(f"{where}:{number}: {problem}")
             response = record["response"]
             entries.append(CassetteEntry(
-                role=record["role"], phase=record["phase"], attempt=record["attempt"],
+                role=record["role"], phase=record.get("phase", ""), attempt=record.get("attempt", 1),
                 status=response["status"], headers=dict(response.get("headers", {})),
                 body=response["body"], line=number,
             ))
@@ -211,7 +216,7 @@ class CassetteRecorder:
         from autopack.llm.wire import ObservedTransport, is_event_stream
 
         if role not in ROLES:
-            raise ValueError(f"role {role!r} is not builder or doctor")
+            raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
 
         def exchanged(sent: dict | None, response, body, problem: str | None) -> None:
             if isinstance(body, dict) or (isinstance(body, str) and response.status_code >= 400):

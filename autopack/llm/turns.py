@@ -1,8 +1,9 @@
 """The agent builder's model: one Messages API call per turn, through the client factory.
 
 Each turn's call goes through the ledger transport (a ``CallRecord`` per HTTP request) and, when
-replaying, consumes the next cassette line of (builder, phase, attempt): a turn with no line left
-is a ``cassette_exhausted`` reply, sent nowhere.
+replaying, consumes the next cassette line of (role, phase, attempt): the builder's, or the
+planner's (whose requests name no phase). A turn with no line left is a ``cassette_exhausted``
+reply, sent nowhere.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ class ClaudeTurns:
     """A ``TurnModel`` backed by Claude (live, recording or cassette replay)."""
 
     def __init__(self, client_factory: ClientFactory, *, cassette: Cassette | None = None,
-                 clock: Callable[[], float] = time.monotonic, prices: Mapping | None = None):
+                 clock: Callable[[], float] = time.monotonic, prices: Mapping | None = None, role: str = ROLE):
         self.client_factory = client_factory
+        self.role = role
         self.cassette = cassette
         self.clock = clock
         self.prices = prices
@@ -31,13 +33,14 @@ class ClaudeTurns:
     def reply(self, request: TurnRequest) -> TurnReply:
         from autopack.llm.builder import call_failure
 
-        phase, attempt = request.phase, request.attempt
-        if self.cassette is not None and not self.cassette.has_next(ROLE, phase, attempt):
-            message = f"cassette has no builder response for phase '{phase}' attempt {attempt} (turn {request.turn})"
+        phase, attempt, role = request.phase, request.attempt, self.role
+        if self.cassette is not None and not self.cassette.has_next(role, phase, attempt):
+            key = f"phase '{phase}' attempt {attempt}" if phase else "the plan"
+            message = f"cassette has no {role} response for {key} (turn {request.turn})"
             return TurnReply((), None, 0, (), {"error": message, "kind": "cassette_exhausted"},
                              "cassette_exhausted", message)
         outcome = create_message(
-            self.client_factory(ROLE, phase, attempt), role=ROLE, model=request.model,
+            self.client_factory(role, phase, attempt), role=role, model=request.model,
             max_tokens=request.max_tokens, stream=request.max_tokens > STREAMING_THRESHOLD, clock=self.clock,
             predicted_tokens=request.predicted_tokens, prices=self.prices,
             system=request.system, messages=request.messages, tools=request.tools,
