@@ -198,7 +198,8 @@ def test_queue_with_an_id_already_recorded_is_refused_before_planning(calc_proje
 
 # --- in process: what the model is sent -----------------------------------------------------------------
 
-def drafting(tmp_path: Path, answers: list[dict], monkeypatch, **settings_env: str) -> tuple[list[dict], object]:
+def drafting(tmp_path: Path, answers: list[dict], monkeypatch, record: Path | None = None,
+             **settings_env: str) -> tuple[list[dict], object]:
     """Draft a plan for a calc copy with a live client whose network is a transport serving ``answers``;
     returns the JSON bodies sent and the outcome (a DraftedPlan, or the PlanningFailed raised)."""
     import shutil
@@ -216,14 +217,20 @@ def drafting(tmp_path: Path, answers: list[dict], monkeypatch, **settings_env: s
     sent: list[dict] = []
 
     def answer(request: httpx2.Request) -> httpx2.Response:
+        from autopack.llm.wire import message_to_sse
+
         sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=answers[len(sent) - 1])
+        reply = answers[len(sent) - 1]
+        if sent[-1].get("stream"):  # past 21,000 max_tokens the call is streamed
+            return httpx2.Response(200, content=message_to_sse(reply), headers={"content-type": "text/event-stream"})
+        return httpx2.Response(200, json=reply)
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-planner")
     monkeypatch.setattr("autopack.llm.client._network_transport", lambda: httpx2.MockTransport(answer))
     settings = load_settings(tmp_path, environ={"AUTOPACK_DB": str(tmp_path / "state" / "db.sqlite"), **settings_env})
     try:
-        outcome = draft_plan(settings, GOAL, repo=tmp_path / "calc" / "target", output=str(tmp_path / "out.toml"))
+        outcome = draft_plan(settings, GOAL, repo=tmp_path / "calc" / "target", output=str(tmp_path / "out.toml"),
+                             record=record)
     except PlanningFailed as failed:
         outcome = failed
     return sent, outcome
@@ -272,3 +279,27 @@ def test_submit_plans_schema_names_every_phase_key_of_contract_1():
 
     assert set(PHASE_PROPERTIES) == set(_PHASE_KEYS) and len(PHASE_PROPERTIES) == len(_PHASE_KEYS)
     assert plan_schema(4)["properties"]["phases"]["maxItems"] == 4
+
+
+def test_a_recorded_planning_conversation_replays_to_the_same_plan(tmp_path, monkeypatch, autopack):
+    recorded = tmp_path / "recorded.jsonl"
+    sent, outcome = drafting(tmp_path, [body(1, ("read_file", {"path": "calc/ops.py"})),
+                                        body(2, ("submit_plan", CYCLE)), body(3, ("submit_plan", VALID))],
+                             monkeypatch, record=recorded)
+    assert not isinstance(outcome, Exception), outcome
+    lines = [json.loads(line) for line in recorded.read_text().splitlines()]
+    assert [(line["role"], line["phase"], line["attempt"]) for line in lines] == [("planner", "", 1)] * 3
+    assert "sk-test-planner" not in recorded.read_text()
+    replayed = autopack("plan", GOAL, "--repo", "calc/target", "--cassette", str(recorded), "-o", "-",
+                        "--db", str(tmp_path / "state" / "db.sqlite"), cwd=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    # the same file but for its first line, which names the date
+    assert replayed.stdout.split("\n", 1)[1] == outcome.text.split("\n", 1)[1]
+
+
+def test_a_cut_off_turn_is_escalated_once_and_never_run(tmp_path, monkeypatch):
+    cut = body(1, ("submit_plan", VALID), stop_reason="max_tokens")
+    sent, outcome = drafting(tmp_path, [cut, cut], monkeypatch)
+    assert "cut off at max_tokens=32768, after its one escalation" in str(outcome)
+    assert [request["max_tokens"] for request in sent] == [16384, 32768]
+    assert not (tmp_path / "out.toml").exists()  # the cut-off submit_plan was never checked or written

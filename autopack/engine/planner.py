@@ -200,8 +200,9 @@ class Planner:
             if escalated or new <= max_tokens:
                 break
             max_tokens = new
-        raise PlanningFailed(f"turn {turn} was cut off at max_tokens={max_tokens}, after its one escalation; none of "
-                             "its tool calls ran and nothing was written")
+        retried = "after its one escalation" if escalated else "the cap (builder_max_tokens_cap)"
+        raise PlanningFailed(f"turn {turn} was cut off at max_tokens={max_tokens}, {retried}; none of its tool calls "
+                             "ran and nothing was written")
 
     def _check_cost(self, turn: int, chars: int, max_tokens: int, calls: list) -> None:
         """The cap is checked before every call: what was spent plus that call's estimate."""
