@@ -54,7 +54,7 @@ def draft_plan(settings: Any, goal: str, *, repo: Path, output: str, run_id: str
     try:
         location = locate_repo(repo)
     except UsageError as error:
-        raise UsageError(f"--repo: {error}") from None
+        raise UsageError(f"--repo: {str(error).replace('fix run.repo', 'fix --repo')}") from None
     project = Path(os.path.realpath(repo))
     warnings = []
     try:

@@ -127,13 +127,22 @@ class Planner:
         self.cache = cache
 
     def draft(self, task: str, tools: PlannerTools, check: Callable[[Any], Any], plan_schema: dict) -> Draft:
-        """The accepted plan; PlanningFailed when there is none."""
+        """The accepted plan; PlanningFailed (saying what planning spent) when there is none."""
+        calls: list = []
+        try:
+            return self._draft(task, tools, check, plan_schema, calls)
+        except PlanningFailed as failed:
+            spent = Draft(None, tuple(calls), 0, self.model_name).cost_usd
+            raise PlanningFailed(f"{failed} (planning spent {'an unknown amount' if spent is None else f'${spent:.4f}'} "
+                                 f"in {len(calls)} calls)") from None
+
+    def _draft(self, task: str, tools: PlannerTools, check: Callable[[Any], Any], plan_schema: dict,
+               calls: list) -> Draft:
         definitions = planner_tools(plan_schema)
         system_block = {"type": "text", "text": SYSTEM_PROMPT}
         system = [dict(system_block, cache_control=CACHE) if self.cache else system_block]
         messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": task}]}]
         chars = len(json.dumps([system, definitions, messages]))
-        calls: list = []
         repairing = False  # the previous turn's draft was refused: this turn is the one repair turn
         turn = 0
         while turn < self.max_turns or repairing:
