@@ -110,7 +110,7 @@ def page(text: str, terminal: bool) -> None:
         program = shlex.split(command)[:1]
     except ValueError:
         program = []
-    if not program or program == ["cat"] or shutil.which(program[0]) is None:
+    if not program or command.strip() == "cat" or shutil.which(program[0]) is None:
         sys.stdout.write(text)
         return
     sys.stdout.flush()
