@@ -14,6 +14,7 @@ from autopack.failures import Failure
 from autopack.hardening import Evidence, diagnose
 from autopack.llm.doctor import SYSTEM_PROMPT as DOCTOR_PROMPT
 from autopack.llm.doctor import render_report
+from autopack.redact import Redactor
 
 
 def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, digest: str,
@@ -32,6 +33,8 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
             "reason": f"hardening:{hint.pattern}", "tokens_avoided": avoided, "sample_size": samples,
             "source": "median of this database's doctor calls" if samples else "no doctor calls recorded yet"},
             phase.phase_id, attempt.id)
+        store.add_event(run_id, "advice", {"source": f"pattern:{hint.pattern}",
+                                           "text": Redactor.from_environ()(hint.hint)}, phase.phase_id, attempt.id)
         ctx.observer.notify("advice", phase_id=phase.phase_id, source=f"pattern {hint.pattern}")
         return f"{digest}\n\nDiagnosis (known failure pattern '{hint.pattern}'): {hint.hint}"
     if ctx.doctor is None:
@@ -51,5 +54,7 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
         store.add_event(run_id, "doctor_skipped", {"reason": diagnosis.skipped}, phase.phase_id, attempt.id)
     if not diagnosis.text:
         return digest
+    store.add_event(run_id, "advice", {"source": "doctor", "model": ctx.doctor.model,
+                                       "text": Redactor.from_environ()(diagnosis.text)}, phase.phase_id, attempt.id)
     ctx.observer.notify("advice", phase_id=phase.phase_id, source="doctor")
     return f"{digest}\n\nDiagnosis from a reviewer of the failed attempt:\n{diagnosis.text}"

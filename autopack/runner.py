@@ -23,6 +23,7 @@ from autopack.errors import Interrupted, writing
 from autopack.failures import Failure, digest
 from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_failures_to_confirm
 from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
+from autopack.redact import Redactor
 from autopack.testrun import TestReport, is_pytest, run_tests
 from autopack.toolchains import TestCommand, resolve_test_command
 from autopack.workspace import GitTampered
@@ -170,6 +171,9 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
     check_caps(ctx.cost_caps, model, ctx.builder.request_chars(request), budget.max_tokens,
                ctx.settings.prices or None)
     attempt = store.start_attempt(phase.pk, ctx.executor_id, model, ctx.builder.mode)
+    if previous_digest:  # what this attempt was told of the last failure, for `autopack show`
+        store.add_event(ctx.run.id, "failure_digest", {"text": Redactor.from_environ()(previous_digest)},
+                        phase.phase_id, attempt.id)
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
     notify = ctx.observer.notify
