@@ -42,6 +42,7 @@ def _root(
 
 from autopack.cli import admin, drain, run, status  # noqa: E402  (registers the commands)
 from autopack.cli import abtest  # noqa: E402,F401  (registers ab-test)
+from autopack.cli import land  # noqa: E402,F401  (registers land)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
