@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from autopack.caps import check_caps
+from autopack.events import Advised, LlmCalls
 from autopack.failures import Failure
 from autopack.hardening import Evidence, diagnose
 from autopack.llm.doctor import SYSTEM_PROMPT as DOCTOR_PROMPT
@@ -35,7 +36,8 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
             phase.phase_id, attempt.id)
         store.add_event(run_id, "advice", {"source": f"pattern:{hint.pattern}",
                                            "text": Redactor.from_environ()(hint.hint)}, phase.phase_id, attempt.id)
-        ctx.observer.notify("advice", phase_id=phase.phase_id, source=f"pattern {hint.pattern}")
+        ctx.observer.notify(Advised(run_id=run_id, phase_id=phase.phase_id, attempt=attempt.number,
+                                    source=f"pattern {hint.pattern}"))
         return f"{digest}\n\nDiagnosis (known failure pattern '{hint.pattern}'): {hint.hint}"
     if ctx.doctor is None:
         return digest
@@ -50,11 +52,14 @@ def advise(ctx: Any, phase: Any, spec: Any, attempt: Any, failure: Failure, dige
     diagnosis = ctx.doctor.diagnose(phase_id=phase.phase_id, attempt=attempt.number, phase_goal=spec.goal,
                                     digest=digest)
     store.record_calls(run_id, phase.phase_id, attempt.id, "doctor", diagnosis.calls)
+    if diagnosis.calls:
+        ctx.observer.notify(LlmCalls.of(diagnosis.calls, run_id=run_id, phase_id=phase.phase_id,
+                                        attempt=attempt.number))
     if diagnosis.skipped:
         store.add_event(run_id, "doctor_skipped", {"reason": diagnosis.skipped}, phase.phase_id, attempt.id)
     if not diagnosis.text:
         return digest
     store.add_event(run_id, "advice", {"source": "doctor", "model": ctx.doctor.model,
                                        "text": Redactor.from_environ()(diagnosis.text)}, phase.phase_id, attempt.id)
-    ctx.observer.notify("advice", phase_id=phase.phase_id, source="doctor")
+    ctx.observer.notify(Advised(run_id=run_id, phase_id=phase.phase_id, attempt=attempt.number, source="doctor"))
     return f"{digest}\n\nDiagnosis from a reviewer of the failed attempt:\n{diagnosis.text}"

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from autopack.caps import CostCap, CostCapReached
 from autopack.domain.lifecycle import NEEDS_PLAN_CHANGE, RANK_LABELS, drain_rank
 from autopack.errors import AutopackError, Busy, UsageError
+from autopack.events import Parked, Recovered, RunBusy, RunUnavailable
 
 
 
@@ -206,7 +207,7 @@ class Drainer:
 
     def _park(self, parked: list[tuple[str, str, str]]) -> None:
         for run_id, phase_id, reason in parked:
-            self.observer.notify("parked", phase_id=f"{run_id}/{phase_id}", reason=reason)
+            self.observer.notify(Parked(run_id=run_id, phase_id=phase_id, reason=reason))
 
     def _context(self, run_id: str, executor_id: str) -> Any:
         """The run's context under its lock, kept while consecutive phases come from this run."""
@@ -235,14 +236,14 @@ class Drainer:
                 raise
             skip.add(run_id)
             self.report.busy_runs.append(run_id)
-            self.observer.notify("run_busy", run_id=run_id)
+            self.observer.notify(RunBusy(run_id=run_id))
             return None
         except AutopackError as exc:
             if self.options.run_id:
                 raise
             skip.add(run_id)
             self.report.unavailable_runs[run_id] = str(exc)
-            self.observer.notify("run_unavailable", run_id=run_id, message=str(exc))
+            self.observer.notify(RunUnavailable(run_id=run_id, message=str(exc)))
             return None
         return self._execute(ctx, candidate, executor_id)
 
@@ -289,8 +290,8 @@ class Drainer:
                 continue
             try:
                 for phase_id in self.store.rescue_run(run_id):
-                    self.observer.notify("recovered", phase_id=f"{run_id}/{phase_id}",
-                                         what="expired lease of a dead executor; phase requeued")
+                    self.observer.notify(Recovered(run_id=run_id, phase_id=phase_id,
+                                                   what="expired lease of a dead executor; phase requeued"))
             finally:
                 lock.release()
 
@@ -313,7 +314,7 @@ def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, ob
         stuck = park_stuck(store, park_rule(settings), [claimed.pk])
         if stuck:
             parked = stuck[0][2]
-            observer.notify("parked", phase_id=claimed.phase_id, reason=parked)
+            observer.notify(Parked(run_id=ctx.run.id, phase_id=claimed.phase_id, reason=parked))
     final = store.phase(ctx.run.id, claimed.phase_id)
     reasons = tuple((final.decision or {}).get("reasons", ()))
     return PhaseResult(ctx.run.id, final.phase_id, final.state, final.attempts, final.failure_kind,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from autopack.errors import NoSuchRun, UsageError
+from autopack.events import Recovered, Requeued
 from autopack.lock import Heartbeat, RunLock
 from autopack.plan import PlanSpec, plan_from_dict
 
@@ -267,7 +268,7 @@ def execute(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: ModelC
         if retry_failed:
             requeued = store.requeue_failed(run.id)
             if requeued:
-                observer.notify("requeued", phase_ids=requeued)
+                observer.notify(Requeued(run_id=run.id, phase_ids=tuple(requeued)))
         counts = execute_run(ctx)
     return RunResult(run.id, derive_run_state(counts), counts)
 
@@ -285,7 +286,7 @@ def recover(store: Any, run: Any, workspace: Any, observer: Any) -> None:
                 store.finish_attempt(attempt.id, "complete", commit=head)
                 store.complete_phase(phase.pk, head, attempt.decision)
                 store.add_event(run.id, "reconciled_commit", {"commit": head}, phase.phase_id, attempt.id)
-                observer.notify("recovered", phase_id=phase.phase_id, what=f"commit {head[:10]} recorded")
+                observer.notify(Recovered(run_id=run.id, phase_id=phase.phase_id, what=f"commit {head[:10]} recorded"))
     for phase_id in store.rescue_run(run.id):
-        observer.notify("recovered", phase_id=phase_id, what="abandoned attempt; phase requeued")
+        observer.notify(Recovered(run_id=run.id, phase_id=phase_id, what="abandoned attempt; phase requeued"))
     workspace.reset_clean()

@@ -14,19 +14,20 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 if TYPE_CHECKING:
     from autopack.edits import ApplyStats, EditOp
+    from autopack.events import Event
     from autopack.llm.client import CallRecord
 
 BUILDER_MODES = ("agent", "single")  # run.builder / the `builder` setting
 
 
 class Observer(Protocol):
-    """Receives progress events; the CLI renders them, tests may record them."""
+    """Receives progress events (``autopack.events``); the CLI renders and streams them, tests may record them."""
 
-    def notify(self, event: str, **data: Any) -> None: ...
+    def notify(self, event: Event) -> None: ...
 
 
 class SilentObserver:
-    def notify(self, event: str, **data: Any) -> None:
+    def notify(self, event: Event) -> None:
         pass
 
 

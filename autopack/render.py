@@ -17,6 +17,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from autopack.errors import AutopackError
+from autopack.events import AttemptFailed, Event, EventWriter, LlmCalls, PhaseFinished, Step
 
 STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queued": "dim",
                "executing": "cyan", "ci_running": "cyan", "gate": "cyan", "running": "cyan"}
@@ -241,49 +242,18 @@ class PlainObserver:
     def __init__(self, stream: Any = None):
         self.stream = stream or sys.stdout
 
-    def notify(self, event: str, **data: Any) -> None:
-        line = describe(event, data)
+    def notify(self, event: Event) -> None:
+        line = event.line()
         if line:
             stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             print(f"{stamp} {line}", file=self.stream, flush=True)
 
 
-def describe(event: str, data: dict[str, Any]) -> str | None:
-    """One line for an event, or None for events only the live view shows."""
-    if event == "run_started":
-        return f"run {data['run_id']}: {len(data['phases'])} phases"
-    if event == "attempt_started":
-        return f"{data['phase_id']}: attempt {data['attempt']} (up to {data['max_attempts']} per pass)"
-    if event == "attempt_failed":
-        return f"{data['phase_id']}: attempt {data['attempt']} failed: {data['kind']}: {data['message']}"
-    if event == "phase_finished" and data["state"] == "complete":
-        return f"{data['phase_id']}: complete at {data['commit'][:10]}: {'; '.join(data['reasons'])}"
-    if event == "phase_finished":
-        return f"{data['phase_id']}: failed: {data['kind']}: {data['message']}"
-    if event == "recovered":
-        return f"{data['phase_id']}: recovered: {data['what']}"
-    if event == "parked":
-        return f"{data['phase_id']}: parked: {data['reason']}"
-    if event == "run_busy":
-        return f"run {data['run_id']}: skipped, another executor holds its lock"
-    if event == "run_unavailable":
-        return f"run {data['run_id']}: skipped: {data['message']}"
-    if event == "escalation":
-        return f"{data['phase_id']}: answer cut off; escalating the budget {data['base']} -> {data['new']} tokens"
-    if event == "advice":
-        return f"{data['phase_id']}: next attempt gets a diagnosis ({data['source']})"
-    if event == "requeued":
-        return f"requeued for a new pass: {', '.join(data['phase_ids'])}"
-    if event == "run_finished":
-        return f"run {data['run_id']} finished: " + ", ".join(f"{n} {s}" for s, n in sorted(data["counts"].items()))
-    return None
-
-
 class LiveObserver:
     """On a terminal: a live line (phase, step, attempt, elapsed, tokens, cost) above the log."""
 
-    def __init__(self) -> None:
-        self.console = console()
+    def __init__(self, stderr: bool = False) -> None:
+        self.console = console(stderr)
         self.live = Live(console=self.console, refresh_per_second=4, transient=True)
         self.started = time.monotonic()
         self.phase = self.step = "-"
@@ -298,18 +268,18 @@ class LiveObserver:
     def __exit__(self, *exc: object) -> None:
         self.live.__exit__(*exc)
 
-    def notify(self, event: str, **data: Any) -> None:
-        if event == "step":
-            self.phase, self.step, self.attempt = data["phase_id"], data["step"], data["attempt"]
-        elif event == "llm_call":
-            for call in data["calls"]:
-                self.tokens[0] += call.usage.input_tokens
-                self.tokens[1] += call.usage.output_tokens
-                self.cost += call.cost_usd or 0.0
-        line = describe(event, data)
+    def notify(self, event: Event) -> None:
+        if isinstance(event, Step):
+            self.phase, self.step, self.attempt = event.phase_id or "-", event.step, event.attempt or 0
+        elif isinstance(event, LlmCalls):
+            self.tokens[0] += event.input_tokens
+            self.tokens[1] += event.output_tokens
+            self.cost += event.cost_usd
+        line = event.line()
         if line:
-            style = "red" if "failed" in line.split(":")[1] else "green" if "complete" in line else ""
-            self.console.print(Text(line, style=style) if event in ("phase_finished", "attempt_failed") else line)
+            failed = isinstance(event, AttemptFailed) or (isinstance(event, PhaseFinished) and event.state != "complete")
+            style = "red" if failed else "green" if isinstance(event, PhaseFinished) else ""
+            self.console.print(Text(line, style=style))
         self.live.update(self._status())
 
     def _status(self) -> Text:
@@ -318,9 +288,9 @@ class LiveObserver:
                     f"tokens {self.tokens[0]:,}/{self.tokens[1]:,}  ${self.cost:.4f}", style="cyan")
 
 
-def print_run_summary(status: dict[str, Any]) -> None:
+def print_run_summary(status: dict[str, Any], stderr: bool = False) -> None:
     """The end of `autopack run`: every phase, and for each failed one why."""
-    out = console()
+    out = console(stderr)
     run = status["run"]
     out.print(phase_table(status["phases"]))
     out.print(Text.assemble(f"run {run['id']}: ", _state(run["state"]),
@@ -331,7 +301,7 @@ def print_run_summary(status: dict[str, Any]) -> None:
 
 
 class _Quiet:
-    def notify(self, event: str, **data: Any) -> None:
+    def notify(self, event: Event) -> None:
         pass
 
     def __enter__(self) -> "_Quiet":
@@ -352,17 +322,17 @@ class _PlainContext(PlainObserver):
 class DrainLiveObserver(LiveObserver):
     """On a terminal: phases done, completed, failed, elapsed and cost, above a line per phase."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, stderr: bool = False) -> None:
+        super().__init__(stderr)
         self.completed = self.failed = 0
 
-    def notify(self, event: str, **data: Any) -> None:
-        if event == "phase_finished":
-            if data["state"] == "complete":
+    def notify(self, event: Event) -> None:
+        if isinstance(event, PhaseFinished):
+            if event.state == "complete":
                 self.completed += 1
             else:
                 self.failed += 1
-        super().notify(event, **data)
+        super().notify(event)
 
     def _status(self) -> Text:
         line = super()._status()
@@ -370,16 +340,28 @@ class DrainLiveObserver(LiveObserver):
         return line
 
 
-def run_observer() -> Any:
+def _observer(live: type[LiveObserver], quiet: bool, events: Any) -> Any:
+    """The progress view, behind the JSON Lines writer when ``events`` (a stream) is given.
+
+    With the stream on stdout (``--events -``) the view goes to stderr, so stdout is JSON only."""
+    to_stderr = events is sys.stdout
+    view: Any = _Quiet()
+    if not quiet:
+        if (sys.stderr if to_stderr else sys.stdout).isatty():
+            view = live(stderr=to_stderr)
+        else:
+            view = _PlainContext(sys.stderr if to_stderr else None)
+    return EventWriter(events, view) if events is not None else view
+
+
+def run_observer(events: Any = None) -> Any:
     """`autopack run`'s progress: the live view on a terminal, timestamped lines otherwise."""
-    return LiveObserver() if sys.stdout.isatty() else _PlainContext()
+    return _observer(LiveObserver, False, events)
 
 
-def drain_observer(quiet: bool) -> Any:
+def drain_observer(quiet: bool, events: Any = None) -> Any:
     """The drain's progress: live on a terminal, timestamped lines in logs, nothing with --quiet."""
-    if quiet:
-        return _Quiet()
-    return DrainLiveObserver() if sys.stdout.isatty() else _PlainContext()
+    return _observer(DrainLiveObserver, quiet, events)
 
 
 def print_candidates(candidates: list[Any], shown: int) -> None:
@@ -396,8 +378,8 @@ def print_candidates(candidates: list[Any], shown: int) -> None:
         out.print(f"{len(candidates) - shown:,} more drainable phase(s) after these; `--json` lists them all")
 
 
-def print_drain_summary(summary: dict[str, Any]) -> None:
-    out = console()
+def print_drain_summary(summary: dict[str, Any], stderr: bool = False) -> None:
+    out = console(stderr)
     if summary["phases"]:
         table = Table("run", "phase", "state", "attempts", "why")
         for p in summary["phases"]:

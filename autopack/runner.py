@@ -20,6 +20,8 @@ from autopack.domain.lifecycle import FailureKind
 from autopack.engine.attempt import attempt_ports
 from autopack.engine.reads import collect_files
 from autopack.errors import Interrupted, writing
+from autopack.events import (AttemptFailed, AttemptStarted, CostCapHit, Escalated, PhaseFinished, RunFinished,
+                             RunStarted, Step, TestsRan)
 from autopack.failures import Failure, digest
 from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_failures_to_confirm
 from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
@@ -59,6 +61,7 @@ class RunContext:
     escalation_model: str = ""  # the model ladder's top rung: the last attempt of a pass
     doctor: Doctor | None = None  # None: go without diagnoses
     cost_caps: tuple[CostCap, ...] = ()
+    current: tuple[str, int] | None = None  # (phase id, attempt number) in progress: the ids of its events
 
     @cached_property
     def test(self) -> TestCommand:
@@ -88,7 +91,7 @@ class AttemptOutcome:
 def execute_run(ctx: RunContext) -> dict[str, int]:
     """Claim and execute the run's phases until none is ready; returns phase counts by state."""
     run_id = ctx.run.id
-    ctx.observer.notify("run_started", run_id=run_id, phases=[p.phase_id for p in ctx.store.phases(run_id)])
+    ctx.observer.notify(RunStarted(run_id=run_id, phases=tuple(p.phase_id for p in ctx.store.phases(run_id))))
     ctx.store.skip_blocked(run_id)
     while True:
         phase = ctx.store.claim_next(run_id, ctx.executor_id, ctx.settings.lease_s)
@@ -99,7 +102,7 @@ def execute_run(ctx: RunContext) -> dict[str, int]:
     counts: dict[str, int] = {}
     for phase in ctx.store.phases(run_id):
         counts[phase.state] = counts.get(phase.state, 0) + 1
-    ctx.observer.notify("run_finished", run_id=run_id, counts=counts)
+    ctx.observer.notify(RunFinished(run_id=run_id, counts=counts))
     return counts
 
 
@@ -128,8 +131,8 @@ def execute_phase(ctx: RunContext, phase: Any) -> str:
     failure = outcome.failure
     ctx.store.fail_phase(phase.pk, state="failed", kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=outcome.decision)
-    ctx.observer.notify("phase_finished", phase_id=phase.phase_id, state="failed",
-                        kind=failure.kind, message=failure.message)
+    ctx.observer.notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=outcome.attempt.number,
+                                      state="failed", kind=failure.kind, message=failure.message))
     return "failed"
 
 
@@ -177,7 +180,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
     started = time.monotonic()
     timings = {"builder_ms": 0, "tests_ms": 0}
     notify = ctx.observer.notify
-    notify("attempt_started", phase_id=phase.phase_id, attempt=attempt.number, max_attempts=phase.max_attempts)
+    notify(AttemptStarted(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
+                          max_attempts=phase.max_attempts, model=model))
     try:
         _step(ctx, phase, attempt, "baseline")
         baseline = _baseline(ctx, attempt.id, timings)
@@ -233,8 +237,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         store.save_baseline(tree_sha, ctx.test_command, baseline_id)
         store.finish_attempt(attempt.id, "complete", commit=commit, **_times(started, timings))
         store.complete_phase(phase.pk, commit, decision_dict)
-        notify("phase_finished", phase_id=phase.phase_id, state="complete", commit=commit,
-               reasons=decision.reasons, attempt=attempt.number)
+        notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, state="complete",
+                             commit=commit, reasons=tuple(decision.reasons)))
         return AttemptOutcome(True, decision=decision_dict)
     except GitTampered as exc:
         return _fail(ctx, phase, attempt, started, timings, Failure("git_tampered", str(exc)))
@@ -255,7 +259,7 @@ def _release(ctx: RunContext, phase: Any, outcome: AttemptOutcome | None, exc: C
     else:
         release_claim(ctx.store, phase.pk)
     ctx.store.add_event(ctx.run.id, "cost_cap", {"message": str(exc)}, phase.phase_id)
-    ctx.observer.notify("cost_cap", phase_id=phase.phase_id, message=str(exc))
+    ctx.observer.notify(CostCapHit(run_id=ctx.run.id, phase_id=phase.phase_id, message=str(exc)))
 
 
 def _budget(ctx: RunContext, phase: Any, spec: Any, files: dict[str, str]) -> Any:
@@ -281,13 +285,15 @@ def _record_escalation(ctx: RunContext, phase: Any, attempt: Any, escalation: An
     ctx.store.add_event(ctx.run.id, "escalation", {
         "reason": escalation.reason, "utilisation": round(escalation.utilisation, 4),
         "base": escalation.base, "new": escalation.new}, phase.phase_id, attempt.id)
-    ctx.observer.notify("escalation", phase_id=phase.phase_id, base=escalation.base, new=escalation.new)
+    ctx.observer.notify(Escalated(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
+                                  base=escalation.base, new=escalation.new))
 
 
 def _step(ctx: RunContext, phase: Any, attempt: Any, step: str, state: str | None = None) -> None:
     ctx.store.set_step(phase.pk, attempt.id, step, state)
     ctx.store.update_executor(ctx.executor_id, run_id=ctx.run.id, phase_id=phase.phase_id, step=step)
-    ctx.observer.notify("step", phase_id=phase.phase_id, attempt=attempt.number, step=step)
+    ctx.current = (phase.phase_id, attempt.number)
+    ctx.observer.notify(Step(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, step=step))
 
 
 def _times(started: float, timings: dict[str, int]) -> dict[str, int]:
@@ -325,7 +331,9 @@ def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None
     timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
     test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)
     ctx.workspace.check_seal()
-    ctx.observer.notify("tests", kind=kind, counts=report.counts(), exit_code=report.exit_code)
+    phase_id, number = ctx.current or (None, None)
+    ctx.observer.notify(TestsRan(run_id=ctx.run.id, phase_id=phase_id, attempt=number, kind=kind,
+                                 counts=report.counts(), exit_code=report.exit_code))
     return report, test_run_id
 
 
@@ -349,8 +357,8 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
                              failure_fingerprint=failure.fingerprint, decision=decision,
                              patch_path=str(patch_path) if patch_path else None, **_times(started, timings))
     ctx.store.set_step(phase.pk, None, "failed", state="executing")
-    ctx.observer.notify("attempt_failed", phase_id=phase.phase_id, attempt=attempt.number,
-                        kind=failure.kind, message=failure.message)
+    ctx.observer.notify(AttemptFailed(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
+                                      kind=failure.kind, message=failure.message))
     return AttemptOutcome(False, failure, text or digest(failure, decision), decision, attempt, output_tail, failing)
 
 
@@ -375,5 +383,5 @@ def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timi
                              failure_message=failure.message, **_times(started, timings))
     ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=None)
-    ctx.observer.notify("attempt_failed", phase_id=phase.phase_id, attempt=attempt.number,
-                        kind=failure.kind, message=failure.message)
+    ctx.observer.notify(AttemptFailed(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
+                                      kind=failure.kind, message=failure.message))

@@ -1,4 +1,4 @@
-"""Git worktrees for runs: the only module that imports git (GitPython).
+"""Git worktrees for runs: the only module that imports git (GitPython); ``git_in`` lends its calls out.
 
 Each run works in its own worktree on branch ``autopack/<run-id>``; the user's
 checkout (its HEAD, branch, index and working tree) is never touched. The project
@@ -139,6 +139,11 @@ def _git(
     if check and status != 0:
         raise EnvironmentProblem(f"git {args[0]} failed in {cwd}: {result.error_line}")
     return result
+
+
+def git_in(cwd: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True) -> _GitResult:
+    """A git call in the user's repository with autopack's safe configuration (``autopack.land``)."""
+    return _git(cwd, *args, env=env, check=check)
 
 
 def locate_repo(project_dir: Path) -> RepoLocation:

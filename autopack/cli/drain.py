@@ -12,6 +12,7 @@ import typer
 from autopack.bounds import Bounds
 from autopack.cli import app
 from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
+from autopack.cli.stream import EventsOption, open_events, refuse_events
 from autopack.errors import EXIT_FAILED, EXIT_OK, NoSuchRun, UsageError
 from autopack.text import shown, to_json
 
@@ -36,6 +37,7 @@ def drain(
     as_json: JsonOption = False,
     junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write each drained phase as a JUnit testcase.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
+    events: EventsOption = None,
     db: DbOption = None,
 ) -> None:
     """Execute drainable phases (queued, or failed and not parked) across runs, most urgent first.
@@ -51,6 +53,7 @@ def drain(
     from autopack.store.queries import run_exists
 
     settings = load(db)
+    _check_events(events, as_json, dry_run=dry_run, workers=workers if not run_id else 1)
     options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
                            max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
     store = open_reader(settings.db) if dry_run else open_store(settings.db, create=False)  # a dry run only reads
@@ -69,7 +72,7 @@ def drain(
         if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
             summary = _drain_in_workers(workers, options, settings.db)
         else:
-            observer = render.drain_observer(quiet or as_json)
+            observer = render.drain_observer(quiet or as_json, open_events(events))
             with observer:
                 report = Drainer(store, settings, options, observer).drain()
             summary = report.to_dict()
@@ -77,8 +80,17 @@ def drain(
             from autopack.store.queries import run_status
 
             summary["run"] = {"id": run_id, "state": run_status(store, run_id)["run"]["state"]}
-    code = _finish(summary, as_json, junit_xml, quiet)
+    code = _finish(summary, as_json, junit_xml, quiet, stderr=events == "-")
     raise typer.Exit(code)
+
+
+def _check_events(events: str | None, as_json: bool, *, dry_run: bool = False, workers: int = 1) -> None:
+    if events == "-" and as_json:
+        refuse_events(events, "stdout carries the --json summary; write the events to a file")
+    if dry_run:
+        refuse_events(events, "--dry-run executes nothing")
+    if workers > 1:
+        refuse_events(events, "--workers runs other processes; drain in one process (or per run with --run-id)")
 
 
 def _print_candidates(db: object, settings: object, options: "DrainOptions", as_json: bool, shown: int) -> None:
@@ -95,7 +107,7 @@ def _print_candidates(db: object, settings: object, options: "DrainOptions", as_
         render.print_candidates(candidates, shown=shown)
 
 
-def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -> int:
+def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool, stderr: bool = False) -> int:
     from autopack import render
 
     if junit_xml:
@@ -107,7 +119,7 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool) -
     if as_json:
         print(to_json(summary, indent=2))
     else:
-        render.print_drain_summary(summary)
+        render.print_drain_summary(summary, stderr)
     if summary.get("stop_reason", "").startswith("cost cap"):
         return EXIT_FAILED
     if "run" in summary:
@@ -158,6 +170,7 @@ def drain_one(
     phase_id: Annotated[str, typer.Option("--phase-id", parser=ID, help="The phase to give one pass.")],
     force: Annotated[bool, typer.Option("--force", help="Run a complete phase again.")] = False,
     as_json: JsonOption = False,
+    events: EventsOption = None,
     db: DbOption = None,
 ) -> None:
     """One pass at exactly one phase (a failed phase is requeued). Exit 0 iff it ends complete."""
@@ -166,18 +179,19 @@ def drain_one(
     from autopack.store import open_store
 
     settings = load(db)
+    _check_events(events, as_json)
     store = open_store(settings.db, create=False)
     if store is None:
         raise NoSuchRun(run_id, settings.db)
     with store:
-        observer = render.drain_observer(as_json)
+        observer = render.drain_observer(as_json, open_events(events))
         with observer:
             result = drains.drain_one(store, settings, run_id, phase_id, force=force, observer=observer)
     summary = drains.DrainReport(results=[result], stop_reason="one phase").to_dict()
     if as_json:
         print(to_json(summary, indent=2))
     else:
-        render.print_drain_summary(summary)
+        render.print_drain_summary(summary, stderr=events == "-")
     raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)
 
 

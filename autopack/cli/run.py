@@ -10,6 +10,7 @@ import typer
 
 from autopack.cli import app
 from autopack.cli.options import COST_USD, ID, DbOption, load, number_option
+from autopack.cli.stream import EventsOption, open_events, refuse_events
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
@@ -23,6 +24,7 @@ def run(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Give failed phases a new pass (and unskip their dependents).")] = False,
     max_cost: Annotated[Optional[float], number_option("--max-cost", bounds=COST_USD, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
     record: Annotated[Optional[Path], typer.Option("--record", help="Write every live LLM exchange to this cassette (needs ANTHROPIC_API_KEY).")] = None,
+    events: EventsOption = None,
     db: DbOption = None,
 ) -> None:
     """Carry out PLAN: each phase written by Claude, applied in a worktree, tested and judged.
@@ -47,6 +49,9 @@ def run(
     if queue_only and (cassette or record):
         raise UsageError("--queue-only executes nothing, so --cassette and --record would be ignored; give "
                          "them to the command that executes the run (a drain replays the plan's run.cassette)")
+    if queue_only:
+        refuse_events(events, "--queue-only executes nothing; give --events to the drain that executes the run")
+    stream = open_events(events)  # before anything is recorded: a path that cannot be written changes nothing
     for warning in spec.warnings if spec else ():
         print(f"autopack: warning: {warning}", file=sys.stderr)
 
@@ -75,12 +80,12 @@ def run(
         if queue_only:
             print(f"run {spec.run.id}: {len(spec.phases)} phases recorded as queued in {settings.db}")
             return
-        observer = render.run_observer()
+        observer = render.run_observer(stream)
         with observer:
             result = launch.execute(store, settings, spec, recorded, clients, observer,
                                     retry_failed=retry_failed, max_cost_usd=max_cost)
         from autopack.store.queries import run_status
 
         status = run_status(store, result.run_id)
-    render.print_run_summary(status)
+    render.print_run_summary(status, stderr=stream is sys.stdout)
     raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from autopack.caps import CostCapReached, check_caps
 from autopack.engine.tools import AttemptTools, ToolLimits, tools_for
+from autopack.events import LlmCalls
 from autopack.ports import TranscriptEntry
 from autopack.redact import Redactor
 from autopack.testrun import is_pytest
@@ -41,7 +42,8 @@ class StoreAttemptLog:
             entry = TranscriptEntry(entry.turn, self.redact.value(entry.request), self.redact.value(entry.response),
                                     entry.max_tokens)
         self.ctx.store.record_calls(self.ctx.run.id, self.phase_id, self.attempt_id, "builder", calls, entry)
-        self.ctx.observer.notify("llm_call", phase_id=self.phase_id, calls=tuple(calls))
+        self.ctx.observer.notify(LlmCalls.of(calls, run_id=self.ctx.run.id, phase_id=self.phase_id,
+                                             attempt=(self.ctx.current or (None, None))[1]))
 
 
 def attempt_ports(ctx: RunContext, spec: Any, attempt_id: int,

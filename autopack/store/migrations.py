@@ -88,6 +88,17 @@ def m005_builder_modes_and_transcripts(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_transcript_turns_attempt_id ON transcript_turns (attempt_id)")
 
 
+
+@migration
+def m008_landings(conn: Connection) -> None:
+    """`autopack land`: each landing of a run's branch into its base, or its pull request."""
+    conn.exec_driver_sql(
+        "CREATE TABLE IF NOT EXISTS landings (id INTEGER NOT NULL, run_id VARCHAR NOT NULL, method VARCHAR NOT NULL, "
+        "base_branch VARCHAR NOT NULL, base_before VARCHAR NOT NULL, landed_commit VARCHAR NOT NULL, "
+        "partial BOOLEAN NOT NULL, remote VARCHAR, pr_url VARCHAR, details JSON, created_at DATETIME NOT NULL, "
+        "PRIMARY KEY (id), FOREIGN KEY(run_id) REFERENCES runs (id))")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_landings_run_id ON landings (run_id)")
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

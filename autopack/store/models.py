@@ -295,6 +295,24 @@ class Event(SQLModel, table=True):
     created_at: datetime = _when()
 
 
+class Landing(SQLModel, table=True):
+    """A run's branch brought into its base by `autopack land` (or offered as a pull request)."""
+
+    __tablename__ = "landings"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="runs.id", index=True)
+    method: str  # fast-forward | merge | rebase | pull-request
+    base_branch: str
+    base_before: str  # the base's commit before the landing
+    landed_commit: str  # the base's new head (a pull request: the head pushed)
+    partial: bool = False  # only the run's leading complete phases
+    remote: Optional[str] = None  # where the run branch was pushed
+    pr_url: Optional[str] = None
+    details: Optional[dict] = _json()  # {"phases": [...], "decision": the re-run's verdict (rebase), ...}
+    created_at: datetime = _when()
+
+
 class AppliedMigration(SQLModel, table=True):
     """The `_migrations` table: which named migrations this database has had."""
 
