@@ -90,7 +90,7 @@ def m005_builder_modes_and_transcripts(conn: Connection) -> None:
 
 
 @migration
-def m008_landings(conn: Connection) -> None:
+def m006_landings(conn: Connection) -> None:
     """`autopack land`: each landing of a run's branch into its base, or its pull request."""
     conn.exec_driver_sql(
         "CREATE TABLE IF NOT EXISTS landings (id INTEGER NOT NULL, run_id VARCHAR NOT NULL, method VARCHAR NOT NULL, "
