@@ -61,6 +61,18 @@ def open_output(path: Path | str) -> BinaryIO:
     return os.fdopen(descriptor, "wb")
 
 
+def write_text_output(target: str, text: str) -> None:
+    """``text`` (UTF-8) to the file ``target`` (created or replaced, see ``open_output``), or to
+    stdout when ``target`` is ``-``; a file that cannot be written is an OSError."""
+    if target == "-":
+        import sys
+
+        sys.stdout.write(text)
+        return
+    with open_output(target) as out:
+        out.write(text.encode("utf-8"))
+
+
 def _require_regular(info: os.stat_result, path: Path | str) -> None:
     if stat.S_ISREG(info.st_mode):
         return

@@ -33,14 +33,10 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def _write(target: str, text: str) -> None:
-    if target == "-":
-        sys.stdout.write(text)
-        return
-    from autopack.userfiles import open_output
+    from autopack.userfiles import write_text_output
 
     try:
-        with open_output(target) as out:
-            out.write(text.encode("utf-8"))
+        write_text_output(target, text)
     except OSError as exc:
         raise UsageError(f"cannot write {shown(target, quote=False)}: {exc.strerror}") from None
 

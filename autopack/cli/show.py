@@ -71,17 +71,14 @@ def report(
         from autopack.report.html import render_html
 
         text = render_html(story)
-    if output == "-":
-        sys.stdout.write(text)
-        return
-    from autopack.userfiles import open_output
+    from autopack.userfiles import write_text_output
 
     try:
-        with open_output(output) as out:
-            out.write(text.encode("utf-8"))
+        write_text_output(output, text)
     except OSError as exc:
         raise UsageError(f"-o {shown(output, quote=False)}: cannot write the report: {exc.strerror or exc}") from None
-    print(f"wrote {output}", file=sys.stderr)
+    if output != "-":
+        print(f"wrote {output}", file=sys.stderr)
 
 
 def _story(settings: Any, run_id: str, phase_id: str | None, attempt: int | None, transcripts: bool,
