@@ -11,7 +11,8 @@ most likely to fix, and cheapest to try):
   2 missing deliverables, no-op, agent_limit: the builder did not deliver
   3 unusable answers: apply_error, malformed, truncated (a new pass starts from the
     escalated budget)
-  4 rejected by the tests: regression, tests_removed, report_invalid, git_tampered
+  4 rejected by the tests: regression, tests_removed, report_invalid, git_tampered, and the
+    goal-evidence kinds no_goal_evidence, acceptance_failed, tests_weakened, tests_skipped
   5 needs a change to the plan or its cassette first: refusal, context_window,
     cassette_exhausted; then queued phases never attempted
 """
@@ -55,6 +56,10 @@ class FailureKind(StrEnum):
     TESTS_REMOVED = "tests_removed", REJECTED_BY_TESTS
     REPORT_INVALID = "report_invalid", REJECTED_BY_TESTS
     GIT_TAMPERED = "git_tampered", REJECTED_BY_TESTS
+    NO_GOAL_EVIDENCE = "no_goal_evidence", REJECTED_BY_TESTS  # contract 5: no test fails before, passes after
+    ACCEPTANCE_FAILED = "acceptance_failed", REJECTED_BY_TESTS
+    TESTS_WEAKENED = "tests_weakened", REJECTED_BY_TESTS  # a changed test file's base version fails on new code
+    TESTS_SKIPPED = "tests_skipped", REJECTED_BY_TESTS  # a baseline-passing test now skipped
     REFUSAL = "refusal", NEEDS_PLAN_CHANGE
     CONTEXT_WINDOW = "context_window", NEEDS_PLAN_CHANGE, True
     CASSETTE_EXHAUSTED = "cassette_exhausted", NEEDS_PLAN_CHANGE, True
