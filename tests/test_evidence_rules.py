@@ -115,3 +115,21 @@ def test_weakening_wins_over_the_other_rules_and_an_unloadable_base_file_is_weak
                    old=old, newly_skipped=())
     assert [kind for kind, _ in found.problems] == ["tests_weakened", "no_goal_evidence"]
     assert found.data["weakened"][0]["base_version"] == "error"
+
+
+def test_a_run_at_the_base_that_stopped_before_any_test_is_no_evidence() -> None:
+    stopped = TestReport("pytest", 4, False, 1.0, (TestOutcome("build::pytest", "error", None, "usage error",
+                                                               collection_error=True),), "", 0, False, None)
+    found = judged(report(), report(("tests.test_x::t", "passed")), stopped)
+    assert found.data["tests"][0]["before"] == "unknown" and found.failure_kind == "no_goal_evidence"
+    assert "stopped before it could show tests.test_x::t" in found.reasons[0]
+
+
+def test_a_conftest_that_cannot_be_imported_at_the_base_errors_the_tests_below_it() -> None:
+    broken = report(errors=("tests/conftest.py",))
+    found = judged(report(), report(("tests.test_x::t", "passed")), broken,
+                   changes=[Change("A", "tests/test_x.py"), Change("M", "tests/conftest.py")])
+    assert found.data["tests"][0]["before"] == "error" and found.failure_kind is None
+    elsewhere = judged(report(), report(("tests.test_x::t", "passed")), report(errors=("other/conftest.py",)),
+                       changes=[Change("A", "tests/test_x.py"), Change("M", "other/conftest.py")])
+    assert elsewhere.data["tests"][0]["before"] == "unknown"

@@ -121,9 +121,10 @@ def toml_value(value: Any) -> str:
 
 
 def carry_out(root: Path, files: dict[str, str], cases: list[Case], make_git_project, autopack,
-              test_command: str | None = None) -> dict[str, Any]:
-    """Write the project and one plan + cassette per case, commit, run each case; returns per case its
-    phase from ``status --json``, its test-run kinds and the digests its later attempts were given."""
+              test_command: str | None = None, subdir: str = "") -> dict[str, Any]:
+    """Write the repository (``files``; the project is ``subdir`` in it) and one plan + cassette per case,
+    commit, run each case; returns per case its phase from ``status --json``, its test-run kinds and the
+    digests its later attempts were given."""
     project = root / "project"
     for name, text in files.items():
         (project / name).parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,8 @@ def carry_out(root: Path, files: dict[str, str], cases: list[Case], make_git_pro
                 'builder = "single"']
         if test_command:
             plan.append(f"test_command = {toml_value(test_command)}")
+        if subdir:
+            plan.append(f"repo = {toml_value(subdir)}")
         plan += ["", "[[phases]]", 'id = "p"', f'goal = "Case {case.id}"', f"scope = {toml_value(scope)}"]
         plan += [f"{key} = {toml_value(value)}" for key, value in {"max_attempts": 1, **case.phase}.items()]
         (project / f"{case.id}.toml").write_text("\n".join(plan) + "\n")
@@ -179,7 +182,8 @@ def test_a_new_test_that_passes_on_the_old_code_is_no_evidence_and_says_what_ran
     assert found["tests"] == [{"id": "tests.test_more::test_add_zero", "before": "passed", "after": "passed"}]
     assert found["fail_to_pass"] == [] and found["rules"]["f2p"] == "missing"
     [run] = found["runs"]
-    assert run["kind"] == "f2p" and run["select"] == ["tests/test_more.py"] and run["counts"]["passed"] == 1
+    assert run["kind"] == "f2p" and run["select"] == ["--rootdir=.", "tests/test_more.py"]
+    assert run["counts"]["passed"] == 1
     message = python_cases["passes-on-old-code"]["phase"]["last_failure"]["message"]
     assert "no test fails before the phase and passes after" in message and "1 touched test" in message
     assert python_cases["passes-on-old-code"]["kinds"].count("f2p") == 1
@@ -270,6 +274,27 @@ def test_status_stats_count_the_evidence_runs_and_kinds(python_cases, autopack) 
     assert stats["runs"] == {"f2p": 11, "old_tests": 3}
     assert stats["failures"] == {"acceptance_failed": 3, "no_goal_evidence": 1, "tests_skipped": 1,
                                  "tests_weakened": 1}
+
+
+MONOREPO_CASES = [Case("mono-f2p", ({"calc/ops.py": WITH_MUL, "tests/test_mul.py": TEST_MUL},)),
+                  Case("mono-weakened", PYTHON_CASES[3].answers[:1], state="failed", kind="tests_weakened")]
+
+
+def test_a_project_in_a_subdirectory_under_a_pytest_ini_above_it_gets_the_same_rules(
+        tmp_path, make_git_project, autopack) -> None:
+    """pytest's rootdir is the repository root: its report names files app/tests/...; the evidence runs
+    pin that rootdir and select the project's files from the project's directory."""
+    files = {"pytest.ini": "[pytest]\n", **{f"app/{path}": text for path, text in PYTHON_PROJECT.items()
+                                           if path != "pytest.ini"}}
+    results = carry_out(tmp_path, files, MONOREPO_CASES, make_git_project, autopack, "python -m pytest -q", "app")
+    for case in MONOREPO_CASES:
+        phase = results[case.id]["phase"]
+        assert (phase["state"], (phase["last_failure"] or {}).get("kind")) == (case.state, case.kind), phase
+    found = evidence(results, "mono-f2p")
+    assert found["test_files"] == ["tests/test_mul.py"] and found["runs"][0]["select"] == [
+        "--rootdir=..", "tests/test_mul.py"]
+    assert found["tests"] == [{"id": "app.tests.test_mul::test_mul", "before": "error", "after": "passed"}]
+    assert [w["id"] for w in evidence(results, "mono-weakened")["weakened"]] == ["app.tests.test_ops::test_sub"]
 
 
 # --- other toolchains ---------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from autopack.domain.lifecycle import FailureKind
 from autopack.junit import TestOutcome
 
 BROKEN = frozenset({"failed", "error"})
-ABSENT = "absent"  # the test did not exist (or could not be collected) on that tree
+ABSENT = "absent"  # the test did not exist on that tree
+UNKNOWN = "unknown"  # the evidence run stopped before it could show the test either way
 IDS_SHOWN = 5
 # The rules in the order their kinds win when several fire (the first is the decision's failure_kind).
 RULE_ORDER = (FailureKind.TESTS_WEAKENED, FailureKind.TESTS_SKIPPED, FailureKind.ACCEPTANCE_FAILED,
@@ -101,6 +102,7 @@ class Layout:
 
     go_module: str | None = None
     declared: Mapping[str, frozenset[str]] = field(default_factory=dict)  # path -> test functions in it
+    file_prefix: str = ""  # the project's directory in the report's file paths (pytest's rootdir above it)
 
 
 NO_LAYOUT = Layout()
@@ -112,7 +114,7 @@ def belongs_to(outcome: TestOutcome, files: Iterable[str], layout: Layout = NO_L
     else by the id's shape (Go package and function, Java class, Rust test target or module)."""
     files = list(files)
     if outcome.file:
-        return outcome.file.replace("\\", "/").removeprefix("./") in files
+        return project_path(outcome.file, layout.file_prefix) in files
     suite, _, name = outcome.test_id.partition("::")
     for path in files:
         pure = PurePosixPath(path)
@@ -132,6 +134,12 @@ def belongs_to(outcome: TestOutcome, files: Iterable[str], layout: Layout = NO_L
             if suite.endswith(f"({path})") or name.startswith(_rust_module(path) + "::"):
                 return True
     return False
+
+
+def project_path(file: str, prefix: str = "") -> str:
+    """A report's file path relative to the project."""
+    file = file.replace("\\", "/").removeprefix("./")
+    return file.removeprefix(prefix + "/") if prefix else file
 
 
 def _rust_module(path: str) -> str:
@@ -238,10 +246,13 @@ class Evidence:
         return "\n".join(lines)
 
 
-def outcome_on(report: Any | None, test_id: str, file: str | None, layout: Layout = NO_LAYOUT) -> str:
-    """A test's outcome in an evidence run: ``error`` when its file (or build unit) could not be
-    collected there, ``absent`` when the run did not report it; a run that timed out counts the
-    test as failed there (it hung on that code)."""
+def outcome_on(report: Any | None, test_id: str, file: str | None, layout: Layout = NO_LAYOUT,
+               applied: Sequence[str] = ()) -> str:
+    """A test's outcome in an evidence run: ``error`` when its file, directory (a conftest.py) or
+    build unit could not be collected there; a run that timed out counts it as failed there (it
+    hung on that code); ``absent`` when the run ran its file (or, without a file, ran tests) and
+    the test was not among them; ``unknown`` when the run reported nothing that would show it
+    (the runner stopped before any test): no evidence either way."""
     if report is None:
         return ABSENT
     found = report.by_id().get(test_id)
@@ -249,13 +260,29 @@ def outcome_on(report: Any | None, test_id: str, file: str | None, layout: Layou
         return "error" if found.collection_error else found.outcome
     if report.timed_out:
         return "failed"
+    here = project_path(file, layout.file_prefix) if file else None
     probe = TestOutcome(test_id, "passed", file)
     for error in report.outcomes:
-        if error.collection_error and (error.file and file and error.file == file
-                                       or belongs_to(probe, [error.file or ""], layout)
-                                       or _build_unit_holds(error.test_id, test_id)):
+        if not error.collection_error:
+            continue
+        where = project_path(error.file, layout.file_prefix) if error.file else None
+        if (where and here and _covers(where, here)) or (where and belongs_to(probe, [where], layout)) \
+                or _build_unit_holds(error.test_id, test_id) \
+                or (here is None and project_path(error.test_id, layout.file_prefix) in applied):
             return "error"
-    return ABSENT
+    ran = [o for o in report.outcomes if not o.collection_error]
+    if here is not None:
+        ran = [o for o in report.outcomes if o.file and project_path(o.file, layout.file_prefix) == here]
+    return ABSENT if ran else UNKNOWN
+
+
+def _covers(error_file: str, test_file: str) -> bool:
+    """A collection error in ``error_file`` keeps ``test_file`` from running: the same file, or a
+    conftest.py (or directory) above it."""
+    scope = PurePosixPath(error_file.rstrip("/"))
+    if scope.name == "conftest.py":
+        scope = scope.parent
+    return str(scope) in (".", "") or PurePosixPath(test_file) == scope or scope in PurePosixPath(test_file).parents
 
 
 def _build_unit_holds(error_id: str, test_id: str) -> bool:
@@ -277,7 +304,8 @@ def judge(rules: Rules, touched: Touched, baseline: Any, after: Any, fixed: Sequ
         outcome = after_ids.get(test_id)
         if f2p is not None and (outcome is None or belongs_to(outcome, applied, touched.layout)
                                 or test_id in f2p.report.by_id()):
-            return outcome_on(f2p.report, test_id, outcome.file if outcome else None, touched.layout)
+            return outcome_on(f2p.report, test_id, outcome.file if outcome else None, touched.layout,
+                              touched.applied_at_base)
         previous = before_ids.get(test_id)
         if previous is None:
             return ABSENT
@@ -302,6 +330,9 @@ def judge(rules: Rules, touched: Touched, baseline: Any, after: Any, fixed: Sequ
         f"ran {_count(touched_ids, 'touched test')} at the base" if f2p is not None else "no touched test ran"
     if f2p is not None and f2p.report.junit_error is not None and not f2p_ids:
         shown_run += f" (its report was unusable: {f2p.report.junit_error})"
+    unknown = [t["id"] for t in tests if t["before"] == UNKNOWN]
+    if unknown and not f2p_ids:
+        shown_run += f"; the run at the base stopped before it could show {_ids(unknown)} (see its log)"
     if not (f2p_ids or fixed_alone) or still_broken:
         if not (f2p_ids or fixed_alone):
             why = f"no test fails before the phase and passes after ({shown_run})"
@@ -326,6 +357,8 @@ def judge(rules: Rules, touched: Touched, baseline: Any, after: Any, fixed: Sequ
             entry["problem"] = f"{match.outcome} after the phase"
         elif entry["before"] == "passed":
             entry["problem"] = "already passes before the phase, so it proves nothing"
+        elif entry["before"] == UNKNOWN:
+            entry["problem"] = "could not be shown to fail before the phase (the run at the base stopped first)"
         acceptance.append(entry)
         if "problem" in entry:
             problems.setdefault(FailureKind.ACCEPTANCE_FAILED, []).append(f"acceptance test {wanted} {entry['problem']}")
@@ -340,7 +373,8 @@ def judge(rules: Rules, touched: Touched, baseline: Any, after: Any, fixed: Sequ
                 continue
             now = after_ids.get(outcome.test_id)
             if outcome.collection_error:  # the base version cannot even be loaded against the new code
-                if (now is None or not now.collection_error) and (outcome.file in touched.reverted or not outcome.file):
+                if (now is None or not now.collection_error) and (
+                        not outcome.file or project_path(outcome.file, touched.layout.file_prefix) in touched.reverted):
                     weakened.append({"id": outcome.test_id, "base_version": "error", "after": "collected",
                                      "file": outcome.file, "message": outcome.message[:300]})
                 continue
