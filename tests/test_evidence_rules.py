@@ -19,6 +19,7 @@ from autopack.testrun import TestReport
     ("calc/ops_test.go", True), ("calc/testdata/golden.txt", True), ("calc/ops.go", False),
     ("tests/ops.rs", True), ("src/ops.rs", False),
     ("src/test/java/com/x/OpsTest.java", True), ("src/main/java/com/x/Ops.java", False),
+    ("shop/tests.py", True), ("src/main/java/com/x/OpsIT.java", True),
     ("README.md", False), ("docs/testing.md", False),
 ])
 def test_test_files_follow_each_toolchains_naming(path: str, expected: bool) -> None:

@@ -38,10 +38,10 @@ RULE_ORDER = (FailureKind.TESTS_WEAKENED, FailureKind.TESTS_SKIPPED, FailureKind
 
 _TEST_DIRS = frozenset({"tests", "test", "__tests__", "testdata", "spec", "specs"})
 _TEST_NAME = re.compile(
-    r"^(test_.*\.py|.*_test\.py|conftest\.py"  # Python
+    r"^(test_.*\.py|.*_test\.py|tests?\.py|conftest\.py"  # Python (tests.py: Django)
     r"|.*\.(test|spec)\.[cm]?[jt]sx?|test-.*\.[cm]?[jt]s|.*[-_]test\.[cm]?[jt]s"  # Node
     r"|.*_test\.go"  # Go
-    r"|.*Tests?\.(java|kt)|Test.*\.(java|kt))$")  # Java / Kotlin
+    r"|.*(Tests?|IT)\.(java|kt)|Test.*\.(java|kt))$")  # Java / Kotlin (IT: failsafe's integration tests)
 _PYTHON_TEST_MODULE = re.compile(r"^(test_.*|.*_test)\.py$")
 _RUST_INLINE_TESTS = re.compile(r"#\[cfg\(test\)\]")
 
