@@ -32,6 +32,9 @@ class RunRecord:
     overheads_ms: list[int]
     full_suite_runs: int  # baselines, attempt runs and whole-suite re-runs
     reruns: int  # re-runs of failing tests alone
+    evidence_runs: int = 0  # goal evidence: f2p and old_tests runs (the touched test files only)
+    evidence_s: float = 0.0  # their total duration
+    attempt_runs_s: float = 0.0  # the attempts' whole-suite runs' total duration
 
     @property
     def overhead_ms(self) -> float:
@@ -61,11 +64,15 @@ def read_record(db: Path) -> RunRecord:
         overheads = [row[0] for row in conn.execute(
             "SELECT wall_ms - builder_ms - tests_ms FROM attempts WHERE state IN ('complete', 'failed') ORDER BY id")]
         kinds = dict(conn.execute("SELECT kind, count(*) FROM test_runs GROUP BY kind").fetchall())
+        seconds = dict(conn.execute("SELECT kind, sum(duration_s) FROM test_runs GROUP BY kind").fetchall())
     finally:
         conn.close()
     full = ("baseline", "attempt", "rerun_suite", "baseline_rerun_suite")
+    evidence = ("f2p", "old_tests")
     return RunRecord(len(overheads), overheads, sum(kinds.get(kind, 0) for kind in full),
-                     kinds.get("rerun", 0) + kinds.get("baseline_rerun", 0))
+                     kinds.get("rerun", 0) + kinds.get("baseline_rerun", 0),
+                     sum(kinds.get(kind, 0) for kind in evidence), sum(seconds.get(kind) or 0.0 for kind in evidence),
+                     seconds.get("attempt") or 0.0)
 
 
 def example_figures(repeats: int) -> list[Figure]:
@@ -85,4 +92,9 @@ def example_figures(repeats: int) -> list[Figure]:
                EXECUTIONS_LIMIT, {"full_suite_runs_per_run": records[0].full_suite_runs,
                                   "targeted_reruns_per_run": records[0].reruns,
                                   "with_targeted_reruns": statistics.median(with_reruns)}),
+        # Goal evidence's cost as a ratio within each run: its runs' time over the attempts' suite runs' time.
+        Figure("goal-evidence time / attempt suite time (example)",
+               statistics.median(r.evidence_s / r.attempt_runs_s for r in records if r.attempt_runs_s), "ratio",
+               None, {"evidence_runs_per_run": records[0].evidence_runs,
+                      "evidence_runs_per_attempt": records[0].evidence_runs / records[0].attempts}),
     ]

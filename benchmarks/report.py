@@ -18,7 +18,7 @@ class Figure:
 
     name: str
     value: float
-    unit: str  # ms | count | MiB | bytes
+    unit: str  # ms | count | MiB | bytes | ratio
     limit: float | None
     detail: dict[str, Any] = field(default_factory=dict)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,7 @@ def toml_value(value: Any) -> str:
 
 
 def carry_out(root: Path, files: dict[str, str], cases: list[Case], make_git_project, autopack,
-              test_command: str | None = None, subdir: str = "") -> dict[str, Any]:
+              test_command: str | None = None, subdir: str = "", before_run=None) -> dict[str, Any]:
     """Write the repository (``files``; the project is ``subdir`` in it) and one plan + cassette per case,
     commit, run each case; returns per case its phase from ``status --json``, its test-run kinds and the
     digests its later attempts were given."""
@@ -146,6 +147,8 @@ def carry_out(root: Path, files: dict[str, str], cases: list[Case], make_git_pro
     results = {}
     db = project / ".autopack" / "autopack.db"
     for case in cases:
+        if before_run is not None:
+            before_run(project, case)
         done = autopack("run", f"{case.id}.toml", cwd=project, timeout=300)
         assert "Traceback" not in done.stdout + done.stderr, done.stderr
         status = autopack("status", case.id, "--json", cwd=project)
@@ -295,6 +298,25 @@ def test_a_project_in_a_subdirectory_under_a_pytest_ini_above_it_gets_the_same_r
         "--rootdir=..", "tests/test_mul.py"]
     assert found["tests"] == [{"id": "app.tests.test_mul::test_mul", "before": "error", "after": "passed"}]
     assert [w["id"] for w in evidence(results, "mono-weakened")["weakened"]] == ["app.tests.test_ops::test_sub"]
+
+
+def test_the_evidence_worktree_is_repaired_before_use_and_removed_after_the_run(
+        tmp_path, make_git_project, autopack) -> None:
+    """A kill can leave anything at the scratch path: a plain directory with files, here."""
+    def leave_junk(project: Path, case: Case) -> None:
+        junk = project / ".autopack" / "worktrees" / f".evidence-{case.id}"
+        junk.mkdir(parents=True)
+        (junk / "stale.txt").write_text("left by a killed executor")
+
+    cases = [Case("repaired", ({"calc/ops.py": WITH_MUL, "tests/test_mul.py": TEST_MUL},))]
+    results = carry_out(tmp_path, PYTHON_PROJECT, cases, make_git_project, autopack, "python -m pytest -q",
+                        before_run=leave_junk)
+    assert results["repaired"]["phase"]["state"] == "complete"
+    assert evidence(results, "repaired")["fail_to_pass"] == ["tests.test_mul::test_mul"]
+    project = results["_project"]
+    assert not (project / ".autopack" / "worktrees" / ".evidence-repaired").exists()
+    assert ".evidence-" not in subprocess.run(["git", "worktree", "list"], cwd=project, capture_output=True,
+                                              text=True, check=True).stdout
 
 
 # --- other toolchains ---------------------------------------------------------------------------

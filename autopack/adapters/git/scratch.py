@@ -63,8 +63,7 @@ class ScratchTree:
     def checkout(self, tree: str) -> Path:
         """The worktree holding exactly ``tree`` (no untracked files); returns the project root in it."""
         self._ensure()
-        _git(self.path, "clean", "-fd", "--quiet")
-        _git(self.path, "read-tree", "-u", "--reset", tree)
+        _git(self.path, "read-tree", "-u", "--reset", tree)  # overwrites untracked files in its way
         _git(self.path, "clean", "-fd", "--quiet")
         return self.path / self.workspace.subdir if self.workspace.subdir else self.path
 
@@ -81,19 +80,34 @@ class ScratchTree:
             shutil.rmtree(self.path, ignore_errors=True)
             _git(self.workspace.toplevel, "worktree", "prune", check=False)
 
+    def _intact(self) -> bool:
+        """Whether the directory is a worktree of the run's repository, read from the files git
+        keeps (no git call): its ``.git`` file names an admin directory that points back at it and
+        shares the run worktree's common directory."""
+        found, ours = _linked(self.path), _linked(self.workspace.worktree)
+        return found is not None and ours is not None and found[1] == ours[1] \
+            and found[0] == (self.path / ".git").resolve()
+
     def _ensure(self) -> None:
         """Make the worktree usable: reuse it when it is ours and intact, else recreate it."""
         toplevel = self.workspace.toplevel
-        if (self.path / ".git").is_file():
-            mine = _git(self.path, "rev-parse", "--git-common-dir", check=False)
-            common = _git(toplevel, "rev-parse", "--git-common-dir")
-            if mine.status == 0 and _absolute(self.path, mine.stdout) == _absolute(toplevel, common.stdout):
-                return
+        if self._intact():
+            return
         shutil.rmtree(self.path, ignore_errors=True)
         _git(toplevel, "worktree", "prune")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _git(toplevel, "worktree", "add", "--detach", "--quiet", str(self.path), self.workspace.head())
 
 
-def _absolute(cwd: Path, path: str) -> Path:
-    return (cwd / path.strip()).resolve()
+def _linked(worktree: Path) -> tuple[Path, Path] | None:
+    """A linked worktree's (``.git`` file its admin directory points back at, common git directory)."""
+    try:
+        pointer = (worktree / ".git").read_text().strip()
+        if not pointer.startswith("gitdir: "):
+            return None
+        admin = (worktree / pointer.removeprefix("gitdir: ")).resolve()
+        back = Path((admin / "gitdir").read_text().strip()).resolve()
+        common = (admin / (admin / "commondir").read_text().strip()).resolve()
+    except (OSError, ValueError):
+        return None
+    return back, common
