@@ -280,7 +280,9 @@ def test_status_stats_count_the_evidence_runs_and_kinds(python_cases, autopack) 
 
 
 MONOREPO_CASES = [Case("mono-f2p", ({"calc/ops.py": WITH_MUL, "tests/test_mul.py": TEST_MUL},)),
-                  Case("mono-weakened", PYTHON_CASES[3].answers[:1], state="failed", kind="tests_weakened")]
+                  Case("mono-weakened", PYTHON_CASES[3].answers[:1], state="failed", kind="tests_weakened"),
+                  Case("mono-acceptance", ({"calc/ops.py": WITH_MUL, "tests/test_mul.py": TEST_MUL},),
+                       {"acceptance_tests": ["tests/test_mul.py::test_mul"]})]  # named as in the project
 
 
 def test_a_project_in_a_subdirectory_under_a_pytest_ini_above_it_gets_the_same_rules(

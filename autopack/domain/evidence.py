@@ -87,11 +87,12 @@ def node_id(outcome: TestOutcome) -> str | None:
     return pytest_node_id(outcome)
 
 
-def ids_of(outcome: TestOutcome) -> set[str]:
-    """Every name a plan may give this test: its report id and, for pytest, its node id."""
+def ids_of(outcome: TestOutcome, prefix: str = "") -> set[str]:
+    """Every name a plan may give this test: its report id and, for pytest, its node id (also
+    relative to the project when pytest's rootdir lies above it)."""
     names = {outcome.test_id}
     if (nid := node_id(outcome)) is not None:
-        names.add(nid)
+        names |= {nid, project_path(nid, prefix)}
     return names
 
 
@@ -348,7 +349,7 @@ def judge(rules: Rules, touched: Touched, baseline: Any, after: Any, fixed: Sequ
     # acceptance tests
     acceptance = []
     for wanted in rules.acceptance_tests:
-        match = next((o for o in after.outcomes if wanted in ids_of(o)), None)
+        match = next((o for o in after.outcomes if wanted in ids_of(o, touched.layout.file_prefix)), None)
         entry = {"id": wanted, "after": match.outcome if match else ABSENT,
                  "before": before(match.test_id) if match else ABSENT}
         if match is None:
@@ -397,7 +398,7 @@ def judge(rules: Rules, touched: Touched, baseline: Any, after: Any, fixed: Sequ
     # skips
     allowed = set(rules.allow_skip)
     skipped = [test_id for test_id in newly_skipped
-               if not (ids_of(after_ids[test_id]) & allowed if test_id in after_ids else test_id in allowed)]
+               if not (ids_of(after_ids[test_id], touched.layout.file_prefix) & allowed if test_id in after_ids else test_id in allowed)]
     if skipped:
         problems.setdefault(FailureKind.TESTS_SKIPPED, []).append(
             "tests that passed in the baseline are skipped now: " + _ids(skipped)
