@@ -54,6 +54,33 @@ def _patterns(*regexes: str) -> tuple[re.Pattern[str], ...]:
 
 
 PATTERNS: tuple[Pattern, ...] = (
+    # Goal evidence (contract 5): the rule that failed is in the message; first, as the test output is not the cause.
+    Pattern(
+        "tests_weakened", ("message",),
+        _patterns(r"fails on the new code, so the edits made them pass: (?P<subject>[^;]+)"),
+        "The original version of {subject} fails on your code, so your edits to those tests changed what "
+        "they check. Restore their original assertions and change the code until they pass; add new tests "
+        "next to the old ones instead of rewriting them.",
+    ),
+    Pattern(
+        "tests_skipped", ("message",),
+        _patterns(r"tests that passed in the baseline are skipped now: (?P<subject>[^;]+)"),
+        "Tests that passed before your change are skipped now ({subject}). Remove the skip or xfail you "
+        "added and make them pass on the new code.",
+    ),
+    Pattern(
+        "acceptance_failed", ("message",),
+        _patterns(r"acceptance test (?P<subject>\S+) (?P<problem>[^;]+)"),
+        "The plan's acceptance test {subject} {problem}. It must exist with exactly that id, fail (or not "
+        "exist) before your change and pass after it.",
+    ),
+    Pattern(
+        "no_goal_evidence", ("message",),
+        _patterns(r"(?P<subject>no test fails before the phase and passes after)",
+                  r"(?P<subject>touched tests fail on the new code): (?P<tests>[^;]+)"),
+        "Nothing shows the goal was reached ({subject}). Add a test that exercises the new behaviour "
+        "and fails on the code as it was before your change, and make every test you added or changed pass.",
+    ),
     Pattern(
         "test_timeout", ("message", "failures", "kind"),
         _patterns(r"(?P<subject>timed out after [^;\n]*)", r"\b(?P<subject>Timeout)\b", r"^(?P<subject>timeout)$"),

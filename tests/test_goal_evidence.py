@@ -270,6 +270,26 @@ def test_evidence_that_is_not_required_is_still_recorded_and_shown(python_cases)
     assert "f2p: none (not required)" in python_cases["not-required"]["stdout"]
 
 
+@pytest.mark.parametrize("case_id", ["passes-on-old-code", "skipped", "acceptance-missing",
+                                     "acceptance-still-failing", "acceptance-passes-before"])
+def test_each_failed_rule_has_its_hint_for_the_next_attempt(python_cases, case_id) -> None:
+    """The deterministic patterns recognise the real failure messages (no doctor call needed)."""
+    from autopack.hardening import Evidence, diagnose
+
+    failure = python_cases[case_id]["phase"]["last_failure"]
+    hint = diagnose(Evidence(kind=failure["kind"], message=failure["message"]))
+    assert hint is not None and hint.pattern == failure["kind"], failure
+
+
+def test_the_weakened_attempts_hint_names_the_test_and_says_to_restore_it(python_cases) -> None:
+    db = python_cases["_project"] / ".autopack" / "autopack.db"
+    [(data,)] = rows(db, "SELECT data FROM events WHERE run_id = 'weakened' AND kind = 'advice'")
+    advice = json.loads(data)
+    assert advice["source"] == "pattern:tests_weakened" and "tests.test_ops::test_sub" in advice["text"], advice
+    assert "Restore their original assertions" in advice["text"]
+    assert "Restore their original assertions" in python_cases["weakened"]["digests"][0]
+
+
 def test_status_stats_count_the_evidence_runs_and_kinds(python_cases, autopack) -> None:
     done = autopack("status", "--stats", "--json", cwd=python_cases["_project"])
     assert done.returncode == 0, done.stderr

@@ -217,6 +217,7 @@ def test_every_pattern_is_named_once_and_has_a_hint_that_uses_its_match():
     names = [pattern.name for pattern in PATTERNS]
     assert sorted(names) == sorted(set(names)) == sorted([
         "missing_python_module", "missing_node_module", "wrong_working_directory", "no_tests_collected",
-        "scope_violation", "permission_error", "syntax_error", "test_timeout"])
+        "scope_violation", "permission_error", "syntax_error", "test_timeout",
+        "tests_weakened", "tests_skipped", "acceptance_failed", "no_goal_evidence"])  # the last four: test_goal_evidence
     for pattern in PATTERNS:
         assert "{subject}" in pattern.hint or "{match}" in pattern.hint, pattern.name
