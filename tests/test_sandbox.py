@@ -1,0 +1,356 @@
+"""sandbox = "bwrap": test commands under a real bubblewrap, in a real checkout, worktree and state directory.
+
+Each confinement test runs a probe test suite through ``run_tests`` and checks what it could do;
+where the claim is "the sandbox prevents it", the same probe is also run unconfined to show that
+it would have succeeded there. Where bwrap cannot build a sandbox these tests skip with the reason
+(and fail under AUTOPACK_CI=1, whose .ci/run installs bubblewrap).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+from autopack.errors import ConfigError, PlanError
+from autopack.sandbox import Sandbox, SandboxUnavailable, effective_mode, explain, preflight
+from autopack.testrun import run_tests
+from conftest import git, rows
+
+PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
+SECRET = "sk-ant-api03-sandbox-probe-secret"
+
+
+def usable_bwrap() -> str:
+    """bwrap's path; skip (fail under AUTOPACK_CI=1) where it cannot build a sandbox here."""
+    try:
+        return preflight()
+    except SandboxUnavailable as exc:
+        if os.environ.get("AUTOPACK_CI") == "1":
+            pytest.fail(f"AUTOPACK_CI=1 requires the sandbox tests (.ci/run installs bubblewrap): {exc}")
+        pytest.skip(str(exc))
+
+
+class Layout:
+    """A user's checkout with autopack's state directory in it and a run's worktree in that (the defaults)."""
+
+    def __init__(self, root: Path):
+        self.checkout = root / "repo"
+        self.checkout.mkdir()
+        (self.checkout / "README.md").write_text("the user's checkout\n")
+        git(self.checkout, "init", "-q", "-b", "main")
+        git(self.checkout, "add", "-A")
+        git(self.checkout, "commit", "-q", "-m", "initial")
+        self.state = self.checkout / ".autopack"
+        self.state.mkdir()
+        (self.state / "autopack.db").write_bytes(b"SQLite format 3\0")
+        self.worktree = self.state / "worktrees" / "r"
+        git(self.checkout, "worktree", "add", "-q", "-b", "autopack/r", str(self.worktree))
+        self.artifacts = self.state / "runs" / "r"
+
+    def sandbox(self, **options) -> Sandbox:
+        return Sandbox(bwrap=usable_bwrap(), hidden=(self.state,), **options)
+
+    def suite(self, probe: str, sandbox: Sandbox | None, command: str = PYTEST, **options):
+        (self.worktree / "test_probe.py").write_text(textwrap.dedent(probe))
+        return run_tests(command, self.worktree, timeout_s=options.pop("timeout_s", 120),
+                         log_path=self.artifacts / "logs" / "probe.log",
+                         junit_path=self.artifacts / "junit" / "probe.xml", sandbox=sandbox, **options)
+
+
+@pytest.fixture
+def layout(tmp_path) -> Layout:
+    return Layout(tmp_path)
+
+
+def outcomes(report) -> dict[str, str]:
+    return {outcome.test_id.rpartition("::")[2]: outcome.outcome for outcome in report.outcomes}
+
+
+def messages(report) -> str:
+    return " | ".join(outcome.message or "" for outcome in report.outcomes)
+
+
+def test_a_server_listening_on_localhost_cannot_be_reached(layout):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        probe = f"""
+            import socket
+
+            def test_connect():
+                socket.create_connection(("127.0.0.1", {port}), timeout=10).close()
+            """
+        confined = layout.suite(probe, layout.sandbox())
+        assert outcomes(confined) == {"test_connect": "failed"}, confined.output_tail
+        assert "ConnectionRefusedError" in messages(confined) or "Network is unreachable" in messages(confined)
+        assert outcomes(layout.suite(probe, None)) == {"test_connect": "passed"}
+        networked = layout.suite(probe, layout.sandbox(network=True))  # sandbox_network = true
+        assert outcomes(networked) == {"test_connect": "passed"}, networked.output_tail
+
+
+def test_writes_outside_the_worktree_fail_and_change_nothing(layout, tmp_path):
+    ssh_probe = Path.home() / ".ssh" / f"autopack-probe-{uuid.uuid4().hex}"  # the REAL home: the sandbox hides it
+    targets = {"ssh": ssh_probe, "checkout": layout.checkout / "README.md", "new_in_checkout": layout.checkout / "x",
+               "state": layout.state / "autopack.db", "new_in_state": layout.state / "x",
+               "git": layout.checkout / ".git" / "config"}
+    probe = f"""
+        import errno, os, pytest
+
+        TARGETS = {json.dumps({name: str(path) for name, path in targets.items()})}
+
+        @pytest.mark.parametrize("name", sorted(TARGETS))
+        def test_write(name):
+            path = TARGETS[name]
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a") as handle:
+                handle.write("written by the suite")
+
+        def test_the_state_directory_is_empty():
+            assert sorted(os.listdir({str(layout.state)!r})) == ["runs", "worktrees"]  # mount points only
+
+        def test_the_worktree_is_writable():
+            with open("made-by-the-suite", "w") as handle:
+                handle.write("ok")
+        """
+    before = snapshot(tmp_path, layout)
+    try:
+        report = layout.suite(probe, layout.sandbox())
+        results = outcomes(report)
+        assert results.pop("test_the_worktree_is_writable") == "passed", report.output_tail
+        assert results.pop("test_the_state_directory_is_empty") == "passed", messages(report)
+        assert set(results.values()) == {"failed"}, messages(report)
+        for outcome in report.outcomes:
+            if "test_write" in outcome.test_id:
+                assert "Read-only file system" in outcome.message or "Permission denied" in outcome.message, outcome
+        assert (layout.worktree / "made-by-the-suite").read_text() == "ok"
+        assert not ssh_probe.exists()
+        assert snapshot(tmp_path, layout) == before
+    finally:
+        ssh_probe.unlink(missing_ok=True)
+
+
+def snapshot(root: Path, layout: Layout) -> dict[str, bytes]:
+    """Every file under ``root`` but the worktree and the run's reports, with its content."""
+    skip = (layout.worktree, layout.artifacts)
+    return {str(path): path.read_bytes() for path in sorted(root.rglob("*"))
+            if path.is_file() and not any(path.is_relative_to(s) for s in skip)}
+
+
+def test_the_suite_sees_no_api_key_anywhere(layout, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    probe = f"""
+        import os
+
+        def test_no_key():
+            assert "ANTHROPIC_API_KEY" not in os.environ
+            found = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{{pid}}/environ", "rb") as environ:
+                        if {SECRET.encode()!r} in environ.read():
+                            found.append(pid)
+                except OSError:
+                    pass
+            assert not found, f"the key is in the environment of processes {{found}}"
+        """
+    # A process started with the key, as autopack itself is: unconfined, the suite finds it through /proc.
+    holder = subprocess.Popen(["sleep", "120"], env={**os.environ, "ANTHROPIC_API_KEY": SECRET})
+    try:
+        assert outcomes(layout.suite(probe, layout.sandbox())) == {"test_no_key": "passed"}
+        assert outcomes(layout.suite(probe, None)) == {"test_no_key": "failed"}
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_grandchildren_die_on_timeout(layout):
+    marker = f"{uuid.uuid4().int % 10**6}.25"
+    command = f"setsid sh -c 'sleep {marker}' & (sh -c 'sleep {marker}' &) ; touch started; sleep 600"
+    report = layout.suite("", layout.sandbox(), command=command, timeout_s=3)
+    assert report.timed_out and (layout.worktree / "started").exists()
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and marker in _cmdline(pid)]
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_the_interpreter_under_the_real_home_is_bound_back(layout):
+    """The running Python (here pyenv's, under $HOME) runs inside although $HOME is an empty tmpfs."""
+    home = Path.home()
+    probe = f"""
+        import os, sys
+
+        def test_interpreter():
+            assert sys.base_prefix == {sys.base_prefix!r}
+            assert os.path.realpath(os.path.expanduser("~")) == {str(home.resolve())!r}
+            visible = set(os.listdir({str(home)!r}))
+            assert not visible & set({sorted(_private(home))!r}), visible
+        """
+    report = layout.suite(probe, layout.sandbox(), env={**os.environ, "HOME": str(home)})
+    assert outcomes(report) == {"test_interpreter": "passed"}, report.output_tail + messages(report)
+
+
+def _private(home: Path) -> set[str]:
+    """Files in the real home that are no toolchain's: the sandbox must hide them."""
+    return {path.name for path in home.iterdir() if path.is_file()}
+
+
+def test_sandbox_writable_and_readable_paths(layout, tmp_path):
+    cache, notes = tmp_path / "cache", tmp_path / "notes.txt"
+    cache.mkdir()
+    notes.write_text("readable")
+    probe = f"""
+        def test_cache():
+            with open({str(cache / "entry")!r}, "w") as handle:
+                handle.write("cached")
+
+        def test_notes():
+            assert open({str(notes)!r}).read() == "readable"
+        """
+    assert outcomes(layout.suite(probe, layout.sandbox())) == {"test_cache": "failed", "test_notes": "failed"}
+    report = layout.suite(probe, layout.sandbox(writable=(cache,), readable=(notes,)))
+    assert outcomes(report) == {"test_cache": "passed", "test_notes": "passed"}
+    assert (cache / "entry").read_text() == "cached"
+
+
+# -- when bwrap cannot build the sandbox --------------------------------------------------------
+
+
+def fake_bwrap(directory: Path, message: str) -> Path:
+    path = directory / "bwrap"
+    path.write_text(f"#!/bin/sh\necho {shlex.quote(message)} >&2\nexit 1\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("message, cause", [
+    ("bwrap: Creating new namespace failed: No space left on device", "user namespaces are unavailable"),
+    ("bwrap: No permissions to creating new namespace, likely because the kernel does not allow non-privileged "
+     "user namespaces.", "user namespaces are unavailable"),
+    ("bwrap: Can't mount proc on /newroot/proc: Operation not permitted", "forbids mounting /proc"),
+    ("bwrap: something new", "bwrap cannot build the sandbox"),
+])
+def test_a_refusal_becomes_one_line_with_cause_and_fix(tmp_path, message, cause):
+    with pytest.raises(SandboxUnavailable) as raised:
+        preflight(str(fake_bwrap(tmp_path, message)))
+    text = str(raised.value)
+    assert cause in text and message in text and 'sandbox = "none"' in text and "\n" not in text
+    assert raised.value.exit_code == 4
+    assert cause in explain(message)
+
+
+def test_no_bwrap_names_the_executable_and_how_to_install_it(tmp_path):
+    with pytest.raises(SandboxUnavailable, match="no bubblewrap executable '.*/nope/bwrap'.*apt-get install bubblewrap"):
+        preflight(str(tmp_path / "nope" / "bwrap"))
+
+
+def test_a_plan_tightens_the_setting_and_never_loosens_it():
+    assert effective_mode("none", None) == "none"
+    assert effective_mode("none", "bwrap") == "bwrap"
+    assert effective_mode("bwrap", "none") == "bwrap"
+    assert effective_mode("bwrap", None) == "bwrap"
+
+
+def test_bad_sandbox_values_name_the_file_and_key(tmp_path):
+    from autopack.config import load_settings
+    from autopack.plan import plan_from_dict
+    from autopack.sandbox import sandbox_for
+
+    (tmp_path / "autopack.toml").write_text('sandbox = "docker"\n')
+    with pytest.raises(ConfigError, match=r"autopack.toml: sandbox: 'docker' is not one of none, bwrap"):
+        load_settings(tmp_path, environ={})
+    (tmp_path / "autopack.toml").write_text('sandbox = "bwrap"\nsandbox_writable = ["cache"]\n')
+    settings = load_settings(tmp_path, environ={})
+    with pytest.raises(ConfigError, match="sandbox_writable: 'cache' is not an absolute path"):
+        sandbox_for(settings, None, tmp_path)
+    with pytest.raises(ConfigError, match="AUTOPACK_SANDBOX_NETWORK: 'maybe' is not a boolean"):
+        load_settings(tmp_path, environ={"AUTOPACK_SANDBOX_NETWORK": "maybe"})
+    plan = {"run": {"id": "r", "goal": "g", "sandbox": "jail"}, "phases": [{"id": "p", "goal": "g"}]}
+    with pytest.raises(PlanError, match=r"plan.toml: run.sandbox: 'jail' is not one of none, bwrap"):
+        plan_from_dict(plan, tmp_path / "plan.toml")
+
+
+# -- the example through the CLI ------------------------------------------------------------------
+
+
+def decisions(autopack, project: Path) -> list[tuple]:
+    done = autopack("status", "calc-demo", "--json", cwd=project)
+    assert done.returncode == 0, done.stderr
+    return [(p["id"], p["state"], p["attempts"], p["decision"]["verdict"], p["decision"]["reasons"],
+             p["decision"]["delta"]) for p in json.loads(done.stdout)["phases"]]
+
+
+def logging_bwrap(directory: Path, real: str) -> Path:
+    """A bwrap that notes each call (one line) and execs the real one."""
+    directory.mkdir()
+    path = directory / "bwrap"
+    path.write_text(f'#!/bin/sh\necho "$*" >> {shlex.quote(str(directory / "calls"))}\nexec {shlex.quote(real)} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_the_example_completes_sandboxed_with_the_same_decisions(tmp_path, make_calc_project, autopack, base_env):
+    real = usable_bwrap()
+    plain = make_calc_project(tmp_path / "plain")
+    done = autopack("run", "plan.toml", cwd=plain)
+    assert done.returncode == 0, done.stderr
+    boxed = make_calc_project(tmp_path / "boxed")
+    wrapper = logging_bwrap(tmp_path / "wrapper", real)
+    done = autopack("run", "plan.toml", "--sandbox", "bwrap", cwd=boxed,
+                    env={**base_env, "AUTOPACK_SANDBOX_BWRAP": str(wrapper)})
+    assert done.returncode == 0, done.stderr
+    assert decisions(autopack, boxed) == decisions(autopack, plain)
+    calls = (wrapper.parent / "calls").read_text().splitlines()
+    [test_runs] = rows(boxed / ".autopack" / "autopack.db", "SELECT count(*) FROM test_runs")[0]
+    suites = [call for call in calls if "--bind" in call]
+    assert len(suites) == test_runs > 0 and len(calls) == len(suites) + 1  # and the preflight, once
+    assert all("--unshare-all" in call and "/bin/sh -c" in call for call in suites)
+
+
+@pytest.mark.parametrize("how", ["flag", "plan", "plan says none"])
+def test_without_a_usable_bwrap_nothing_is_recorded(tmp_path, calc_project, autopack, base_env, how):
+    plan = calc_project / "plan.toml"
+    args = ["run", "plan.toml"]
+    if how == "flag":
+        args += ["--sandbox", "bwrap"]
+    else:
+        text = plan.read_text().replace("[run]\n", f'[run]\nsandbox = "{"bwrap" if how == "plan" else "none"}"\n', 1)
+        assert text != plan.read_text()
+        plan.write_text(text)
+        git(calc_project, "commit", "-qam", "sandbox key")
+    env = {**base_env, "AUTOPACK_SANDBOX_BWRAP": str(tmp_path / "missing" / "bwrap")}
+    if how == "plan says none":
+        env["AUTOPACK_SANDBOX"] = "bwrap"
+    done = autopack(*args, cwd=calc_project, env=env)
+    assert done.returncode == 4, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith('autopack: error: sandbox = "bwrap": no bubblewrap executable') and "install" in line
+    assert not (calc_project / ".autopack").exists()
+    assert git(calc_project, "branch", "--list", "autopack/*") == ""
+
+
+def test_drain_without_a_usable_bwrap_claims_nothing(tmp_path, calc_project, autopack, base_env):
+    done = autopack("run", "plan.toml", "--queue-only", cwd=calc_project)
+    assert done.returncode == 0, done.stderr
+    db = calc_project / ".autopack" / "autopack.db"
+    before = db.read_bytes()
+    bwrap = fake_bwrap(tmp_path, "bwrap: Creating new namespace failed: No space left on device")
+    for command in (["drain"], ["drain-one", "--run-id", "calc-demo", "--phase-id", "add-power"]):
+        done = autopack(*command, "--sandbox", "bwrap", cwd=calc_project,
+                        env={**base_env, "AUTOPACK_SANDBOX_BWRAP": str(bwrap)})
+        assert done.returncode == 4, done.stdout + done.stderr
+        [line] = done.stderr.splitlines()
+        assert "user namespaces are unavailable" in line and "No space left on device" in line
+        assert db.read_bytes() == before  # no executor registered, nothing claimed
