@@ -100,7 +100,8 @@ def test_writes_outside_the_worktree_fail_and_change_nothing(layout, tmp_path):
     ssh_probe = Path.home() / ".ssh" / f"autopack-probe-{uuid.uuid4().hex}"  # the REAL home: the sandbox hides it
     targets = {"ssh": ssh_probe, "checkout": layout.checkout / "README.md", "new_in_checkout": layout.checkout / "x",
                "state": layout.state / "autopack.db", "new_in_state": layout.state / "x",
-               "git": layout.checkout / ".git" / "config"}
+               "git": layout.checkout / ".git" / "config", "worktree_git_file": layout.worktree / ".git",
+               "worktree_index": layout.checkout / ".git" / "worktrees" / "r" / "index"}
     probe = f"""
         import errno, os, pytest
 
