@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 from autopack.errors import ConfigError, PlanError
 from autopack.sandbox import Sandbox, SandboxUnavailable, effective_mode, explain, preflight
 from autopack.testrun import run_tests
-from conftest import git, rows
+from conftest import EXAMPLE, git, rows
 
 PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"
 SECRET = "sk-ant-api03-sandbox-probe-secret"
@@ -286,8 +287,8 @@ def test_bad_sandbox_values_name_the_file_and_key(tmp_path):
 # -- the example through the CLI ------------------------------------------------------------------
 
 
-def decisions(autopack, project: Path) -> list[tuple]:
-    done = autopack("status", "calc-demo", "--json", cwd=project)
+def decisions(autopack, project: Path, run_id: str = "calc-demo") -> list[tuple]:
+    done = autopack("status", run_id, "--json", cwd=project)
     assert done.returncode == 0, done.stderr
     return [(p["id"], p["state"], p["attempts"], p["decision"]["verdict"], p["decision"]["reasons"],
              p["decision"]["delta"]) for p in json.loads(done.stdout)["phases"]]
@@ -318,6 +319,36 @@ def test_the_example_completes_sandboxed_with_the_same_decisions(tmp_path, make_
     suites = [call for call in calls if "--bind" in call]
     assert len(suites) == test_runs > 0 and len(calls) == len(suites) + 1  # and the preflight, once
     assert all("--unshare-all" in call and "/bin/sh -c" in call for call in suites)
+
+
+def test_the_agents_run_tests_runs_in_the_sandbox(tmp_path, make_git_project, autopack, base_env):
+    real = usable_bwrap()
+    runs = {}
+    for mode in ("none", "bwrap"):
+        project = tmp_path / mode / "inventory"
+        shutil.copytree(EXAMPLE.parent / "inventory", project, ignore=shutil.ignore_patterns("__pycache__"))
+        make_git_project(project)
+        wrapper = logging_bwrap(tmp_path / f"wrapper-{mode}", real)
+        done = autopack("run", "plan.toml", "--sandbox", mode, cwd=project,
+                        env={**base_env, "AUTOPACK_SANDBOX_BWRAP": str(wrapper)})
+        assert done.returncode == 0, done.stderr
+        kinds = [kind for (kind,) in rows(project / ".autopack" / "autopack.db",
+                                          "SELECT kind FROM test_runs ORDER BY id")]
+        calls = wrapper.parent / "calls"
+        suites = [c for c in calls.read_text().splitlines() if "/bin/sh -c" in c] if calls.exists() else []
+        runs[mode] = (decisions(autopack, project, "inventory-demo"), kinds, len(suites))
+    assert "agent" in runs["bwrap"][1]  # the agent called run_tests
+    assert runs["bwrap"][:2] == runs["none"][:2]
+    assert (runs["none"][2], runs["bwrap"][2]) == (0, len(runs["bwrap"][1]))
+
+
+def test_output_caps_hold_inside(layout):
+    command = "yes 0123456789 | head -c 300000; echo done"
+    report = layout.suite("", layout.sandbox(), command=command, output_cap_bytes=1000)
+    assert report.output_truncated and report.output_bytes == 300005 and report.exit_code == 0
+    assert report.output_tail.endswith("done\n")
+    log = (layout.artifacts / "logs" / "probe.log").read_bytes()
+    assert log.startswith(b"0123456789\n") and len(log) < 1200 and b"output truncated after 1000 bytes" in log
 
 
 @pytest.mark.parametrize("how", ["flag", "plan", "plan says none"])
