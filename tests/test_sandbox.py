@@ -386,3 +386,19 @@ def test_drain_without_a_usable_bwrap_claims_nothing(tmp_path, calc_project, aut
         [line] = done.stderr.splitlines()
         assert "user namespaces are unavailable" in line and "No space left on device" in line
         assert db.read_bytes() == before  # no executor registered, nothing claimed
+
+
+def test_a_drain_does_not_enter_a_run_whose_plan_needs_a_sandbox_it_cannot_build(tmp_path, calc_project, autopack,
+                                                                                  base_env):
+    plan = calc_project / "plan.toml"
+    plan.write_text(plan.read_text().replace("[run]\n", '[run]\nsandbox = "bwrap"\n', 1))
+    done = autopack("run", "plan.toml", "--queue-only", cwd=calc_project)
+    assert done.returncode == 0, done.stderr
+    env = {**base_env, "AUTOPACK_SANDBOX_BWRAP": str(tmp_path / "missing" / "bwrap")}
+    done = autopack("drain", "--json", cwd=calc_project, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["processed"] == 0 and "no bubblewrap executable" in summary["unavailable_runs"]["calc-demo"]
+    db = calc_project / ".autopack" / "autopack.db"
+    assert rows(db, "SELECT DISTINCT state FROM phases") == [("queued",)]
+    assert rows(db, "SELECT count(*) FROM attempts") == [(0,)]
