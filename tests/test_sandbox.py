@@ -402,3 +402,15 @@ def test_a_drain_does_not_enter_a_run_whose_plan_needs_a_sandbox_it_cannot_build
     db = calc_project / ".autopack" / "autopack.db"
     assert rows(db, "SELECT DISTINCT state FROM phases") == [("queued",)]
     assert rows(db, "SELECT count(*) FROM attempts") == [(0,)]
+
+
+def test_a_recorded_run_may_be_given_run_sandbox(tmp_path):
+    from autopack.plan import plan_from_dict
+    from autopack.replan import changed_phases
+
+    raw = {"run": {"id": "r", "goal": "g"}, "phases": [{"id": "p", "goal": "g"}]}
+    recorded = plan_from_dict(raw, tmp_path / "plan.toml")
+    tightened = plan_from_dict({**raw, "run": {**raw["run"], "sandbox": "bwrap"}}, tmp_path / "plan.toml")
+    assert tightened.run.sandbox == "bwrap" and recorded.to_dict()["run"].get("sandbox") is None
+    assert recorded.content_hash() != tightened.content_hash()
+    assert changed_phases(recorded.to_dict(), tightened, complete={"p"}) == []
