@@ -91,6 +91,8 @@ class Sandbox:
             args += ["--bind-try", str(path), str(path)]
         for path in hidden:
             args += ["--remount-ro", str(path)]
+        if (top / ".git").is_file():  # else the suite could point autopack's own git calls at a config of its own
+            git_dirs.append(top / ".git")
         for path in git_dirs:  # last: whatever else is writable, git's own files are not
             args += ["--ro-bind", str(path), str(path)]
         args += list(NAMESPACES)

@@ -414,3 +414,31 @@ def test_a_recorded_run_may_be_given_run_sandbox(tmp_path):
     assert tightened.run.sandbox == "bwrap" and recorded.to_dict()["run"].get("sandbox") is None
     assert recorded.content_hash() != tightened.content_hash()
     assert changed_phases(recorded.to_dict(), tightened, complete={"p"}) == []
+
+
+def test_the_sandbox_dies_with_a_sigkilled_autopack(layout):
+    """No orphan rescue needed: bwrap's --die-with-parent takes every process of the sandbox down."""
+    import signal
+    import time
+
+    marker = f"{uuid.uuid4().int % 10**6}.75"
+    command = f"setsid sh -c 'sleep {marker}' & touch started; sleep {marker}"
+    sandbox = layout.sandbox()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            layout.suite("", sandbox, command=command)
+        finally:
+            os._exit(1)
+    deadline = time.monotonic() + 60
+    while not (layout.worktree / "started").exists():
+        assert time.monotonic() < deadline, "the suite did not start"
+        time.sleep(0.05)
+    assert [p for p in os.listdir("/proc") if p.isdigit() and marker in _cmdline(p)]
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 10
+    while (left := [p for p in os.listdir("/proc") if p.isdigit() and marker in _cmdline(p)]):
+        assert time.monotonic() < deadline, f"still running after autopack was killed: {left}"
+        time.sleep(0.05)
