@@ -23,6 +23,7 @@ from autopack.userfiles import NotARegularFile, read_regular, require_regular_or
 
 CONFIG_FILE_NAME = "autopack.toml"
 _PATH_SETTINGS = ("db", "worktrees_dir")
+_ABSOLUTE_PATH_LISTS = ("sandbox_writable", "sandbox_readable")  # paths inside and outside the sandbox alike
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -238,6 +239,9 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             raise ConfigError(f"{label}: {shown(value)} is not one of {', '.join(spec.choices)}")
         if spec.name in _PATH_SETTINGS and value:
             value = (base / Path(value).expanduser()).resolve()
+        for item in value if spec.name in _ABSOLUTE_PATH_LISTS else ():
+            if not item.startswith(("/", "~")):
+                raise ConfigError(f"{label}: {shown(item)} is not an absolute path; write it as /path or ~/path")
         values[spec.name] = tuple(value) if spec.type is list else value
         sources[spec.name] = source
     if values["prices"]:

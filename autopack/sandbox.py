@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from autopack.errors import ConfigError, EnvironmentProblem
+from autopack.errors import EnvironmentProblem
 
 MODES = ("none", "bwrap")  # weakest first: a plan may move a run right, never left
 MASKED = (Path("/tmp"), Path("/var/tmp"), Path("/run"))  # and the home directories
@@ -114,8 +114,8 @@ def sandbox_for(settings: object, plan_mode: str | None, state_dir: Path) -> San
         return None
     bwrap = preflight(settings.sandbox_bwrap)
     return Sandbox(bwrap=bwrap, network=settings.sandbox_network,
-                   writable=_absolute(settings.sandbox_writable, "sandbox_writable"),
-                   readable=_absolute(settings.sandbox_readable, "sandbox_readable"),
+                   writable=tuple(Path(p).expanduser().resolve() for p in settings.sandbox_writable),
+                   readable=tuple(Path(p).expanduser().resolve() for p in settings.sandbox_readable),
                    hidden=(Path(state_dir).resolve(),))
 
 
@@ -136,7 +136,7 @@ def preflight(bwrap: str = "bwrap") -> str:
 @functools.cache
 def _try(bwrap: str) -> str | None:
     """Why ``bwrap`` cannot build the sandbox here (with the fix), or None when it can."""
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-net", *NAMESPACES, "true"]
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *NAMESPACES, "true"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     except OSError as error:
@@ -166,16 +166,6 @@ def explain(stderr: str) -> str:
     else:
         cause, fix = "bwrap cannot build the sandbox", "check that the bubblewrap installation works"
     return f"{cause} (bwrap said: {said}); {fix},"
-
-
-def _absolute(paths: Iterable[str], key: str) -> tuple[Path, ...]:
-    found = []
-    for text in paths:
-        path = Path(text).expanduser()
-        if not path.is_absolute():
-            raise ConfigError(f"{key}: {text!r} is not an absolute path; write it as /path or ~/path")
-        found.append(path.resolve())
-    return tuple(found)
 
 
 def _homes(env: Mapping[str, str]) -> list[Path]:

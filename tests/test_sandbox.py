@@ -273,10 +273,14 @@ def test_bad_sandbox_values_name_the_file_and_key(tmp_path):
     (tmp_path / "autopack.toml").write_text('sandbox = "docker"\n')
     with pytest.raises(ConfigError, match=r"autopack.toml: sandbox: 'docker' is not one of none, bwrap"):
         load_settings(tmp_path, environ={})
-    (tmp_path / "autopack.toml").write_text('sandbox = "bwrap"\nsandbox_writable = ["cache"]\n')
-    settings = load_settings(tmp_path, environ={})
-    with pytest.raises(ConfigError, match="sandbox_writable: 'cache' is not an absolute path"):
-        sandbox_for(settings, None, tmp_path)
+    (tmp_path / "autopack.toml").write_text('sandbox = "bwrap"\nsandbox_writable = ["~/.cache", "cache"]\n')
+    with pytest.raises(ConfigError, match="autopack.toml: sandbox_writable: 'cache' is not an absolute path"):
+        load_settings(tmp_path, environ={})
+    (tmp_path / "autopack.toml").write_text('sandbox = "bwrap"\n')
+    with pytest.raises(ConfigError, match="AUTOPACK_SANDBOX_READABLE: 'x' is not an absolute path"):
+        load_settings(tmp_path, environ={"AUTOPACK_SANDBOX_READABLE": "/a,x"})
+    settings = load_settings(tmp_path, environ={"AUTOPACK_SANDBOX_WRITABLE": "~/.cache/go-build"})
+    assert sandbox_for(settings, None, tmp_path).writable == (Path.home().resolve() / ".cache" / "go-build",)
     with pytest.raises(ConfigError, match="AUTOPACK_SANDBOX_NETWORK: 'maybe' is not a boolean"):
         load_settings(tmp_path, environ={"AUTOPACK_SANDBOX_NETWORK": "maybe"})
     plan = {"run": {"id": "r", "goal": "g", "sandbox": "jail"}, "phases": [{"id": "p", "goal": "g"}]}
