@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def test_run_tests_runs_the_suite_in_a_scratch_worktree(calc_project, autopack, 
         assert code == 0 and suite["status"] == "ok", suite
         assert suite["data"]["counts"] == {"passed": 7, "failed": 1, "error": 0, "skipped": 0, "total": 8}
         assert suite["data"]["sandboxed"] is bool(args)
+        sandbox = by_name(report)["sandbox"]
+        if args and os.getuid() == 0:
+            assert sandbox["status"] == "warning" and "as root" in sandbox["detail"] and sandbox["fix"]
+        elif args:
+            assert sandbox["status"] == "ok" and sandbox["detail"].startswith("bwrap (")
     suites = [call for call in (wrapper.parent / "calls").read_text().splitlines() if "/bin/sh -c" in call]
     assert len(suites) == 1 and "--unshare-all" in suites[0]  # the sandboxed check's suite, and only that one
     assert git(calc_project, "worktree", "list") == before

@@ -446,3 +446,28 @@ def test_the_sandbox_dies_with_a_sigkilled_autopack(layout):
     while (left := [p for p in os.listdir("/proc") if p.isdigit() and marker in _cmdline(p)]):
         assert time.monotonic() < deadline, f"still running after autopack was killed: {left}"
         time.sleep(0.05)
+
+
+def test_drain_workers_and_land_rebase_run_their_suites_in_the_sandbox(tmp_path):
+    from drainkit import PhaseScript, Workbench
+
+    wrapper = logging_bwrap(tmp_path / "wrapper", usable_bwrap())
+    calls = wrapper.parent / "calls"
+    wb = Workbench(tmp_path / "bench", settings={"AUTOPACK_SANDBOX_BWRAP": str(wrapper)})
+    wb.queue("r", [PhaseScript("a"), PhaseScript("b")])
+
+    def suites() -> tuple[int, int]:
+        [(recorded,)] = rows(wb.db, "SELECT count(*) FROM test_runs WHERE kind != 'confirmed'")
+        return recorded, sum("/bin/sh -c" in call for call in calls.read_text().splitlines())
+
+    done = wb.cli("drain", "--workers", "2", "--sandbox", "bwrap")  # the workers get --sandbox from this drain
+    assert done.returncode == 0, done.stdout + done.stderr
+    recorded, sandboxed = suites()
+    assert recorded == sandboxed > 0
+    (wb.repo / "unrelated.txt").write_text("the base moves on\n")
+    git(wb.repo, "add", "unrelated.txt", env=wb.env)
+    git(wb.repo, "commit", "-q", "-m", "unrelated", env=wb.env)
+    wb.env["AUTOPACK_SANDBOX"] = "bwrap"
+    done = wb.cli("land", "r", "--rebase")
+    assert done.returncode == 0, done.stderr
+    assert suites()[0] == suites()[1] > recorded  # land_baseline and land ran sandboxed too
