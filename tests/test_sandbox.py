@@ -471,3 +471,16 @@ def test_drain_workers_and_land_rebase_run_their_suites_in_the_sandbox(tmp_path)
     done = wb.cli("land", "r", "--rebase")
     assert done.returncode == 0, done.stderr
     assert suites()[0] == suites()[1] > recorded  # land_baseline and land ran sandboxed too
+
+
+def test_no_bwrap_on_path_exits_4_before_anything_is_recorded(tmp_path, calc_project, autopack, base_env):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for program in ("git", "sh"):
+        (bin_dir / program).symlink_to(shutil.which(program))
+    done = autopack("run", "plan.toml", "--sandbox", "bwrap", cwd=calc_project,
+                    env={**base_env, "PATH": str(bin_dir)})
+    assert done.returncode == 4, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert "no bubblewrap executable 'bwrap' on PATH" in line and "apt-get install bubblewrap" in line
+    assert not (calc_project / ".autopack").exists()
