@@ -54,6 +54,7 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("attempts", "attempts", "count", lambda m: m.attempts),
     MetricDef("escalations", "escalations", "count", lambda m: m.escalations),
     MetricDef("test_runs", "test-suite runs", "count", lambda m: m.test_runs),
+    MetricDef("evidence_runs", "goal-evidence runs (f2p, old tests)", "count", lambda m: m.evidence_runs),
     MetricDef("wall_s", "wall time", "seconds", lambda m: m.wall_s),
 )
 

@@ -56,15 +56,27 @@ class Decision:
     delta: Delta
     failure_kind: str | None
     absolute: dict[str, Any]
+    evidence: dict[str, Any] | None = None  # contract 5's goal evidence, once judged
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "verdict": self.verdict,
             "reasons": list(self.reasons),
             "delta": self.delta.to_dict(),
             "failure_kind": self.failure_kind,
             "absolute": dict(self.absolute),
         }
+        if self.evidence is not None:
+            data["evidence"] = self.evidence
+        return data
+
+    def with_evidence(self, evidence: Any) -> Decision:
+        """This (complete) decision judged by the goal-evidence rules (``autopack.domain.evidence``):
+        failed with the first rule's kind when any fires, else complete with the summary as a reason."""
+        if evidence.problems:
+            return replace(self, verdict="failed", reasons=tuple(evidence.reasons), failure_kind=evidence.failure_kind,
+                           evidence=evidence.data)
+        return replace(self, reasons=(*self.reasons, "goal evidence: " + evidence.summary), evidence=evidence.data)
 
 
 def new_failures_to_confirm(baseline: TestReport | None, report: TestReport) -> list[TestOutcome]:

@@ -133,6 +133,11 @@ def print_stats(report: dict[str, Any]) -> None:
         f"cost: ${report['cost_usd']:.4f}" + (f" (+{report['unpriced_calls']} unpriced calls)" if report["unpriced_calls"] else "")
         + (f", ${report['cost_per_completed_phase']:.4f} per completed phase" if report["cost_per_completed_phase"] else ""),
     ]
+    evidence = report.get("goal_evidence")
+    if evidence:
+        runs, failures = evidence["runs"], evidence["failures"]
+        lines.append("goal evidence: " + ", ".join(f"{n} {kind} runs" for kind, n in runs.items())
+                     + "; failed " + (", ".join(f"{kind}: {n}" for kind, n in failures.items()) or "none"))
     for mode, figures in report.get("by_builder", {}).items():
         ratio = figures.get("cache_hit_ratio")
         lines.append(f"builder {mode}: {figures['attempts']} attempts, {figures['builder_calls']} calls, cache hit "
@@ -213,7 +218,9 @@ def phase_table(phases: list[dict[str, Any]]) -> Table:
     for phase in phases:
         why = ""
         if phase["decision"]:
-            why = "; ".join(phase["decision"].get("reasons", []))
+            why = "; ".join(reason for reason in phase["decision"].get("reasons", [])
+                            if not reason.startswith("goal evidence: "))
+
         if phase["state"] != "complete" and phase["last_failure"]:
             failure = phase["last_failure"]
             why = f"{failure['kind']}: {failure['message']}"
@@ -221,6 +228,8 @@ def phase_table(phases: list[dict[str, Any]]) -> Table:
             why = f"a dependency did not complete ({', '.join(phase['depends_on'])})"
         if phase.get("parked"):
             why += f" [parked: {phase['parked']}; drains leave it alone without --include-parked]"
+        if ((phase["decision"] or {}).get("evidence") or {}).get("summary"):  # contract 5: one line per phase
+            why += f"\ngoal evidence: {phase['decision']['evidence']['summary']}"
         table.add_row(phase["id"], _state(phase["state"]), f"{phase['attempts']}",
                       (phase["commit"] or "-")[:10], why)
     return table

@@ -13,11 +13,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopack.adapters.git.scratch import ScratchTree
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.domain.lifecycle import FailureKind
 from autopack.engine.attempt import attempt_ports
+from autopack.engine.evidence_runs import gather_evidence
 from autopack.engine.reads import collect_files
 from autopack.errors import Interrupted, writing
 from autopack.events import (AttemptFailed, AttemptStarted, CostCapHit, Escalated, PhaseFinished, RunFinished,
@@ -111,6 +113,7 @@ def execute_run(ctx: RunContext) -> dict[str, int]:
             break
         execute_phase(ctx, phase)
         ctx.store.skip_blocked(run_id)
+    ScratchTree(ctx.workspace).remove()  # the goal-evidence worktree, if an attempt needed one
     counts: dict[str, int] = {}
     for phase in ctx.store.phases(run_id):
         counts[phase.state] = counts.get(phase.state, 0) + 1
@@ -228,11 +231,19 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
                           files_changed=files_changed,
                           deliverables_missing=missing_deliverables(ws.project_root, spec.deliverables),
                           allow_noop=spec.allow_noop)
+        evidence = None
+        if decision.verdict == "complete":
+            _step(ctx, phase, attempt, "evidence")
+            evidence = gather_evidence(
+                ws, spec, ctx.test_command, baseline, report, decision.delta, tree_sha,
+                lambda kind, tree, root, select: _run_suite(ctx, attempt.id, kind, tree, timings, select, cwd=root))
+            decision = decision.with_evidence(evidence)
         decision_dict = decision.to_dict()
         if decision.verdict != "complete":
             failing = [o for o in report.outcomes if o.test_id in set(decision.delta.new_failures)
                        | set(decision.delta.collection_errors)]
-            failure = Failure(decision.failure_kind or "regression", "; ".join(decision.reasons))
+            failure = Failure(decision.failure_kind or "regression", "; ".join(decision.reasons),
+                              evidence.details() if evidence is not None else "")
             return _fail(ctx, phase, attempt, started, timings, failure, decision_dict,
                          digest(failure, decision_dict, failing, report.output_tail),
                          output_tail=report.output_tail, failing=tuple(failing))
@@ -329,12 +340,14 @@ def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> Test
 
 
 def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None,
-               timings: dict[str, int], select: tuple[str, ...] = ()) -> tuple[TestReport, int]:
+               timings: dict[str, int], select: tuple[str, ...] = (), cwd: Path | None = None
+               ) -> tuple[TestReport, int]:
+    """Run the test command (in the run's project root, or ``cwd``: the evidence worktree) and record it."""
     log_path = ctx.artifacts / "logs" / f"attempt-{attempt_id}-{kind}.log"
     with writing(log_path.parent, "the test logs"):
         log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    report = ctx.run_tests(ctx.workspace.project_root, log_path=log_path, select=select,
+    report = ctx.run_tests(cwd or ctx.workspace.project_root, log_path=log_path, select=select,
                            junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml")
     timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
     test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)

@@ -123,7 +123,8 @@ class Workbench:
             lines += ["", "[[phases]]", f'id = "{p.id}"', f'goal = "Write out/{p.id}.txt"',
                       f'category = "{p.category}"', f'scope = ["out/{p.id}.txt", "out/{p.id}.bad"]',
                       f'deliverables = ["out/{p.id}.txt"]', f"depends_on = {json.dumps(list(p.depends_on))}",
-                      f"max_attempts = {p.max_attempts}"]
+                      f"max_attempts = {p.max_attempts}",
+                      "require_f2p = false"]  # drains, not goal evidence: a forced redo proves nothing new
             cassette += [builder_line(p.id, n, answer_path(p.id, a), f"{run_id} {p.id} attempt {n}\n")
                          for n, a in enumerate(p.answers, 1)]
         plan = self.plans / f"{run_id}.toml"

@@ -43,7 +43,8 @@ def store(tmp_path):
 
 def make_run(store, run_id, *, tmp_path=Path("/tmp"), flags=None, goal="Add power and modulo", models=None,
              base=BASE, version=None, created=T0, states=("complete", "complete"), calls=(),
-             builder_model="claude-sonnet-5-5", wall_s=100.0, test_runs=0, events=(), cassette=None):
+             builder_model="claude-sonnet-5-5", wall_s=100.0, test_runs=0, events=(), cassette=None,
+             evidence_runs=()):
     """A run made by the store layer, then given planted rows: calls are (role, in, out, cread, cwrite, cost)."""
     run = {"id": run_id, "goal": goal, "flags": flags or {}, "models": models or {},
            **({"cassette": cassette} if cassette else {})}
@@ -69,6 +70,8 @@ def make_run(store, run_id, *, tmp_path=Path("/tmp"), flags=None, goal="Add powe
                                 cache_read_tokens=cread, cache_write_tokens=cwrite, cost_usd=cost))
         for _ in range(test_runs):
             session.add(SuiteRun(run_id=run_id, kind="attempt", command="pytest"))
+        for kind in evidence_runs:
+            session.add(SuiteRun(run_id=run_id, kind=kind, command="pytest"))
         for kind in events:
             session.add(Event(run_id=run_id, kind=kind))
         session.commit()
@@ -161,7 +164,7 @@ def test_delta_bar_points_left_for_a_decrease_and_scales_to_the_largest():
 
 def test_run_metrics_are_sql_aggregates_of_the_planted_rows(store, tmp_path):
     make_run(store, "r1", tmp_path=tmp_path, states=("complete", "failed"), wall_s=75.0, test_runs=3,
-             calls=[("builder", 100, 10, 5, 1, 0.5), ("builder", 200, 20, 0, 2, None),
+             evidence_runs=("f2p", "old_tests", "f2p"), calls=[("builder", 100, 10, 5, 1, 0.5), ("builder", 200, 20, 0, 2, None),
                     ("doctor", 30, 3, 0, 0, 0.25)],
              events=["doctor_skipped", "doctor_skipped", "escalation", "rescued"])
     make_run(store, "empty", tmp_path=tmp_path, states=("queued", "queued"), wall_s=None)
@@ -175,6 +178,7 @@ def test_run_metrics_are_sql_aggregates_of_the_planted_rows(store, tmp_path):
     assert (r1.cost_usd, r1.unpriced_calls, r1.llm_calls) == (0.75, 1, 3)
     assert (r1.doctor_calls, r1.doctor_skipped, r1.escalations) == (1, 2, 1)
     assert (r1.phases_complete, r1.phases_total, r1.attempts, r1.test_runs, r1.wall_s) == (1, 2, 2, 3, 75.0)
+    assert r1.evidence_runs == 3  # goal-evidence runs are counted apart from the gate's
     assert r1.phase_states == {"add-power": "complete", "add-mod": "failed"}
     empty = metrics["empty"]
     assert (empty.tokens["total"], empty.cost_usd, empty.attempts, empty.wall_s) == (0, 0.0, 0, None)
@@ -335,7 +339,7 @@ def test_json_keys_are_stable(store, tmp_path):
     assert set(data["pairs"][0]["control_metrics"]) == {
         "run_id", "tokens", "tokens_by_role", "cost_usd", "unpriced_calls", "llm_calls", "doctor_calls",
         "doctor_skipped", "phases_complete", "phases_total", "attempts", "escalations", "test_runs", "wall_s",
-        "phase_states"}
+        "phase_states", "evidence_runs"}
     assert set(data["pairs"][2]["warnings"][0]) == {"kind", "message"}
     assert list(data["metrics"]) == [m.name for m in abtest.METRICS] == list(data["pairs"][0]["deltas"])
     assert set(data["metrics"]["cost_usd"]) == {

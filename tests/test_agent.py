@@ -25,8 +25,9 @@ TEST_COUNT = "from shop.cart import count\n\n\ndef test_count():\n    assert cou
 
 
 def add_count_phase(**changes) -> dict:
+    """Most scripts here add count() without a test: goal evidence is not what they exercise."""
     return {"id": "add-count", "goal": "Add count(items): the number of units in the cart", "scope": COUNT,
-            "max_attempts": 1, **changes}
+            "max_attempts": 1, "require_f2p": False, **changes}
 
 
 def exchanges(b, phase_id="add-count", attempt=None) -> list[dict]:
@@ -50,7 +51,7 @@ def claimed(b):
 
 
 def test_exploring_then_editing_testing_fixing_and_finishing_completes(tmp_path):
-    b = bench(tmp_path, [add_count_phase()])
+    b = bench(tmp_path, [add_count_phase(require_f2p=True)])
     script = [
         [("list_files", {})],
         [("read_file", {"path": "shop/cart.py"}), ("search", {"pattern": "def total", "glob": "*.py"})],
@@ -71,8 +72,9 @@ def test_exploring_then_editing_testing_fixing_and_finishing_completes(tmp_path)
     assert sent[7].startswith("test run 2 of 5 (1 named test): exit code 0")
     worktree = b.context(None).workspace
     assert "sum(quantity for _, quantity in items)" in git(worktree.worktree, "show", "HEAD:shop/cart.py")
+    # the agent's own runs are not evidence: the gate's fail-to-pass run of tests/test_count.py is
     assert rows(b.settings.db, "SELECT kind, count(*) FROM test_runs GROUP BY kind ORDER BY kind") == [
-        ("agent", 2), ("attempt", 1), ("baseline", 1)]
+        ("agent", 2), ("attempt", 1), ("baseline", 1), ("f2p", 1)]
     assert attempt_row(b)[::3] == ("complete", "agent")
     stats = json.loads(rows(b.settings.db, "SELECT apply_stats FROM attempts")[0][0])
     assert stats == {"operations_parsed": 3, "operations_applied": 3, "bytes_written": stats["bytes_written"],

@@ -112,7 +112,8 @@ def test_the_inventory_example_explores_edits_tests_fixes_and_completes(inventor
     committed = git(inventory["project"], "show", f"{phase['commit']}:target/inventory/stock.py")
     assert "if self.quantity(sku) < threshold]" in committed
     assert rows(inventory["db"], "SELECT kind, count(*) FROM test_runs GROUP BY kind ORDER BY kind") == [
-        ("agent", 1), ("attempt", 1), ("baseline", 1)]
+        ("agent", 1), ("attempt", 1), ("baseline", 1), ("f2p", 1)]
+    assert phase["decision"]["evidence"]["fail_to_pass"] and phase["decision"]["evidence"]["rules"]["f2p"] == "met"
 
 
 def _results(transcript: dict) -> list[dict]:

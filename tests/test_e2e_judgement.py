@@ -113,7 +113,7 @@ def judged(tmp_path_factory, make_git_project, autopack) -> dict[str, Any]:
     cassette = []
     for phase_id, path, content in PHASES:
         plan += ["", "[[phases]]", f'id = "{phase_id}"', f'goal = "Write {path}"', f'scope = ["{path}"]',
-                 "max_attempts = 1"]
+                 "max_attempts = 1", "require_f2p = false"]  # the regression rules' cases (goal evidence: its own tests)
         cassette.append(builder_line(phase_id, 1, path, flaky if content is None else content))
     (project / "plan.toml").write_text("\n".join(plan) + "\n")
     (project / "cassette.jsonl").write_text("".join(json.dumps(line) + "\n" for line in cassette))

@@ -217,7 +217,7 @@ class Bench:
         plan.write_text(f'[run]\nid = "{run_id}"\ngoal = "Write out/a.txt"\nrepo = "../repo"\n'
                         f'cassette = "{run_id}.jsonl"\nbuilder = "single"\n{plan_lines}\n'
                         '[[phases]]\nid = "a"\ngoal = "Write out/a.txt"\nscope = ["out/a.txt"]\n'
-                        'deliverables = ["out/a.txt"]\nmax_attempts = 1\n')
+                        'deliverables = ["out/a.txt"]\nmax_attempts = 1\nrequire_f2p = false\n')
         (self.wb.plans / f"{run_id}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in cassette_lines))
         return run_id, plan
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from autopack.store import CONFIRMED_TEST_RUN
 from autopack.store.queries import USAGE_SUMS, derive_run_state
+from autopack.store.stats import EVIDENCE_RUN_KINDS
 from autopack.store.sql import Readable, chunks, marks, py_time, stored_json
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
@@ -56,9 +57,10 @@ class RunMetrics:
     phases_total: int
     attempts: int
     escalations: int
-    test_runs: int
+    test_runs: int  # the gate's executions: baseline, attempt, re-runs, the agent's run_tests
     wall_s: float | None  # last attempt end - first attempt start; None without a finished attempt
     phase_states: dict[str, str] = field(default_factory=dict)
+    evidence_runs: int = 0  # goal-evidence executions (f2p, old_tests), counted apart
 
 
 def run_facts(db: Readable, run_ids: Sequence[str] | None = None) -> dict[str, RunFacts]:
@@ -102,6 +104,7 @@ def run_metrics(db: Readable, run_ids: Sequence[str]) -> dict[str, RunMetrics]:
     events: dict[str, dict[str, int]] = defaultdict(dict)
     attempts: dict[str, tuple[int, datetime | None, datetime | None]] = {}
     suites: dict[str, int] = {}
+    evidence_suites: dict[str, int] = {}
     phases: dict[str, dict[str, str]] = defaultdict(dict)
     with db.read() as conn:
         for chunk in chunks(run_ids):
@@ -118,19 +121,21 @@ def run_metrics(db: Readable, run_ids: Sequence[str]) -> dict[str, RunMetrics]:
                     f"SELECT run_id, count(*), min(started_at), max(finished_at) FROM attempts WHERE {among} "
                     "GROUP BY run_id", chunk):
                 attempts[run_id] = (n, py_time(first), py_time(last))
-            suites.update(conn.execute(f"SELECT run_id, count(*) FROM test_runs WHERE {among} AND kind != ? "
-                                       "GROUP BY run_id", [*chunk, CONFIRMED_TEST_RUN]))
+            for run_id, evidence, n in conn.execute(
+                    f"SELECT run_id, kind IN ({marks(EVIDENCE_RUN_KINDS)}), count(*) FROM test_runs WHERE {among} "
+                    "AND kind != ? GROUP BY 1, 2", [*EVIDENCE_RUN_KINDS, *chunk, CONFIRMED_TEST_RUN]):
+                (evidence_suites if evidence else suites)[run_id] = n
             for run_id, phase_id, state in conn.execute(
                     f"SELECT run_id, phase_id, state FROM phases WHERE {among} ORDER BY run_id, position", chunk):
                 phases[run_id][phase_id] = state
     return {run_id: _metrics(run_id, usage[run_id], events[run_id], attempts.get(run_id, (0, None, None)),
-                             suites.get(run_id, 0), phases[run_id])
+                             suites.get(run_id, 0), phases[run_id], evidence_suites.get(run_id, 0))
             for run_id in run_ids}
 
 
 def _metrics(run_id: str, usage: dict[str, tuple], events: dict[str, int],
              attempts: tuple[int, datetime | None, datetime | None], test_runs: int,
-             phase_states: dict[str, str]) -> RunMetrics:
+             phase_states: dict[str, str], evidence_runs: int = 0) -> RunMetrics:
     by_role: dict[str, dict[str, int]] = {}
     for role in sorted(set(ROLES) | set(usage)):
         sums = usage.get(role, (0, 0, 0, 0, 0.0, 0, 0))
@@ -148,5 +153,5 @@ def _metrics(run_id: str, usage: dict[str, tuple], events: dict[str, int],
         doctor_skipped=events.get("doctor_skipped", 0),
         phases_complete=sum(1 for state in phase_states.values() if state == "complete"),
         phases_total=len(phase_states), attempts=count, escalations=events.get("escalation", 0),
-        test_runs=test_runs, wall_s=wall_s, phase_states=dict(phase_states),
+        test_runs=test_runs, wall_s=wall_s, phase_states=dict(phase_states), evidence_runs=evidence_runs,
     )

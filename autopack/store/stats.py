@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from autopack.domain.lifecycle import FailureKind
 from autopack.llm.budget import TRUNCATING_STOPS, TRUNCATION_UTILISATION
 from autopack.store.queries import USAGE_SUMS
 from autopack.store.sql import Readable, chunks, json_field, marks, stored_json
@@ -12,6 +13,10 @@ from autopack.store.sql import Readable, chunks, json_field, marks, stored_json
 # stop, or at least 95 % of its max_tokens used.
 TRUNCATED = (f"(stop_reason IN ({', '.join(repr(stop) for stop in TRUNCATING_STOPS)}) "
              f"OR (max_tokens > 0 AND output_tokens >= {TRUNCATION_UTILISATION!r} * max_tokens))")
+
+EVIDENCE_RUN_KINDS = ("f2p", "old_tests")  # the test runs goal evidence adds (contract 5)
+EVIDENCE_FAILURES = frozenset({FailureKind.NO_GOAL_EVIDENCE, FailureKind.ACCEPTANCE_FAILED,
+                               FailureKind.TESTS_WEAKENED, FailureKind.TESTS_SKIPPED})
 
 
 def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
@@ -42,6 +47,9 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
             f"SELECT data FROM events WHERE kind = 'doctor_skipped' {scope}", params)]
         kinds = conn.execute(f"SELECT failure_kind, count(*) FROM attempts WHERE failure_kind IS NOT NULL {scope} "
                              "GROUP BY failure_kind", params).fetchall()
+        evidence_runs = dict(conn.execute(
+            f"SELECT kind, count(*) FROM test_runs WHERE kind IN ({marks(EVIDENCE_RUN_KINDS)}) {scope} GROUP BY kind",
+            (*EVIDENCE_RUN_KINDS, *params)))
         inp, _, cread, cwrite, cost, unpriced = one(f"SELECT {USAGE_SUMS} FROM llm_calls WHERE 1 = 1 {scope}")
         completed = one(f"SELECT count(*) FROM phases WHERE state = 'complete' {scope}")[0]
         attempts_by_builder = dict(conn.execute(
@@ -67,6 +75,8 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
         "doctor": {"calls": doctor_calls, "skipped": len(skipped), "tokens_avoided": int(sum(avoided)),
                    "skipped_by_reason": _count(d.get("reason") for d in skipped if d)},
         "failure_kinds": dict(sorted(kinds, key=lambda kv: (-kv[1], kv[0]))),
+        "goal_evidence": {"runs": {kind: evidence_runs.get(kind, 0) for kind in EVIDENCE_RUN_KINDS},
+                          "failures": {kind: n for kind, n in sorted(kinds) if kind in EVIDENCE_FAILURES}},
         "cache_hit_ratio": round(cread / prompt_tokens, 4) if prompt_tokens else None,
         "by_builder": _by_builder(attempts_by_builder, calls_by_builder),
         "cost_usd": round(float(cost), 6),

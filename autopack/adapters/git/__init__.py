@@ -1,0 +1,1 @@
+"""Git adapters; the run's worktree itself is still ``autopack.workspace``."""

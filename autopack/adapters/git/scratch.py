@@ -1,0 +1,99 @@
+"""The evidence worktree: a detached worktree next to a run's, where goal-evidence runs happen.
+
+Trees are composed without touching any working tree (a private index file): the base
+with the phase's test-file changes (fail-to-pass), the new code with changed test files
+at their base version (old tests). The worktree is reused across attempts and repaired on
+each use: a kill or a deleted directory costs one ``git worktree add``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from autopack.domain.evidence import Change
+from autopack.workspace import Workspace, _git
+
+DIFF_MAX_CHARS = 4000
+
+
+def staged_changes(workspace: Workspace) -> list[Change]:
+    """The staged change as (status, project-relative path): A added, M modified, D deleted."""
+    listing = _git(workspace.worktree, "diff", "--cached", "--name-status", "--no-renames", "-z", "HEAD", "--",
+                   workspace.subdir or ".", strip=False).stdout.split("\0")
+    prefix = f"{workspace.subdir}/" if workspace.subdir else ""
+    return [Change(status[:1], path.removeprefix(prefix))
+            for status, path in zip(listing[::2], listing[1::2]) if status and path]
+
+
+class ScratchTree:
+    """``<worktrees>/.evidence-<run>``: checked out at composed trees for the evidence runs."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.path = workspace.worktree.parent / f".evidence-{workspace.worktree.name}"
+
+    def _repo_path(self, path: str) -> str:
+        return f"{self.workspace.subdir}/{path}" if self.workspace.subdir else path
+
+    def compose(self, tree: str, overlay: str, paths: list[str]) -> str:
+        """``tree`` with each of ``paths`` (project-relative) as in ``overlay``: replaced, added, or
+        removed where ``overlay`` lacks it. Returns the new tree's sha."""
+        worktree = self.workspace.worktree
+        with tempfile.TemporaryDirectory(prefix="autopack-index-") as scratch:
+            env = {"GIT_INDEX_FILE": os.path.join(scratch, "index")}
+            _git(worktree, "read-tree", tree, env=env)
+            repo_paths = [self._repo_path(path) for path in paths]
+            listing = _git(worktree, "ls-tree", "-z", "--full-tree", overlay, "--", *repo_paths, strip=False).stdout
+            present = {}
+            for entry in filter(None, listing.split("\0")):
+                info, _, path = entry.partition("\t")
+                mode, _, sha = info.split(" ")
+                present[path] = (mode, sha)
+            gone = [path for path in repo_paths if path not in present]
+            if present:
+                args = [arg for path, (mode, sha) in present.items() for arg in ("--cacheinfo", f"{mode},{sha},{path}")]
+                _git(worktree, "update-index", "--add", *args, env=env)
+            if gone:
+                _git(worktree, "update-index", "--force-remove", "--", *gone, env=env)
+            return _git(worktree, "write-tree", env=env).stdout.strip()
+
+    def checkout(self, tree: str) -> Path:
+        """The worktree holding exactly ``tree`` (no untracked files); returns the project root in it."""
+        self._ensure()
+        _git(self.path, "clean", "-fd", "--quiet")
+        _git(self.path, "read-tree", "-u", "--reset", tree)
+        _git(self.path, "clean", "-fd", "--quiet")
+        return self.path / self.workspace.subdir if self.workspace.subdir else self.path
+
+    def diff(self, old_tree: str, new_tree: str, path: str) -> str:
+        """One file's change between two trees, capped at DIFF_MAX_CHARS."""
+        text = _git(self.workspace.worktree, "diff", "--no-color", "--no-ext-diff", old_tree, new_tree, "--",
+                    self._repo_path(path), strip=False).stdout
+        return text if len(text) <= DIFF_MAX_CHARS else text[:DIFF_MAX_CHARS] + "\n... (diff cut)\n"
+
+    def remove(self) -> None:
+        """Remove the worktree, if there is one (a run's executor leaves none behind)."""
+        if self.path.exists():
+            _git(self.workspace.toplevel, "worktree", "remove", "--force", str(self.path), check=False)
+            shutil.rmtree(self.path, ignore_errors=True)
+            _git(self.workspace.toplevel, "worktree", "prune", check=False)
+
+    def _ensure(self) -> None:
+        """Make the worktree usable: reuse it when it is ours and intact, else recreate it."""
+        toplevel = self.workspace.toplevel
+        if (self.path / ".git").is_file():
+            mine = _git(self.path, "rev-parse", "--git-common-dir", check=False)
+            common = _git(toplevel, "rev-parse", "--git-common-dir")
+            if mine.status == 0 and _absolute(self.path, mine.stdout) == _absolute(toplevel, common.stdout):
+                return
+        shutil.rmtree(self.path, ignore_errors=True)
+        _git(toplevel, "worktree", "prune")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _git(toplevel, "worktree", "add", "--detach", "--quiet", str(self.path), self.workspace.head())
+
+
+def _absolute(cwd: Path, path: str) -> Path:
+    return (cwd / path.strip()).resolve()
