@@ -319,10 +319,13 @@ def test_the_example_completes_sandboxed_with_the_same_decisions(tmp_path, make_
     assert done.returncode == 0, done.stderr
     assert decisions(autopack, boxed) == decisions(autopack, plain)
     calls = (wrapper.parent / "calls").read_text().splitlines()
-    [test_runs] = rows(boxed / ".autopack" / "autopack.db", "SELECT count(*) FROM test_runs")[0]
+    kinds = [kind for (kind,) in rows(boxed / ".autopack" / "autopack.db", "SELECT kind FROM test_runs")]
+    assert {"baseline", "attempt", "rerun", "f2p"} <= set(kinds)  # the goal-evidence runs too
     suites = [call for call in calls if "--bind" in call]
-    assert len(suites) == test_runs > 0 and len(calls) == len(suites) + 1  # and the preflight, once
+    assert len(suites) == len(kinds) and len(calls) == len(suites) + 1  # and the preflight, once
     assert all("--unshare-all" in call and "/bin/sh -c" in call for call in suites)
+    assert sum("--bind " + str(boxed / ".autopack" / "worktrees" / ".evidence-calc-demo") in call
+               for call in suites) == kinds.count("f2p")  # writable: the scratch worktree they ran in
 
 
 def test_the_agents_run_tests_runs_in_the_sandbox(tmp_path, make_git_project, autopack, base_env):
