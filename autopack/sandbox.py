@@ -18,8 +18,6 @@ from __future__ import annotations
 import functools
 import os
 import pwd
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -122,6 +120,8 @@ def sandbox_for(settings: object, plan_mode: str | None, state_dir: Path) -> San
 def preflight(bwrap: str = "bwrap") -> str:
     """The bwrap executable's path, once it has built a sandbox with the profile's namespaces here;
     SandboxUnavailable naming the cause and the fix otherwise."""
+    import shutil
+
     found = shutil.which(bwrap)
     if found is None:
         raise SandboxUnavailable(f"sandbox = \"bwrap\": no bubblewrap executable {bwrap!r} "
@@ -136,6 +136,8 @@ def preflight(bwrap: str = "bwrap") -> str:
 @functools.cache
 def _try(bwrap: str) -> str | None:
     """Why ``bwrap`` cannot build the sandbox here (with the fix), or None when it can."""
+    import subprocess
+
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *NAMESPACES, "true"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)

@@ -176,7 +176,7 @@ def test_the_suite_sees_no_api_key_anywhere(layout, monkeypatch):
 def test_grandchildren_die_on_timeout(layout):
     marker = f"{uuid.uuid4().int % 10**6}.25"
     command = f"setsid sh -c 'sleep {marker}' & (sh -c 'sleep {marker}' &) ; touch started; sleep 600"
-    report = layout.suite("", layout.sandbox(), command=command, timeout_s=3)
+    report = layout.suite("", layout.sandbox(), command=command, timeout_s=5)
     assert report.timed_out and (layout.worktree / "started").exists()
     assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and marker in _cmdline(pid)]
 
