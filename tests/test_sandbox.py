@@ -380,13 +380,14 @@ def test_without_a_usable_bwrap_nothing_is_recorded(tmp_path, calc_project, auto
     assert git(calc_project, "branch", "--list", "autopack/*") == ""
 
 
-def test_drain_without_a_usable_bwrap_claims_nothing(tmp_path, calc_project, autopack, base_env):
+def test_drain_and_resume_without_a_usable_bwrap_claim_nothing(tmp_path, calc_project, autopack, base_env):
     done = autopack("run", "plan.toml", "--queue-only", cwd=calc_project)
     assert done.returncode == 0, done.stderr
     db = calc_project / ".autopack" / "autopack.db"
     before = db.read_bytes()
     bwrap = fake_bwrap(tmp_path, "bwrap: Creating new namespace failed: No space left on device")
-    for command in (["drain"], ["drain-one", "--run-id", "calc-demo", "--phase-id", "add-power"]):
+    for command in (["drain"], ["drain-one", "--run-id", "calc-demo", "--phase-id", "add-power"],
+                    ["run", "--run-id", "calc-demo"]):
         done = autopack(*command, "--sandbox", "bwrap", cwd=calc_project,
                         env={**base_env, "AUTOPACK_SANDBOX_BWRAP": str(bwrap)})
         assert done.returncode == 4, done.stdout + done.stderr
