@@ -18,10 +18,12 @@ from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, PLANNER_TURN
 from autopack.errors import ConfigError, UsageError
 from autopack.text import shown
 from autopack.ports import BUILDER_MODES
+from autopack.sandbox import MODES as SANDBOX_MODES
 from autopack.userfiles import NotARegularFile, read_regular, require_regular_or_absent
 
 CONFIG_FILE_NAME = "autopack.toml"
 _PATH_SETTINGS = ("db", "worktrees_dir")
+_ABSOLUTE_PATH_LISTS = ("sandbox_writable", "sandbox_readable")  # paths inside and outside the sandbox alike
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -106,6 +108,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "all", bounds=Bounds(1, 100_000)),
     SettingSpec("env_allow", list, [], "fnmatch patterns of environment variables passed to "
                 "the test command despite scrubbing"),
+    SettingSpec("sandbox", str, "none", 'how the test commands run: "none" (as you, with your files and network) '
+                'or "bwrap" (in a bubblewrap sandbox: read-only files but the worktree, no network; see README '
+                '"Security model"); a plan\'s run.sandbox may tighten it', choices=SANDBOX_MODES),
+    SettingSpec("sandbox_bwrap", str, "bwrap", "the bubblewrap executable: a name on PATH or a path"),
+    SettingSpec("sandbox_writable", list, [], "absolute (or ~/) paths the sandboxed tests may write, e.g. a "
+                "toolchain cache"),
+    SettingSpec("sandbox_readable", list, [], "absolute (or ~/) paths hidden by the sandbox (under $HOME, /tmp, "
+                "/run) that the sandboxed tests may read, e.g. ~/.gitconfig"),
+    SettingSpec("sandbox_network", bool, False, "let the sandboxed tests use the network"),
     SettingSpec("prices", dict, {}, "price overrides in USD per million tokens (each 0-1000000), per model: "
                 '"<model>" = {input = 3.0, output = 15.0, cache_write = 3.75, cache_read = 0.3} '
                 "(env: JSON)"),
@@ -146,6 +157,11 @@ class Settings:
     park_after_identical_failures: int
     park_after_attempts: int
     env_allow: tuple[str, ...]
+    sandbox: str
+    sandbox_bwrap: str
+    sandbox_writable: tuple[str, ...]
+    sandbox_readable: tuple[str, ...]
+    sandbox_network: bool
     prices: dict[str, tuple[float, float, float, float]]
     config_file: Path | None
     sources: dict[str, str]  # setting name -> "flag" | "env" | "<file path>" | "default"
@@ -223,6 +239,9 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             raise ConfigError(f"{label}: {shown(value)} is not one of {', '.join(spec.choices)}")
         if spec.name in _PATH_SETTINGS and value:
             value = (base / Path(value).expanduser()).resolve()
+        for item in value if spec.name in _ABSOLUTE_PATH_LISTS else ():
+            if not item.startswith(("/", "~")):
+                raise ConfigError(f"{label}: {shown(item)} is not an absolute path; write it as /path or ~/path")
         values[spec.name] = tuple(value) if spec.type is list else value
         sources[spec.name] = source
     if values["prices"]:

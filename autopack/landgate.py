@@ -1,7 +1,8 @@
 """`land --rebase`: the run's commits rebased onto the base in a scratch worktree, and the gate's
 suite re-run there and judged by the finalizer against the base's baseline before the base moves.
 
-The suite is the run's test command through ``testrun.run_tests`` (as the gate runs it), recorded
+The suite is the run's test command through ``testrun.run_tests`` (as the gate runs it, in the run's
+sandbox), recorded
 as test runs of kind ``land_baseline`` / ``land`` (and their re-runs); a baseline the cache holds for
 the base's tree is used instead of running it again. Every landed phase's deliverables must exist.
 """
@@ -23,11 +24,13 @@ def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: 
     """The rebased head and the decision that passed it; LandingRefused on a conflict or a failed verdict."""
     from autopack.launch import state_dir
     from autopack.plan import plan_from_dict
+    from autopack.sandbox import sandbox_for
     from autopack.toolchains import resolve_test_command
 
     repo = Path(run.repo_root)
     plan = plan_from_dict(run.plan, Path(run.plan_path), default_max_attempts=settings.max_attempts)
     artifacts = state_dir(settings) / "runs" / run.id
+    sandbox = sandbox_for(settings, plan.run.sandbox, state_dir(settings))
     worktree, remove = scratch_worktree(repo, target, state_dir(settings))
     try:
         rebased = _rebase(worktree, base, base_head, run.branch)
@@ -39,7 +42,8 @@ def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: 
             report = run_tests(test.command, root, timeout_s=timeout, log_path=artifacts / "logs" / f"{kind}.log",
                                junit_path=artifacts / "junit" / f"{kind}.xml", junit_xml=test.junit_xml,
                                select=select, converter=test.converter, ecosystem=test.ecosystem,
-                               output_cap_bytes=settings.max_output_bytes, env_allow=settings.env_allow)
+                               output_cap_bytes=settings.max_output_bytes, env_allow=settings.env_allow,
+                               sandbox=sandbox)
             tree = git_in(worktree, "rev-parse", "HEAD^{tree}").stdout.strip()
             store.record_test_run(run.id, None, kind, tree, report, artifacts / "logs" / f"{kind}.log")
             git_in(worktree, "reset", "--hard", "--quiet")

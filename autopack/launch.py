@@ -227,8 +227,10 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
     from autopack.llm.doctor import Doctor
     from autopack.orphans import stop_orphaned_suite
     from autopack.runner import RunContext
+    from autopack.sandbox import sandbox_for
     from autopack.workspace import Workspace
 
+    sandbox = sandbox_for(settings, plan.run.sandbox, state_dir(settings))  # exit 4 before anything is touched
     worktree = Path(run.worktree)
     owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
     workspace = Workspace(Path(run.repo_root), worktree, run.branch, run.subdir, owned=owned)
@@ -247,7 +249,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
                       artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
                       builder_model=model,
                       escalation_model=plan.run.models.get("escalation") or settings.escalation_model,
-                      doctor=doctor, cost_caps=caps)
+                      doctor=doctor, cost_caps=caps, sandbox=sandbox)
     ctx.test  # resolve (or detect) the test command now: a bad one is a usage error before any claim
     return ctx
 

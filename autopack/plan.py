@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, TIMEOUT_S, Bounds
 from autopack.errors import PlanError
 from autopack.ports import BUILDER_MODES
+from autopack.sandbox import MODES as SANDBOX_MODES
 from autopack.text import shown, to_json
 from autopack.userfiles import read_regular
 
@@ -35,7 +36,7 @@ _ID_RE = re.compile(RUN_ID_PATTERN)
 ID_RULE = "lowercase letters, digits, '.', '_', '-'; max 64"
 _TOP_KEYS = ("run", "phases")
 _RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassette",
-             "flags", "models", "limits", "type", "builder")
+             "flags", "models", "limits", "type", "builder", "sandbox")
 _LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s", "agent_max_turns", "agent_max_test_runs")
 _PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
                "acceptance", "depends_on", "allow_noop", "max_attempts",
@@ -118,6 +119,7 @@ class RunSpec:
     limits: dict[str, int | float] = field(default_factory=dict)
     type: str | None = None
     builder: str | None = None  # agent | single; None: as recorded, else the `builder` setting
+    sandbox: str | None = None  # none | bwrap: tightens the `sandbox` setting, never loosens it
     repo_as_written: str = "."
     cassette_as_written: str | None = None
 
@@ -125,7 +127,8 @@ class RunSpec:
         """The run as plan-file keys, paths as written (relative to the plan file)."""
         data: dict[str, Any] = {"id": self.id, "goal": self.goal, "repo": self.repo_as_written}
         optional = {"test_command": self.test_command, "base": self.base, "junit_xml": self.junit_xml,
-                    "cassette": self.cassette_as_written, "type": self.type, "builder": self.builder}
+                    "cassette": self.cassette_as_written, "type": self.type, "builder": self.builder,
+                    "sandbox": self.sandbox}
         data.update({key: value for key, value in optional.items() if value is not None})
         data.update(flags=dict(self.flags), models=dict(self.models), limits=dict(self.limits))
         return data
@@ -282,6 +285,7 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
         limits=checked_limits,
         type=check.optional_string(run, "type", "run"),
         builder=check.choice(run["builder"], "run.builder", BUILDER_MODES) if "builder" in run else None,
+        sandbox=check.choice(run["sandbox"], "run.sandbox", SANDBOX_MODES) if "sandbox" in run else None,
         repo_as_written=repo_text,
         cassette_as_written=cassette_text,
     )

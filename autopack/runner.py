@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from autopack.config import Settings
     from autopack.llm.doctor import Doctor
     from autopack.plan import PlanSpec
+    from autopack.sandbox import Sandbox
     from autopack.store.models import Run
     from autopack.store.runs import Store
     from autopack.workspace import Workspace
@@ -64,6 +65,7 @@ class RunContext:
     doctor: Doctor | None = None  # None: go without diagnoses
     cost_caps: tuple[CostCap, ...] = ()
     current: tuple[str, int] | None = None  # (phase id, attempt number) in progress: the ids of its events
+    sandbox: Sandbox | None = None  # every test command of the run runs in it (None: unconfined)
 
     @cached_property
     def test(self) -> TestCommand:
@@ -77,6 +79,16 @@ class RunContext:
     @property
     def test_timeout_s(self) -> float:
         return float(self.plan.run.limits.get("phase_timeout_s") or self.settings.phase_timeout_s)
+
+    def run_tests(self, cwd: Path, *, log_path: Path, junit_path: Path, select: tuple[str, ...] = ()) -> TestReport:
+        """The run's test command in ``cwd`` (its worktree, or a scratch one) with the run's timeout,
+        output cap, environment allow-list and sandbox: every suite of the run starts here."""
+        return run_tests(
+            self.test_command, cwd, timeout_s=self.test_timeout_s, log_path=log_path, junit_path=junit_path,
+            junit_xml=self.test.junit_xml, select=select, converter=self.test.converter,
+            ecosystem=self.test.ecosystem, output_cap_bytes=self.settings.max_output_bytes,
+            env_allow=self.settings.env_allow, sandbox=self.sandbox,
+        )
 
 
 @dataclass(frozen=True)
@@ -335,12 +347,8 @@ def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None
     with writing(log_path.parent, "the test logs"):
         log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    report = run_tests(
-        ctx.test_command, cwd or ctx.workspace.project_root, timeout_s=ctx.test_timeout_s, log_path=log_path,
-        junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml",
-        junit_xml=ctx.test.junit_xml, select=select, converter=ctx.test.converter, ecosystem=ctx.test.ecosystem,
-        output_cap_bytes=ctx.settings.max_output_bytes, env_allow=ctx.settings.env_allow,
-    )
+    report = ctx.run_tests(cwd or ctx.workspace.project_root, log_path=log_path, select=select,
+                           junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml")
     timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
     test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)
     ctx.workspace.check_seal()

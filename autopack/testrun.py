@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from autopack.errors import writing
 from autopack.junit import (
@@ -40,6 +40,9 @@ from autopack.junit import (
 from autopack.orphans import (SUITE_PIDFILE, Suite, record_suite, signal_suite, stop_orphaned_suite, stop_suite,
                               subreaper)
 from autopack.testoutput import PYTEST_STOPPED, build_errors, convert_output, pytest_session_errors
+
+if TYPE_CHECKING:
+    from autopack.sandbox import Sandbox
 
 __all__ = [
     "JUNIT_FILE_ENV", "MAX_JUNIT_BYTES", "MESSAGE_CAP", "NO_JUNIT", "JUnitError", "Outcome",
@@ -194,6 +197,7 @@ def run_tests(
     env: Mapping[str, str] | None = None,
     converter: str | None = None,
     ecosystem: str | None = None,
+    sandbox: Sandbox | None = None,
 ) -> TestReport:
     """Run ``command`` in ``cwd`` and report per-test outcomes.
 
@@ -218,7 +222,8 @@ def run_tests(
     exits, times out, or autopack is interrupted (``autopack.orphans``). While it runs, it
     is recorded in ``SUITE_PIDFILE`` beside the log, so that a suite left running by a
     killed autopack is stopped before the next one starts (one suite at a time per log
-    directory).
+    directory). With ``sandbox`` (``autopack.sandbox``) the command runs inside it, with the
+    worktree and the report directory writable.
     """
     cwd = Path(cwd)
     junit_file = Path(junit_path).resolve()
@@ -243,7 +248,9 @@ def run_tests(
     variables[JUNIT_FILE_ENV] = str(junit_file)
     keep_output = converter is not None or ecosystem not in (None, "python", "custom")
     output_path = junit_file.with_suffix(".output") if keep_output else None
-    result = _run_process(command, cwd, variables, timeout_s, Path(log_path), output_cap_bytes, output_path)
+    prefix = sandbox.argv(cwd, variables, writable=[junit_file.parent]) if sandbox else []
+    result = _run_process([*prefix, "/bin/sh", "-c", command], cwd, variables, timeout_s, Path(log_path),
+                          output_cap_bytes, output_path)
     output = ""
     if output_path is not None:
         output = output_path.read_bytes().decode("utf-8", errors="replace")
@@ -329,7 +336,7 @@ def _put(file: Any, data: bytes) -> None:
 
 
 def _run_process(
-    command: str, cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, cap: int,
+    argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, cap: int,
     copy_path: Path | None = None,
 ) -> _ProcessResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,7 +345,7 @@ def _run_process(
             open(copy_path or os.devnull, "wb", buffering=0) as copy_file:
         sink = _OutputSink(log_file, cap, copy_file if copy_path else None)
         process = subprocess.Popen(
-            ["/bin/sh", "-c", command],
+            argv,
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -3,7 +3,8 @@
 Usage: python -m benchmarks [--scale large|small|tiny] [--only GROUP,...]. Groups: startup (--help, status without a database), read (status, status RUN, pick-next,
 drain --dry-run, ab-test on a built store), example (overhead and test-suite runs per
 attempt of examples/calc), drain (RSS of one drain over --drain-phases phases), agent (the agent
-builder's overhead per turn, memory over --agent-turns turns, prompt bytes with caching on/off).
+builder's overhead per turn, memory over --agent-turns turns, prompt bytes with caching on/off), sandbox
+(the example's suite run in the bwrap sandbox against unconfined: the ratio and the time it adds).
 Prints a table and writes the figures, with the machine they were measured on, as JSON.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.report import Figure, machine, table, write_json
 
-GROUPS = ("startup", "read", "example", "drain", "agent")
+GROUPS = ("startup", "read", "example", "drain", "agent", "sandbox")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.commands import read_figures, startup_figures
     from benchmarks.drain_memory import drain_memory_figures
     from benchmarks.example_run import example_figures
+    from benchmarks.sandbox_ratio import sandbox_figures
     from benchmarks.store_builder import SCALES, cached_store
 
     args = parse_args(argv)
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if "agent" in args.groups:
         settings["agent_turns"] = args.agent_turns
         figures += agent_figures(args.agent_turns)
+    if "sandbox" in args.groups:
+        figures += sandbox_figures(max(args.repeats, 5))
     print(table(figures))
     print(f"({time.perf_counter() - started:.0f} s; figures written to {args.json})")
     write_json(args.json, figures, settings, host)

@@ -82,3 +82,12 @@ def test_the_agent_benchmark_times_each_turn_and_models_the_cache(tmp_path):
     assert plain.uncached_bytes == [size for size in plain.request_bytes]  # nothing cached without marks
     assert cached.uncached_bytes[0] == plain.uncached_bytes[0]  # the first request only writes the cache
     assert all(later < size / 4 for later, size in zip(cached.uncached_bytes[2:], cached.request_bytes[2:]))
+
+
+def test_the_sandbox_benchmark_times_both_modes(tmp_path):
+    from benchmarks.sandbox_ratio import suite_timings
+    from test_sandbox import usable_bwrap
+
+    usable_bwrap()
+    plain, boxed = suite_timings(tmp_path, 1)
+    assert len(plain) == len(boxed) == 1 and min(plain + boxed) > 0

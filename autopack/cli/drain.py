@@ -11,7 +11,8 @@ import typer
 
 from autopack.bounds import Bounds
 from autopack.cli import app
-from autopack.cli.options import COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, load, number_option
+from autopack.cli.options import (COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, SandboxOption, load,
+                                  number_option)
 from autopack.cli.stream import EventsOption, open_events, refuse_events
 from autopack.errors import EXIT_FAILED, EXIT_OK, NoSuchRun, UsageError
 from autopack.text import shown, to_json
@@ -38,6 +39,7 @@ def drain(
     junit_xml: Annotated[Optional[Path], typer.Option("--junit-xml", help="Write each drained phase as a JUnit testcase.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     events: EventsOption = None,
+    sandbox: SandboxOption = None,
     db: DbOption = None,
 ) -> None:
     """Execute drainable phases (queued, or failed and not parked) across runs, most urgent first.
@@ -50,10 +52,14 @@ def drain(
     from autopack import render
     from autopack.drain import DrainOptions, Drainer
     from autopack.store import open_reader, open_store
+    from autopack.launch import state_dir
+    from autopack.sandbox import sandbox_for
     from autopack.store.queries import run_exists
 
-    settings = load(db)
+    settings = load(db, sandbox=sandbox)
     _check_events(events, as_json, dry_run=dry_run, workers=workers if not run_id else 1)
+    if not dry_run:  # before anything is claimed; a run whose plan tightens it is checked when entered
+        sandbox_for(settings, None, state_dir(settings))
     options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
                            max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
     store = open_reader(settings.db) if dry_run else open_store(settings.db, create=False)  # a dry run only reads
@@ -70,7 +76,7 @@ def drain(
             _print_candidates(store, settings, options, as_json, shown=max(batch_size, DRY_RUN_ROWS))
             return
         if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
-            summary = _drain_in_workers(workers, options, settings.db)
+            summary = _drain_in_workers(workers, options, settings.db, sandbox)
         else:
             observer = render.drain_observer(quiet or as_json, open_events(events))
             with observer:
@@ -128,7 +134,7 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool, s
     return EXIT_FAILED if summary["failed"] or summary.get("unavailable_runs") else EXIT_OK
 
 
-def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
+def _drain_in_workers(workers: int, options: "DrainOptions", db: Path, sandbox: str | None) -> dict:
     """N `autopack drain` processes over the same store; their JSON summaries merged.
 
     The batch size and the cost cap are shared out between the workers.
@@ -143,6 +149,8 @@ def _drain_in_workers(workers: int, options: "DrainOptions", db: Path) -> dict:
             args += [flag, str(value)]
     if options.include_parked:
         args.append("--include-parked")
+    if sandbox:
+        args += ["--sandbox", sandbox]
     procs = [subprocess.Popen([sys.executable, "-m", "autopack", "drain", *args], stdout=subprocess.PIPE, text=True)
              for _ in range(workers)]
     merged: dict = {"schema": 1, "processed": 0, "completed": 0, "failed": 0, "phases": [], "busy_runs": [],
@@ -171,6 +179,7 @@ def drain_one(
     force: Annotated[bool, typer.Option("--force", help="Run a complete phase again.")] = False,
     as_json: JsonOption = False,
     events: EventsOption = None,
+    sandbox: SandboxOption = None,
     db: DbOption = None,
 ) -> None:
     """One pass at exactly one phase (a failed phase is requeued). Exit 0 iff it ends complete."""
@@ -178,7 +187,7 @@ def drain_one(
     from autopack import render
     from autopack.store import open_store
 
-    settings = load(db)
+    settings = load(db, sandbox=sandbox)
     _check_events(events, as_json)
     store = open_store(settings.db, create=False)
     if store is None:

@@ -22,6 +22,12 @@ DbOption = Annotated[
     typer.Option("--db", help="SQLite state file (default: .autopack/autopack.db at the git repository root).",
                  show_default=False),
 ]
+SandboxOption = Annotated[
+    Optional[str],
+    typer.Option("--sandbox", metavar="none|bwrap", show_default=False,
+                 help='Run every test command unconfined ("none") or in a bubblewrap sandbox ("bwrap"); '
+                      "overrides the sandbox setting (a plan's run.sandbox may still tighten it)."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (contract 4).")]
 
 COST_USD = Bounds(0, 1_000_000, integer=False)  # --max-cost

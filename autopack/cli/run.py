@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from autopack.cli import app
-from autopack.cli.options import COST_USD, ID, DbOption, load, number_option
+from autopack.cli.options import COST_USD, ID, DbOption, SandboxOption, load, number_option
 from autopack.cli.stream import EventsOption, open_events, refuse_events
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 
@@ -25,6 +25,7 @@ def run(
     max_cost: Annotated[Optional[float], number_option("--max-cost", bounds=COST_USD, help="Stop before a call would take the run's total cost (from the ledger) past USD.")] = None,
     record: Annotated[Optional[Path], typer.Option("--record", help="Write every live LLM exchange to this cassette (needs ANTHROPIC_API_KEY).")] = None,
     events: EventsOption = None,
+    sandbox: SandboxOption = None,
     db: DbOption = None,
 ) -> None:
     """Carry out PLAN: each phase written by Claude, applied in a worktree, tested and judged.
@@ -34,8 +35,9 @@ def run(
     """
     from autopack import launch, render
     from autopack.plan import load_plan
+    from autopack.sandbox import sandbox_for
 
-    settings = load(db)
+    settings = load(db, sandbox=sandbox)
     if plan is None and run_id is None:
         raise UsageError("give a plan file (autopack run PLAN) or a recorded run (autopack run --run-id ID)")
     spec = load_plan(plan, default_max_attempts=settings.max_attempts) if plan is not None else None
@@ -51,6 +53,8 @@ def run(
                          "them to the command that executes the run (a drain replays the plan's run.cassette)")
     if queue_only:
         refuse_events(events, "--queue-only executes nothing; give --events to the drain that executes the run")
+    if spec is not None and not queue_only:  # a machine that cannot build the sandbox: exit 4, nothing recorded
+        sandbox_for(settings, spec.run.sandbox, launch.state_dir(settings))
     stream = open_events(events)  # before anything is recorded: a path that cannot be written changes nothing
     for warning in spec.warnings if spec else ():
         print(f"autopack: warning: {warning}", file=sys.stderr)
@@ -73,6 +77,8 @@ def run(
             recorded = launch.record_run(store, spec, target, settings)
     else:
         spec, recorded = launch.resume_target(store, settings, run_id)
+        if not queue_only:
+            sandbox_for(settings, spec.run.sandbox, launch.state_dir(settings))
         clients = connect(spec)
     for warning in launch.model_warnings(settings, spec):
         print(f"autopack: warning: {warning}", file=sys.stderr)
