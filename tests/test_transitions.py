@@ -23,6 +23,7 @@ from autopack.domain.lifecycle import (
     FINISH,
     AttemptState,
     AttemptTransition,
+    PASS_OVER,
     FailureKind,
     PhaseState,
     PhaseTransition,
@@ -52,6 +53,8 @@ def test_the_transition_tables_cover_every_state() -> None:
     attempt_states = {s for t in AttemptTransition for s in (*t.sources, t.target)}
     assert attempt_states == set(AttemptState)
     assert all(FINISH[state].target == state for state in FINISH)
+    t = PhaseTransition  # the transitions that start a new pass, derived from the table
+    assert {x for x in t if x.starts_pass} == {t.CLAIM_NEW_PASS, t.CLAIM_PHASE, t.CLAIM_FORCED, t.UNSKIP, t.REQUEUE}
     # The enums keep the stored and printed values (contract 4).
     assert [s.value for s in PhaseState] == ["queued", "executing", "ci_running", "gate", "complete", "failed",
                                              "skipped"]
@@ -151,21 +154,26 @@ def test_each_phase_transition_works_from_its_states_and_is_refused_from_every_o
         assert dump(db) == before, f"{transition} from {state} changed the database"
 
 
-def test_a_new_pass_claim_resets_the_pass_only_when_it_leaves_failed(template: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transition", [t for t in PhaseTransition
+                                        if t.target in (PhaseState.QUEUED, PhaseState.EXECUTING)])
+def test_leaving_a_finished_pass_starts_a_new_one_and_nothing_else_does(template: Path, tmp_path: Path,
+                                                                        transition: PhaseTransition) -> None:
     from autopack.store import open_store
 
-    for state, pass_after in ((PhaseState.FAILED, 0), (PhaseState.QUEUED, 2)):
+    for state in transition.sources:
         db = tmp_path / f"{state}.db"
         shutil.copy(template, db)
-        set_states(db, state, PhaseState.COMPLETE)
+        set_states(db, state, PhaseState.FAILED if transition is PhaseTransition.REQUEUE else PhaseState.COMPLETE)
         conn = sqlite3.connect(db)
         with conn:
             conn.execute("UPDATE phases SET pass_attempts = 2, parked_reason = 'stuck' WHERE phase_id = 'p'")
         conn.close()
         with open_store(db, create=False) as store:
-            claimed = store.claim("r", "p", "x", 60, PhaseTransition.CLAIM_NEW_PASS)
-            assert (claimed.state, claimed.claimed_by, claimed.pass_attempts, claimed.parked_reason) == (
-                "executing", "x", pass_after, None)
+            p = store.phase("r", "p")
+            perform(store, transition, p.pk, store.attempts(p.pk)[0].id)
+            after = store.phase("r", "p")
+        expected = (0, None) if state in PASS_OVER else (2, "stuck")
+        assert (after.state, after.pass_attempts, after.parked_reason) == (transition.target, *expected), state
 
 
 @pytest.mark.parametrize("transition", list(AttemptTransition))

@@ -41,6 +41,9 @@ class PhaseState(StrEnum):
 
 
 ACTIVE_STATES = (PhaseState.EXECUTING, PhaseState.CI_RUNNING, PhaseState.GATE)  # an executor works on it
+# A phase that leaves one of these for queued or executing starts a new pass (of up to max_attempts
+# attempts): its pass's attempt count starts again and its parking is cleared.
+PASS_OVER = (PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.COMPLETE)
 
 
 class AttemptState(StrEnum):
@@ -77,6 +80,11 @@ class PhaseTransition(StrEnum):
         member._value_ = value
         member.sources, member.target = sources, target
         return member
+
+    @property
+    def starts_pass(self) -> bool:
+        """Whether it may start a new pass: from a PASS_OVER state into queued or executing."""
+        return self.target in (PhaseState.QUEUED, PhaseState.EXECUTING) and any(s in PASS_OVER for s in self.sources)
 
     CLAIM = "claim", (_Q,), _E
     # A drain's pass at a failed phase: failed -> queued -> executing in one statement.

@@ -32,7 +32,7 @@ def replace_plan(store: Store, run_id: str, plan: Any, changed: Sequence[str]) -
                 spec.to_dict(), spec.max_attempts, None, now)
             session.add(phase)
             if phase.state == PhaseState.FAILED:
-                move_phase(session, PhaseTransition.REQUEUE, phase.pk, pass_attempts=0, updated_at=now)
+                move_phase(session, PhaseTransition.REQUEUE, phase.pk, updated_at=now)
                 requeued.append(phase_id)
             session.execute(delete(PhaseDependency).where(PhaseDependency.phase_pk == phase.pk))
             for dependency in spec.depends_on:

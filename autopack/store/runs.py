@@ -19,7 +19,6 @@ from sqlmodel import select
 from autopack import __version__
 from autopack.errors import UsageError
 from autopack.domain.lifecycle import ACTIVE_STATES
-from autopack.store import CONFIRMED_TEST_RUN
 from autopack.store.db import Transactions, make_engine, read_session, translate_errors
 from autopack.store.models import (
     Attempt,
@@ -165,9 +164,6 @@ class Store(Lifecycle):
                              message=o.message, duration_s=o.duration_s, collection_error=o.collection_error)
                 for o in report.outcomes
             )
-            if attempt_id is not None and kind != CONFIRMED_TEST_RUN:  # counts executions only
-                session.execute(update(Attempt).where(Attempt.id == attempt_id)
-                                .values(test_runs=Attempt.test_runs + 1))
             return row.id
 
     def test_report(self, test_run_id: int) -> Any:

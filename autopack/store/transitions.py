@@ -19,6 +19,7 @@ from sqlmodel import select
 from autopack.domain.lifecycle import (
     ACTIVE_STATES,
     FINISH,
+    PASS_OVER,
     AttemptState,
     AttemptTransition,
     FailureKind,
@@ -46,8 +47,14 @@ def move_phase(session: Any, transition: PhaseTransition, phase_pk: int, **value
 
 
 def move_phases(session: Any, transition: PhaseTransition, where: Any, **values: Any) -> list[Phase]:
-    """The phases matching ``where`` that may take ``transition``, through it in one statement (plan order)."""
+    """The phases matching ``where`` that may take ``transition``, through it in one statement (plan order).
+
+    One leaving a PASS_OVER state starts a new pass in the same statement (``PhaseTransition.starts_pass``)."""
     values.setdefault("updated_at", utcnow())
+    if transition.starts_pass:
+        new_pass = Phase.state.in_(PASS_OVER)
+        values.update(pass_attempts=case((new_pass, 0), else_=Phase.pass_attempts),
+                      parked_reason=case((new_pass, None), else_=Phase.parked_reason))
     stmt = (update(Phase).where(where, Phase.state.in_(transition.sources))
             .values(state=transition.target, **values).returning(Phase)
             .execution_options(populate_existing=True))
@@ -77,8 +84,7 @@ def unskip(session: Any, run_id: str, now: datetime) -> list[str]:
     dep = aliased(Phase)
     ready = ~exists().where(PhaseDependency.phase_pk == Phase.pk, PhaseDependency.depends_on_pk == dep.pk,
                             dep.state.in_(BLOCKING))
-    moved = move_phases(session, PhaseTransition.UNSKIP, and_(Phase.run_id == run_id, ready),
-                        pass_attempts=0, updated_at=now)
+    moved = move_phases(session, PhaseTransition.UNSKIP, and_(Phase.run_id == run_id, ready), updated_at=now)
     return [phase.phase_id for phase in moved]
 
 
@@ -103,19 +109,15 @@ class Lifecycle:
               transition: PhaseTransition = PhaseTransition.CLAIM) -> Phase | None:
         """Claim one named phase if ``transition`` may leave its state (by default: if it is queued).
 
-        A claim from another state starts a new pass (its pass's attempt count and parking cleared)."""
+        A claim from failed, skipped or complete starts a new pass (``PhaseTransition.starts_pass``)."""
         return self._claim(transition, and_(Phase.run_id == run_id, Phase.phase_id == phase_id),
                            executor_id, lease_s)
 
     def _claim(self, transition: PhaseTransition, where: Any, executor_id: str, lease_s: float) -> Phase | None:
         now = utcnow()
-        values: dict[str, Any] = {"claimed_by": executor_id, "lease_expires_at": now + timedelta(seconds=lease_s),
-                                  "updated_at": now}
-        if transition is not PhaseTransition.CLAIM:
-            values.update(pass_attempts=case((Phase.state != PhaseState.QUEUED, 0), else_=Phase.pass_attempts),
-                          parked_reason=None)
         with self.transactions.atomic() as session:
-            claimed = move_phases(session, transition, where, **values)
+            claimed = move_phases(session, transition, where, claimed_by=executor_id, updated_at=now,
+                                  lease_expires_at=now + timedelta(seconds=lease_s))
             return claimed[0] if claimed else None
 
     def rescue_run(self, run_id: str) -> list[str]:
@@ -220,6 +222,5 @@ class Lifecycle:
         if phase_ids is not None:
             where = and_(where, Phase.phase_id.in_(list(phase_ids)))
         with self.transactions.atomic() as session:
-            failed = move_phases(session, PhaseTransition.REQUEUE, where, pass_attempts=0, parked_reason=None,
-                                 updated_at=now)
+            failed = move_phases(session, PhaseTransition.REQUEUE, where, updated_at=now)
             return [p.phase_id for p in failed] + unskip(session, run_id, now)
