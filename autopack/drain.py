@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from autopack.caps import CostCap, CostCapReached
-from autopack.domain.lifecycle import NEEDS_PLAN_CHANGE, RANK_LABELS, drain_rank
+from autopack.domain.lifecycle import NEEDS_PLAN_CHANGE, RANK_LABELS, PhaseState, PhaseTransition, drain_rank
 from autopack.errors import AutopackError, Busy, UsageError
 from autopack.events import Parked, Recovered, RunBusy, RunUnavailable
 
@@ -51,10 +51,10 @@ def prioritise(phases: list[Any]) -> list[Candidate]:
     """Order drainable phases by the documented priority, each with the reason for its place."""
     candidates = []
     for p in phases:
-        if p.state == "failed" or p.failure_kind:
+        if p.state == PhaseState.FAILED or p.failure_kind:
             kind = p.failure_kind or "unknown"
             rank = drain_rank(p.failure_kind)
-            how = "failed with" if p.state == "failed" else "queued again after"
+            how = "failed with" if p.state == PhaseState.FAILED else "queued again after"
             reason = f"{RANK_LABELS[rank]}: {how} {kind}"
             if p.parked_reason:
                 reason += f" (parked: {p.parked_reason})"
@@ -63,7 +63,7 @@ def prioritise(phases: list[Any]) -> list[Candidate]:
         candidates.append(Candidate(p, rank, reason))
     far_future = 1e18
     return sorted(candidates, key=lambda c: (
-        c.rank, c.phase.state != "failed",
+        c.rank, c.phase.state != PhaseState.FAILED,
         c.phase.failed_at.timestamp() if c.phase.failed_at else far_future,
         c.phase.run_created_at.timestamp(), c.phase.run_id, c.phase.position))
 
@@ -102,11 +102,11 @@ class DrainReport:
 
     @property
     def completed(self) -> int:
-        return sum(r.state == "complete" for r in self.results)
+        return sum(r.state == PhaseState.COMPLETE for r in self.results)
 
     @property
     def failed(self) -> int:
-        return sum(r.state != "complete" for r in self.results)
+        return sum(r.state != PhaseState.COMPLETE for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,7 +184,7 @@ class Drainer:
                     continue
                 passed.add(candidate.phase.phase_pk)
                 self.report.results.append(result)
-                zero_yield = 0 if result.state == "complete" else zero_yield + 1
+                zero_yield = 0 if result.state == PhaseState.COMPLETE else zero_yield + 1
         self.report.elapsed_s = self.clock() - started
         return self.report
 
@@ -264,16 +264,14 @@ class Drainer:
     def _execute(self, ctx: Any, candidate: Candidate, executor_id: str) -> PhaseResult | None:
         """Give the candidate its pass, unless another drain changed it since it was planned."""
         from autopack.store.drainable import drainable_phases
-        from autopack.store.drains import requeue_phase
 
         fresh = {p.phase_pk: p for p in drainable_phases(self.store, ctx.run.id, self.options.include_parked,
                                                          park_rule(self.settings))}
         now = fresh.get(candidate.phase.phase_pk)
         if now is None or (now.state, now.failed_at) != (candidate.phase.state, candidate.phase.failed_at):
             return None  # drained by someone else meanwhile: plan again
-        if now.state == "failed":
-            requeue_phase(self.store, now.phase_pk)
-        return execute_claimed(ctx, now.phase_pk, executor_id, self.settings, self.observer)
+        return execute_claimed(ctx, now.phase_pk, executor_id, self.settings, self.observer,
+                               PhaseTransition.CLAIM_NEW_PASS)
 
     def rescue_stale(self, now: datetime | None = None) -> None:
         """Rescue claims whose lease expired with a silent executor, for runs nobody holds."""
@@ -296,21 +294,23 @@ class Drainer:
                 lock.release()
 
 
-def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, observer: Any) -> PhaseResult | None:
-    """Claim a queued phase and give it one pass; None when someone else claimed it first."""
+def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, observer: Any,
+                    transition: PhaseTransition) -> PhaseResult | None:
+    """Claim a phase through ``transition`` (from failed: a new pass, in the same statement) and give it
+    one pass; None when someone else claimed it first."""
     from autopack.runner import execute_phase
     from autopack.store.drains import park_stuck
 
     store = ctx.store
     phase = next(p for p in store.phases(ctx.run.id) if p.pk == phase_pk)
-    claimed = store.claim(ctx.run.id, phase.phase_id, executor_id, settings.lease_s)
+    claimed = store.claim(ctx.run.id, phase.phase_id, executor_id, settings.lease_s, transition)
     if claimed is None:
         return None
     started = time.monotonic()
     state = execute_phase(ctx, claimed)
     store.skip_blocked(ctx.run.id)
     parked = None
-    if state == "failed":
+    if state == PhaseState.FAILED:
         stuck = park_stuck(store, park_rule(settings), [claimed.pk])
         if stuck:
             parked = stuck[0][2]
@@ -325,10 +325,10 @@ def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: b
     """One pass at exactly this phase: a failed phase is requeued; a complete one only with force."""
     from autopack.launch import connect, executor, open_run, resume_target, run_lock, state_dir
     from autopack.sandbox import sandbox_for
-    from autopack.store.drains import requeue_phase, unmet_dependencies
+    from autopack.store.drains import unmet_dependencies
 
     def refuse_complete(phase: Any) -> None:
-        if phase.state == "complete" and not force:
+        if phase.state == PhaseState.COMPLETE and not force:
             raise UsageError(f"phase '{phase_id}' of run '{run_id}' is already complete (commit "
                              f"{(phase.commit or '')[:10]}); use --force to run it again")
 
@@ -348,9 +348,8 @@ def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: b
         if unmet:
             raise UsageError(f"phase '{phase_id}' depends on {', '.join(unmet)}, not complete yet; "
                              f"drain those first")
-        if phase.state != "queued":
-            requeue_phase(store, phase.pk)
-        result = execute_claimed(ctx, phase.pk, executor_id, settings, observer)
+        transition = PhaseTransition.CLAIM_FORCED if force else PhaseTransition.CLAIM_PHASE
+        result = execute_claimed(ctx, phase.pk, executor_id, settings, observer, transition)
     if result is None:
         raise Busy(f"phase '{phase_id}' of run '{run_id}' was claimed by another executor; try again later")
     return result

@@ -83,6 +83,13 @@ class Busy(AutopackError):
     exit_code = EXIT_BUSY
 
 
+class TransitionRefused(AutopackError):
+    """A phase or attempt was not in a state the change may leave: another executor (or command)
+    changed it first. Nothing was written (exit 75: try again)."""
+
+    exit_code = EXIT_BUSY
+
+
 class Interrupted(AutopackError):
     """Stopped by SIGINT/SIGTERM (exit 130)."""
 

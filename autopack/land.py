@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from autopack.domain.lifecycle import PhaseState
 from autopack.errors import AutopackError, NoSuchRun, UsageError
 from autopack.workspace import COMMIT_IDENTITY_ENV, git_in
 
@@ -110,7 +111,7 @@ def landable(store: Any, run: Any, partial: bool) -> tuple[str, list[str]]:
     """The commit to land and the phases it brings: the branch head of a complete run; with ``partial``,
     the branch up to the last commit of the plan's leading complete phases."""
     phases = sorted(store.phases(run.id), key=lambda p: p.position)
-    undone = [p for p in phases if p.state != "complete"]
+    undone = [p for p in phases if p.state != PhaseState.COMPLETE]
     repo = Path(run.repo_root)
     commits = _run_commits(repo, run)
     if not undone:
@@ -124,7 +125,7 @@ def landable(store: Any, run: Any, partial: bool) -> tuple[str, list[str]]:
                              f"{run.id}`) or land its leading complete phases with --partial")
     leading: set[str] = set()
     for phase in phases:
-        if phase.state != "complete":
+        if phase.state != PhaseState.COMPLETE:
             break
         leading.add(phase.phase_id)
     taken = []

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
+from autopack.domain.lifecycle import PhaseState
 from autopack.errors import NoSuchRun, UsageError
 from autopack.events import Recovered, Requeued
 from autopack.lock import Heartbeat, RunLock
@@ -24,7 +25,7 @@ from autopack.plan import PlanSpec, plan_from_dict
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    state: str  # complete | failed | queued | running
+    state: str  # a RunState: complete | failed | queued | running
     counts: dict[str, int]
 
 
@@ -45,7 +46,7 @@ def recorded_run(store: Any, settings: Any, plan: PlanSpec) -> tuple[Any, str | 
     from autopack.replan import changed_phases
     from autopack.store.replans import replace_plan
 
-    complete = {phase.phase_id for phase in store.phases(run.id) if phase.state == "complete"}
+    complete = {phase.phase_id for phase in store.phases(run.id) if phase.state == PhaseState.COMPLETE}
     changed = changed_phases(run.plan, plan, complete)
     with run_lock(settings, run.id):
         requeued = replace_plan(store, run.id, plan, changed)
@@ -280,14 +281,12 @@ def recover(store: Any, run: Any, workspace: Any, observer: Any) -> None:
     trailers = workspace.head_trailers()
     if trailers.get("Autopack-Run") == run.id and "Autopack-Phase" in trailers:
         phase = store.phase(run.id, trailers["Autopack-Phase"])
-        if phase is not None and phase.state != "complete":
+        if phase is not None and phase.state != PhaseState.COMPLETE:
             number = int(trailers.get("Autopack-Attempt", "0"))
             attempt = next((a for a in store.attempts(phase.pk) if a.number == number), None)
             if attempt is not None and (attempt.decision or {}).get("verdict") == "complete":
                 head = workspace.head()
-                store.finish_attempt(attempt.id, "complete", commit=head)
-                store.complete_phase(phase.pk, head, attempt.decision)
-                store.add_event(run.id, "reconciled_commit", {"commit": head}, phase.phase_id, attempt.id)
+                store.reconcile_commit(phase.pk, attempt.id, head, attempt.decision)
                 observer.notify(Recovered(run_id=run.id, phase_id=phase.phase_id, what=f"commit {head[:10]} recorded"))
     for phase_id in store.rescue_run(run.id):
         observer.notify(Recovered(run_id=run.id, phase_id=phase_id, what="abandoned attempt; phase requeued"))

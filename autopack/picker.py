@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from autopack.domain.lifecycle import TRANSIENT, drain_rank
+from autopack.domain.lifecycle import TRANSIENT, PhaseState, drain_rank
 
 WEIGHTS = {"drainable": 10.0, "escalated": 5.0, "transient": 3.0, "age_hours": 1.0, "cost_usd": -2.0}
 AGE_CAP_HOURS = 48.0
@@ -56,7 +56,7 @@ def score_runs(db: Any, rule: Any, now: datetime | None = None) -> list[RunScore
         components = {
             "drainable": float(len(phases)),
             "escalated": float(sum(1 for p in phases if p.escalated_budget)),
-            "transient": float(sum(1 for p in phases if p.state == "failed" and drain_rank(p.failure_kind) == TRANSIENT)),
+            "transient": float(sum(1 for p in phases if p.state == PhaseState.FAILED and drain_rank(p.failure_kind) == TRANSIENT)),
             "age_hours": min(AGE_CAP_HOURS, max(0.0, (now - oldest).total_seconds() / 3600)),
             "cost_usd": costs.get(run_id, 0.0),
         }

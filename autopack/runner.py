@@ -17,7 +17,7 @@ from autopack.adapters.git.scratch import ScratchTree
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
-from autopack.domain.lifecycle import FailureKind
+from autopack.domain.lifecycle import AttemptState, FailureKind, PhaseState
 from autopack.engine.attempt import attempt_ports
 from autopack.engine.evidence_runs import gather_evidence
 from autopack.engine.reads import collect_files
@@ -133,7 +133,7 @@ def execute_phase(ctx: RunContext, phase: Any) -> str:
             model = _model_for(ctx, phase, last)
             outcome = run_attempt(ctx, phase, spec, previous, model)
             if outcome.complete:
-                return "complete"
+                return PhaseState.COMPLETE
             if outcome.failure.kind in ENDS_PASS:
                 break
             previous = outcome.digest
@@ -144,11 +144,11 @@ def execute_phase(ctx: RunContext, phase: Any) -> str:
         _release(ctx, phase, outcome, exc)
         raise
     failure = outcome.failure
-    ctx.store.fail_phase(phase.pk, state="failed", kind=failure.kind, message=failure.message,
+    ctx.store.fail_phase(phase.pk, state=PhaseState.FAILED, kind=failure.kind, message=failure.message,
                          fingerprint=failure.fingerprint, decision=outcome.decision)
     ctx.observer.notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=outcome.attempt.number,
-                                      state="failed", kind=failure.kind, message=failure.message))
-    return "failed"
+                                      state=PhaseState.FAILED, kind=failure.kind, message=failure.message))
+    return PhaseState.FAILED
 
 
 def _model_for(ctx: RunContext, phase: Any, last: bool) -> str:
@@ -222,11 +222,11 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         if files_changed == 0 and not spec.allow_noop:  # known now: no test run can change the verdict
             return _fail(ctx, phase, attempt, started, timings, Failure("no_op", NO_OP_REASON))
 
-        _step(ctx, phase, attempt, "tests", state="ci_running")
+        _step(ctx, phase, attempt, "tests", state=PhaseState.CI_RUNNING)
         report, test_run_id = _run_suite(ctx, attempt.id, "attempt", tree_sha, timings)
         reruns = _confirm(ctx, attempt.id, baseline, report, timings)
 
-        _step(ctx, phase, attempt, "finalize", state="gate")
+        _step(ctx, phase, attempt, "finalize", state=PhaseState.GATE)
         decision = decide(baseline, report, rerun=reruns.in_suite, rerun_alone=reruns.alone,
                           files_changed=files_changed,
                           deliverables_missing=missing_deliverables(ws.project_root, spec.deliverables),
@@ -256,10 +256,11 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
              "Autopack-Attempt": str(attempt.number)},
             staged_tree=tree_sha,
         )
-        baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
-        store.save_baseline(tree_sha, ctx.test_command, baseline_id)
-        store.finish_attempt(attempt.id, "complete", commit=commit, **_times(started, timings))
-        store.complete_phase(phase.pk, commit, decision_dict)
+        with store.atomic():  # the end of the attempt is one commit: recovery finds it all done, or only the git commit
+            baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
+            store.save_baseline(tree_sha, ctx.test_command, baseline_id)
+            store.finish_attempt(attempt.id, AttemptState.COMPLETE, commit=commit, **_times(started, timings))
+            store.complete_phase(phase.pk, commit, decision_dict)
         notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, state="complete",
                              commit=commit, reasons=tuple(decision.reasons)))
         return AttemptOutcome(True, decision=decision_dict)
@@ -277,7 +278,7 @@ def _release(ctx: RunContext, phase: Any, outcome: AttemptOutcome | None, exc: C
 
     if outcome is not None and outcome.failure is not None:
         failure = outcome.failure
-        ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
+        ctx.store.fail_phase(phase.pk, state=PhaseState.QUEUED, kind=failure.kind, message=failure.message,
                              fingerprint=failure.fingerprint, decision=outcome.decision)
     else:
         release_claim(ctx.store, phase.pk)
@@ -374,10 +375,11 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
     """Save the attempt's change as a patch, reset the worktree, record the failure."""
     patch_path = _save_patch(ctx, phase.phase_id, attempt.number)
     ctx.workspace.reset_clean()
-    ctx.store.finish_attempt(attempt.id, "failed", failure_kind=failure.kind, failure_message=failure.message,
-                             failure_fingerprint=failure.fingerprint, decision=decision,
-                             patch_path=str(patch_path) if patch_path else None, **_times(started, timings))
-    ctx.store.set_step(phase.pk, None, "failed", state="executing")
+    with ctx.store.atomic():
+        ctx.store.finish_attempt(attempt.id, AttemptState.FAILED, failure_kind=failure.kind, failure_message=failure.message,
+                                 failure_fingerprint=failure.fingerprint, decision=decision,
+                                 patch_path=str(patch_path) if patch_path else None, **_times(started, timings))
+        ctx.store.set_step(phase.pk, None, "failed", state=PhaseState.EXECUTING)
     ctx.observer.notify(AttemptFailed(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
                                       kind=failure.kind, message=failure.message))
     return AttemptOutcome(False, failure, text or digest(failure, decision), decision, attempt, output_tail, failing)
@@ -400,9 +402,10 @@ def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timi
     """Ctrl-C / SIGTERM: keep the record, leave the phase queued and the worktree clean."""
     _save_patch(ctx, phase.phase_id, attempt.number)
     ctx.workspace.reset_clean()
-    ctx.store.finish_attempt(attempt.id, "interrupted", failure_kind=failure.kind,
-                             failure_message=failure.message, **_times(started, timings))
-    ctx.store.fail_phase(phase.pk, state="queued", kind=failure.kind, message=failure.message,
-                         fingerprint=failure.fingerprint, decision=None)
+    with ctx.store.atomic():
+        ctx.store.finish_attempt(attempt.id, AttemptState.INTERRUPTED, failure_kind=failure.kind,
+                                 failure_message=failure.message, **_times(started, timings))
+        ctx.store.fail_phase(phase.pk, state=PhaseState.QUEUED, kind=failure.kind, message=failure.message,
+                             fingerprint=failure.fingerprint, decision=None)
     ctx.observer.notify(AttemptFailed(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
                                       kind=failure.kind, message=failure.message))

@@ -193,7 +193,7 @@ class _Generator:
             "plan_hash": hashlib.sha256(run_id.encode()).hexdigest(), "comparable_hash": comparable,
             "plan": plan, "flags": flags, "repo_root": "/srv/repo", "subdir": "", "base_commit": "b" * 40,
             "branch": f"autopack/{run_id}", "worktree": f"/srv/repo/.autopack/worktrees/{run_id}",
-            "autopack_version": "0.1.0", "created_at": created, "updated_at": created,
+            "autopack_version": "0.1.0", "created_at": created,
         })
         states = self._phase_states(index)
         if index % 2 and all(s == "complete" for s in states) and len(self.ab_pairs) < 400:
@@ -255,7 +255,7 @@ class _Generator:
                 "apply_stats": {"files_written": 2, "files_changed": 2}, "decision": _decision(ok, failure),
                 "tree_sha": hashlib.sha1(f"tree{attempt_id}".encode()).hexdigest(),
                 "commit": hashlib.sha1(f"commit{attempt_id}".encode()).hexdigest() if ok else None,
-                "builder_ms": builder, "tests_ms": tests, "wall_ms": wall + 80, "test_runs": 1,
+                "builder_ms": builder, "tests_ms": tests, "wall_ms": wall + 80,
                 "started_at": clock, "finished_at": clock + timedelta(milliseconds=wall),
             })
             attempts.append((attempt_id, clock))

@@ -112,14 +112,15 @@ KILL_POINTS = (
     KillPoint("attempt failed", STORE, "finish_attempt", matches=lambda a, k, r: a[2] == "failed"),
     KillPoint("doctor advised", "autopack.runner", "advise"),
     KillPoint("phase failed", STORE, "fail_phase"),
-    KillPoint("failed phase requeued (drain)", "autopack.store.drains", "requeue_phase"),
+    KillPoint("failed phase claimed for a new pass (drain)", STORE, "_claim",
+              matches=lambda a, k, r: r is not None and a[1] == "claim_new_pass"),
     KillPoint("failed phases requeued (run)", STORE, "requeue_failed", matches=lambda a, k, r: bool(r)),
     KillPoint("dependents skipped", STORE, "skip_blocked"),
 )
 ATTEMPT_STARTED = next(p for p in KILL_POINTS if p.name == "attempt started")
 SUITE_RUNNING = next(p for p in KILL_POINTS if p.name == "suite running")
 # Points only a run with a failed phase reaches.
-NEEDS_FAILED = {"failed phase requeued (drain)", "failed phases requeued (run)"}
+NEEDS_FAILED = {"failed phase claimed for a new pass (drain)", "failed phases requeued (run)"}
 # Points only an attempt that fails (and is retried in its pass) reaches.
 NEEDS_RETRY = {"failure patch saved", "attempt failed", "doctor advised"}
 # A point only recovery reaches: the victim first inherits a claim from a killed predecessor.

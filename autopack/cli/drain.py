@@ -14,6 +14,7 @@ from autopack.cli import app
 from autopack.cli.options import (COST_USD, COUNT, ID, MINUTES, DbOption, JsonOption, SandboxOption, load,
                                   number_option)
 from autopack.cli.stream import EventsOption, open_events, refuse_events
+from autopack.domain.lifecycle import PhaseState, RunState
 from autopack.errors import EXIT_FAILED, EXIT_OK, NoSuchRun, UsageError
 from autopack.text import shown, to_json
 
@@ -129,7 +130,7 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool, s
     if summary.get("stop_reason", "").startswith("cost cap"):
         return EXIT_FAILED
     if "run" in summary:
-        return EXIT_OK if summary["run"]["state"] == "complete" else EXIT_FAILED
+        return EXIT_OK if summary["run"]["state"] == RunState.COMPLETE else EXIT_FAILED
     # A run it could not enter is work left undone; a busy one is another executor's (cron overlap).
     return EXIT_FAILED if summary["failed"] or summary.get("unavailable_runs") else EXIT_OK
 
@@ -201,7 +202,7 @@ def drain_one(
         print(to_json(summary, indent=2))
     else:
         render.print_drain_summary(summary, stderr=events == "-")
-    raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if result.state == PhaseState.COMPLETE else EXIT_FAILED)
 
 
 @app.command("pick-next")

@@ -11,6 +11,7 @@ import typer
 from autopack.cli import app
 from autopack.cli.options import COST_USD, ID, DbOption, SandboxOption, load, number_option
 from autopack.cli.stream import EventsOption, open_events, refuse_events
+from autopack.domain.lifecycle import RunState
 from autopack.errors import EXIT_FAILED, EXIT_OK, UsageError
 
 
@@ -94,4 +95,4 @@ def run(
 
         status = run_status(store, result.run_id)
     render.print_run_summary(status, stderr=stream is sys.stdout)
-    raise typer.Exit(EXIT_OK if result.state == "complete" else EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if result.state == RunState.COMPLETE else EXIT_FAILED)

@@ -1,4 +1,10 @@
-"""Failure kinds (contract 4's ``last_failure.kind``) and what each one means to a drain and a pass.
+"""The life cycle: phase, attempt and run states, the transitions allowed between them, and failure kinds
+(contract 4's ``last_failure.kind``) with what each one means to a drain and a pass.
+
+A phase is queued -> executing -> ci_running -> gate -> complete | failed (or skipped while a
+dependency failed). Every change of a phase's or an attempt's state is one named transition,
+which the store runs as ONE statement guarded by the states it may leave
+(``store.transitions``): a transition from any other state is refused, never half-done.
 
 Every kind autopack records is a ``FailureKind``; a member cannot be declared without its
 drain rank, so no kind can rank by accident. Ranks, first drained first (what a new pass is
@@ -20,6 +26,113 @@ most likely to fix, and cheapest to try):
 from __future__ import annotations
 
 from enum import StrEnum
+
+
+class PhaseState(StrEnum):
+    """A phase's ``state`` column, and contract 4's ``phases[].state``."""
+
+    QUEUED = "queued"
+    EXECUTING = "executing"  # claimed: an executor holds its lease
+    CI_RUNNING = "ci_running"
+    GATE = "gate"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a dependency failed or was skipped
+
+
+ACTIVE_STATES = (PhaseState.EXECUTING, PhaseState.CI_RUNNING, PhaseState.GATE)  # an executor works on it
+# A phase that leaves one of these for queued or executing starts a new pass (of up to max_attempts
+# attempts): its pass's attempt count starts again and its parking is cleared.
+PASS_OVER = (PhaseState.FAILED, PhaseState.SKIPPED, PhaseState.COMPLETE)
+
+
+class AttemptState(StrEnum):
+    """An attempt's ``state`` column."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM: recorded by the executor itself
+    ABANDONED = "abandoned"  # its executor died; recorded by the next one
+
+
+class RunState(StrEnum):
+    """A run's state, derived from its phases' (never stored): contract 4's ``run.state``."""
+
+    RUNNING = "running"
+    QUEUED = "queued"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+_Q, _E, _C, _G = PhaseState.QUEUED, PhaseState.EXECUTING, PhaseState.CI_RUNNING, PhaseState.GATE
+_DONE, _FAILED, _SKIPPED = PhaseState.COMPLETE, PhaseState.FAILED, PhaseState.SKIPPED
+
+
+class PhaseTransition(StrEnum):
+    """A named change of a phase's state: the states it may leave (``sources``) and the one it enters."""
+
+    sources: tuple[PhaseState, ...]
+    target: PhaseState
+
+    def __new__(cls, value: str, sources: tuple[PhaseState, ...], target: PhaseState) -> PhaseTransition:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.sources, member.target = sources, target
+        return member
+
+    @property
+    def starts_pass(self) -> bool:
+        """Whether it may start a new pass: from a PASS_OVER state into queued or executing."""
+        return self.target in (PhaseState.QUEUED, PhaseState.EXECUTING) and any(s in PASS_OVER for s in self.sources)
+
+    CLAIM = "claim", (_Q,), _E
+    # A drain's pass at a failed phase: failed -> queued -> executing in one statement.
+    CLAIM_NEW_PASS = "claim_new_pass", (_Q, _FAILED), _E
+    CLAIM_PHASE = "claim_phase", (_Q, _FAILED, _SKIPPED), _E  # `drain --phase`: exactly this phase
+    CLAIM_FORCED = "claim_forced", (_Q, _FAILED, _SKIPPED, _DONE), _E  # `drain --phase --force`
+    RUN_TESTS = "run_tests", (_E,), _C
+    GATE = "gate", (_C,), _G
+    ATTEMPT_FAILED = "attempt_failed", ACTIVE_STATES, _E  # the pass goes on with its next attempt
+    COMPLETE = "complete", (_G,), _DONE
+    RECONCILE = "reconcile", (_Q, *ACTIVE_STATES), _DONE  # recovery: git holds the commit the store missed
+    FAIL = "fail", ACTIVE_STATES, _FAILED
+    STOP = "stop", ACTIVE_STATES, _Q  # interrupted, or a cost cap ended the pass after a failed attempt
+    RELEASE = "release", (_E,), _Q  # a cost cap stopped the pass before its first attempt
+    RESCUE = "rescue", ACTIVE_STATES, _Q  # its executor died
+    SKIP = "skip", (_Q,), _SKIPPED
+    UNSKIP = "unskip", (_SKIPPED,), _Q
+    REQUEUE = "requeue", (_FAILED,), _Q  # `run --retry-failed`, a changed plan
+
+
+_RUNNING = (AttemptState.RUNNING,)
+
+
+class AttemptTransition(StrEnum):
+    """A named change of an attempt's state, like ``PhaseTransition``."""
+
+    sources: tuple[AttemptState, ...]
+    target: AttemptState
+
+    def __new__(cls, value: str, sources: tuple[AttemptState, ...], target: AttemptState) -> AttemptTransition:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.sources, member.target = sources, target
+        return member
+
+    SUCCEED = "succeed", _RUNNING, AttemptState.COMPLETE
+    FAIL = "fail", _RUNNING, AttemptState.FAILED
+    INTERRUPT = "interrupt", _RUNNING, AttemptState.INTERRUPTED
+    ABANDON = "abandon", _RUNNING, AttemptState.ABANDONED
+    # Recovery: its commit is in git. A rescue may have abandoned it meanwhile, a signal after the commit
+    # interrupted it, and a version that ended an attempt in three transactions may have recorded it
+    # complete without its phase.
+    RECONCILE = "reconcile", (AttemptState.RUNNING, AttemptState.ABANDONED, AttemptState.INTERRUPTED,
+                              AttemptState.COMPLETE), AttemptState.COMPLETE
+
+
+FINISH = {AttemptState.COMPLETE: AttemptTransition.SUCCEED, AttemptState.FAILED: AttemptTransition.FAIL,
+          AttemptState.INTERRUPTED: AttemptTransition.INTERRUPT}  # how an executor ends its own attempt
 
 TRANSIENT, COLLECTION, UNDELIVERED, UNUSABLE_ANSWER, REJECTED_BY_TESTS, NEEDS_PLAN_CHANGE = range(6)
 RANK_LABELS = ("transient failure", "collection error", "missing deliverables / no-op", "unusable answer",

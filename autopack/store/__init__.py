@@ -11,6 +11,7 @@ import errno
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopack.domain.lifecycle import ACTIVE_STATES
 from autopack.errors import EnvironmentProblem, UsageError
 from autopack.text import shown
 
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from autopack.store.sql import Reader
 
 STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
-ACTIVE_STATES = ("executing", "ci_running", "gate")  # a phase an executor is working on
 CONFIRMED_TEST_RUN = "confirmed"  # a test run's kind: outcomes derived from a run and its re-runs, not executed
 STATE_DIR_IGNORE = "# autopack's state: never committed\n*\n"
 DEFAULT_STATE_DIR_NAME = ".autopack"  # config's default place for the database

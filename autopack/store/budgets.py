@@ -8,9 +8,11 @@ from statistics import median
 from sqlalchemy import distinct, func, update
 from sqlmodel import select
 
-from autopack.store.db import read_session, write_session
+from autopack.domain.lifecycle import AttemptState, PhaseTransition
+from autopack.store.db import read_session
 from autopack.store.models import Attempt, LlmCall, Phase
-from autopack.store.runs import Store, utcnow
+from autopack.store.runs import Store
+from autopack.store.transitions import move_phase
 
 HISTORY_LIMIT = 50
 
@@ -23,7 +25,7 @@ def output_history(store: Store, category: str, complexity: str, builder: str = 
         return list(session.exec(
             select(LlmCall.output_tokens)
             .join(Attempt, Attempt.id == LlmCall.attempt_id).join(Phase, Phase.pk == Attempt.phase_pk)
-            .where(LlmCall.role == "builder", LlmCall.status == "ok", Attempt.state == "complete",
+            .where(LlmCall.role == "builder", LlmCall.status == "ok", Attempt.state == AttemptState.COMPLETE,
                    func.coalesce(Attempt.builder, "single") == builder,
                    Phase.spec["category"].as_string() == category,
                    Phase.spec["complexity"].as_string() == complexity)
@@ -33,7 +35,7 @@ def output_history(store: Store, category: str, complexity: str, builder: str = 
 
 def set_escalated_budget(store: Store, phase_pk: int, budget: int) -> None:
     """Persist an escalated budget on the phase, so later attempts and drains start from it."""
-    with write_session(store.engine) as session:
+    with store.transactions.atomic() as session:
         session.execute(update(Phase).where(Phase.pk == phase_pk).values(escalated_budget=budget))
 
 
@@ -63,6 +65,5 @@ def doctor_tokens_median(store: Store, limit: int = 200) -> tuple[int, int]:
 
 def release_claim(store: Store, phase_pk: int) -> None:
     """Put a claimed phase back to queued as it was before the claim (a cost cap stopped it before any attempt)."""
-    with write_session(store.engine) as session:
-        session.execute(update(Phase).where(Phase.pk == phase_pk).values(
-            state="queued", claimed_by=None, lease_expires_at=None, updated_at=utcnow()))
+    with store.transactions.atomic() as session:
+        move_phase(session, PhaseTransition.RELEASE, phase_pk, claimed_by=None, lease_expires_at=None)

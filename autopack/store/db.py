@@ -8,6 +8,7 @@ read transactions use a plain ``BEGIN`` and never block writers under WAL.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -63,6 +64,31 @@ def write_session(engine: Engine) -> Iterator[Session]:
     ) as session:
         with session.begin():
             yield session
+
+
+class Transactions:
+    """Composable write transactions on one engine, like sqlite-utils' ``atomic()``: the outermost
+    block of a thread is one ``BEGIN IMMEDIATE`` ... ``COMMIT``, a block inside it a ``SAVEPOINT``
+    (an error rolls back to it, and the outer block may go on). Each thread has its own: the
+    heartbeat thread's writes never join the main thread's transaction."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._local = threading.local()
+
+    @contextmanager
+    def atomic(self) -> Iterator[Session]:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            with session.begin_nested():
+                yield session
+            return
+        with write_session(self.engine) as session:
+            self._local.session = session
+            try:
+                yield session
+            finally:
+                self._local.session = None
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
+from autopack.domain.lifecycle import PhaseState
 from autopack.store.sql import Readable, chunks, json_field, marks, py_time
 
 
@@ -58,10 +59,10 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
                               one_run="" if run_id is None else "AND p.run_id = ?")
     with db.read() as conn:
         rows = conn.execute(query, () if run_id is None else (run_id,)).fetchall()
-        stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == "failed" and not r[8]], rule)
+        stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == PhaseState.FAILED and not r[8]], rule)
         phases = [
-            DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == "failed" else None, r[6],
-                           py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == "failed" else None, r[9], r[10],
+            DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == PhaseState.FAILED else None, r[6],
+                           py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == PhaseState.FAILED else None, r[9], r[10],
                            r[11], r[12])
             for r in rows
         ]

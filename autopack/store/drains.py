@@ -1,4 +1,4 @@
-"""Drain writes and the executor's own reads: stale claims, parking, requeues, an executor's cost.
+"""Drain writes and the executor's own reads: stale claims, parking, an executor's cost.
 
 The read models that pick-next and `drain --dry-run` share with the drain are in store.drainable.
 """
@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, update
+from sqlalchemy import exists, func
 from sqlalchemy.orm import aliased
 from sqlmodel import select
 
-from autopack.store import ACTIVE_STATES
-from autopack.store.db import read_session, write_session
+from autopack.domain.lifecycle import ACTIVE_STATES, PhaseState
+from autopack.store.db import read_session
 from autopack.store.drainable import ParkRule, stuck_reasons
 from autopack.store.models import Attempt, Executor, LlmCall, Phase, PhaseDependency
-from autopack.store.runs import Store, utcnow
+from autopack.store.runs import Store
 from autopack.store.sql import translate_sqlite_errors
 
 
@@ -37,8 +37,8 @@ def park_stuck(store: Store, rule: ParkRule, phase_pks: list[int] | None = None)
 
     Returns (run_id, phase_id, reason) of each phase parked now.
     """
-    with write_session(store.engine) as session:
-        query = select(Phase).where(Phase.state == "failed", Phase.parked_reason.is_(None))
+    with store.transactions.atomic() as session:
+        query = select(Phase).where(Phase.state == PhaseState.FAILED, Phase.parked_reason.is_(None))
         if phase_pks is not None:
             query = query.where(Phase.pk.in_(phase_pks))
         phases = {p.pk: p for p in session.exec(query)}
@@ -51,19 +51,12 @@ def park_stuck(store: Store, rule: ParkRule, phase_pks: list[int] | None = None)
         return sorted((phases[pk].run_id, phases[pk].phase_id, reason) for pk, reason in reasons.items())
 
 
-def requeue_phase(store: Store, phase_pk: int) -> None:
-    """Start a new pass at one phase (failed, or complete when forced); clears parking."""
-    with write_session(store.engine) as session:
-        session.execute(update(Phase).where(Phase.pk == phase_pk).values(
-            state="queued", pass_attempts=0, parked_reason=None, updated_at=utcnow()))
-
-
 def unmet_dependencies(store: Store, phase_pk: int) -> list[str]:
     dep = aliased(Phase)
     with read_session(store.engine) as session:
         return list(session.exec(
             select(dep.phase_id).join(PhaseDependency, PhaseDependency.depends_on_pk == dep.pk)
-            .where(PhaseDependency.phase_pk == phase_pk, dep.state != "complete")
+            .where(PhaseDependency.phase_pk == phase_pk, dep.state != PhaseState.COMPLETE)
         ).all())
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopack.store.db import write_session
 from autopack.store.models import Landing
 
 
 def record_landing(store: Any, **fields: Any) -> int:
     """Keep one landing (the columns of ``models.Landing``); returns its id."""
-    with write_session(store.engine) as session:
+    with store.transactions.atomic() as session:
         row = Landing(**fields)
         session.add(row)
         session.flush()

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Sequence
 
 from autopack.store import CONFIRMED_TEST_RUN
+from autopack.domain.lifecycle import PhaseState, RunState
 from autopack.store.queries import USAGE_SUMS, derive_run_state
 from autopack.store.stats import EVIDENCE_RUN_KINDS
 from autopack.store.sql import Readable, chunks, marks, py_time, stored_json
@@ -38,7 +39,7 @@ class RunFacts:
 
     @property
     def finished(self) -> bool:
-        return self.state in ("complete", "failed")
+        return self.state in (RunState.COMPLETE, RunState.FAILED)
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _metrics(run_id: str, usage: dict[str, tuple], events: dict[str, int],
         llm_calls=int(sum(sums[6] for sums in usage.values())),
         doctor_calls=int(usage.get("doctor", (0,) * 7)[6]),
         doctor_skipped=events.get("doctor_skipped", 0),
-        phases_complete=sum(1 for state in phase_states.values() if state == "complete"),
+        phases_complete=sum(1 for state in phase_states.values() if state == PhaseState.COMPLETE),
         phases_total=len(phase_states), attempts=count, escalations=events.get("escalation", 0),
         test_runs=test_runs, wall_s=wall_s, phase_states=dict(phase_states), evidence_runs=evidence_runs,
     )

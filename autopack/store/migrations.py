@@ -99,6 +99,15 @@ def m006_landings(conn: Connection) -> None:
         "PRIMARY KEY (id), FOREIGN KEY(run_id) REFERENCES runs (id))")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_landings_run_id ON landings (run_id)")
 
+
+@migration
+def m007_derived_state(conn: Connection) -> None:
+    """State that follows from other rows is derived, not stored: a run's last update (its phases')
+    and an attempt's test-run count (its test_runs rows); neither column was read."""
+    conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN updated_at")
+    conn.exec_driver_sql("ALTER TABLE attempts DROP COLUMN test_runs")
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

@@ -91,8 +91,7 @@ class Run(SQLModel, table=True):
     worktree: str
     autopack_version: str
     builder: Optional[str] = None  # agent | single, as recorded; None: recorded before builder modes (single)
-    created_at: datetime = _when(index=True)
-    updated_at: datetime = _when()
+    created_at: datetime = _when(index=True)  # last updated: its phases' (derived, never stored)
 
 
 class Phase(SQLModel, table=True):
@@ -161,8 +160,7 @@ class Attempt(SQLModel, table=True):
     budget_source: Optional[str] = None
     builder_ms: int = 0
     tests_ms: int = 0
-    wall_ms: int = 0
-    test_runs: int = 0
+    wall_ms: int = 0  # its test runs: counted from test_runs (never stored)
     started_at: datetime = _when()
     finished_at: Optional[datetime] = _when(nullable=True)
 

@@ -6,7 +6,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from autopack.store import ACTIVE_STATES, STATUS_SCHEMA
+from autopack.domain.lifecycle import ACTIVE_STATES, PhaseState, RunState
+from autopack.store import STATUS_SCHEMA
 from autopack.store.sql import Readable, py_time, stored_json
 from autopack.store.transcripts import transcript_counts
 
@@ -17,15 +18,15 @@ USAGE_SUMS = ("coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), 
 _NEWEST_FIRST = "ORDER BY created_at DESC, id DESC"
 
 
-def derive_run_state(by_state: dict[str, int]) -> str:
+def derive_run_state(by_state: dict[str, int]) -> RunState:
     """A run's state follows from its phases: running, queued, complete or failed."""
     if any(by_state.get(s) for s in ACTIVE_STATES):
-        return "running"
-    if by_state.get("queued"):
-        return "queued"
-    if sum(by_state.values()) and by_state.get("complete", 0) == sum(by_state.values()):
-        return "complete"
-    return "failed" if by_state else "queued"
+        return RunState.RUNNING
+    if by_state.get(PhaseState.QUEUED):
+        return RunState.QUEUED
+    if sum(by_state.values()) and by_state.get(PhaseState.COMPLETE, 0) == sum(by_state.values()):
+        return RunState.COMPLETE
+    return RunState.FAILED if by_state else RunState.QUEUED
 
 
 def usage_dict(row: Any) -> dict[str, Any]:

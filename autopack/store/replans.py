@@ -7,9 +7,10 @@ from typing import Any, Sequence
 from sqlalchemy import delete
 from sqlmodel import select
 
-from autopack.store.db import write_session
+from autopack.domain.lifecycle import PhaseState, PhaseTransition
 from autopack.store.models import Event, Phase, PhaseDependency, Run
 from autopack.store.runs import Store, utcnow
+from autopack.store.transitions import move_phase, unskip
 
 
 def replace_plan(store: Store, run_id: str, plan: Any, changed: Sequence[str]) -> list[str]:
@@ -18,7 +19,7 @@ def replace_plan(store: Store, run_id: str, plan: Any, changed: Sequence[str]) -
     Returns the ids of the phases queued again."""
     specs = {spec.id: spec for spec in plan.phases}
     now = utcnow()
-    with write_session(store.engine) as session:
+    with store.transactions.atomic() as session:
         run = session.get(Run, run_id)
         run.plan, run.plan_hash, run.comparable_hash = plan.to_dict(), plan.content_hash(), plan.comparable_hash()
         run.plan_path = str(plan.path.resolve())
@@ -29,14 +30,14 @@ def replace_plan(store: Store, run_id: str, plan: Any, changed: Sequence[str]) -
             phase, spec = phases[phase_id], specs[phase_id]
             phase.spec, phase.max_attempts, phase.parked_reason, phase.updated_at = (
                 spec.to_dict(), spec.max_attempts, None, now)
-            if phase.state == "failed":
-                phase.state, phase.pass_attempts = "queued", 0
-                requeued.append(phase_id)
             session.add(phase)
+            if phase.state == PhaseState.FAILED:
+                move_phase(session, PhaseTransition.REQUEUE, phase.pk, updated_at=now)
+                requeued.append(phase_id)
             session.execute(delete(PhaseDependency).where(PhaseDependency.phase_pk == phase.pk))
             for dependency in spec.depends_on:
                 session.add(PhaseDependency(phase_pk=phase.pk, depends_on_pk=phases[dependency].pk))
         session.add(Event(run_id=run_id, kind="plan_changed", data={"phases": list(changed), "requeued": requeued}))
         session.flush()
-        requeued += store.unskip(session, run_id, now)
+        requeued += unskip(session, run_id, now)
     return requeued

@@ -1,7 +1,7 @@
-"""Writes to the state store: runs, phases, claims, attempts, test runs, ledger, executors.
+"""Writes to the state store: runs, attempts, test runs, baselines, ledger, executors.
 
-Every method is one transaction. State changes that must not race (claims, rescues)
-are single statements or ``BEGIN IMMEDIATE`` transactions.
+Every method is one transaction (composing with ``Store.atomic()``); the state changes of
+phases and attempts, each one guarded statement, are in ``store.transitions``.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import and_, exists, func, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import func, update
 from sqlmodel import select
 
 from autopack import __version__
-from autopack.domain.lifecycle import FailureKind
 from autopack.errors import UsageError
-from autopack.store import ACTIVE_STATES, CONFIRMED_TEST_RUN
-from autopack.store.db import make_engine, read_session, translate_errors, write_session
+from autopack.domain.lifecycle import ACTIVE_STATES
+from autopack.store.db import Transactions, make_engine, read_session, translate_errors
 from autopack.store.models import (
     Attempt,
     Baseline,
@@ -37,18 +35,30 @@ from autopack.store.models import (
     utcnow,
 )
 from autopack.store.sql import translate_sqlite_errors
+from autopack.store.transitions import Lifecycle
 
 
 def command_hash(command: str) -> str:
     return hashlib.sha256(command.encode()).hexdigest()[:32]
 
 
-class Store:
-    """The state store of one database file."""
+class Store(Lifecycle):
+    """The state store of one database file.
+
+    Each write method is one transaction; inside an ``atomic()`` block it is a savepoint of the
+    block's transaction, so the block commits as one. ``transactions`` is for the store's own modules.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.engine = make_engine(path)
+        self.transactions = Transactions(self.engine)
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The writes in the block commit together or not at all; blocks nest (an inner one is a savepoint)."""
+        with self.transactions.atomic():
+            yield
 
     def close(self) -> None:
         self.engine.dispose()
@@ -71,7 +81,7 @@ class Store:
     def create_run(self, *, plan: Any, repo_root: Path, subdir: str, base_commit: str,
                    branch: str, worktree: Path, builder: str | None = None) -> Run:
         """Record a run and its phases, all queued, in one transaction; ``builder`` is its builder mode."""
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             if session.get(Run, plan.run.id) is not None:
                 raise UsageError(f"run '{plan.run.id}' already exists")
             run = Run(
@@ -113,98 +123,11 @@ class Store:
         with read_session(self.engine) as session:
             return list(session.exec(select(Attempt).where(Attempt.phase_pk == phase_pk).order_by(Attempt.number)))
 
-    # -- claims -----------------------------------------------------------------------
-
-    def claim_next(self, run_id: str, executor_id: str, lease_s: float) -> Phase | None:
-        """Atomically claim the first queued phase (plan order) whose dependencies are complete."""
-        dep = aliased(Phase)
-        blocked = (
-            exists()
-            .where(PhaseDependency.phase_pk == Phase.pk)
-            .where(PhaseDependency.depends_on_pk == dep.pk)
-            .where(dep.state != "complete")
-        )
-        candidate = (
-            select(Phase.pk)
-            .where(Phase.run_id == run_id, Phase.state == "queued", ~blocked)
-            .order_by(Phase.position)
-            .limit(1)
-            .scalar_subquery()
-        )
-        return self._claim(and_(Phase.pk == candidate), executor_id, lease_s)
-
-    def claim(self, run_id: str, phase_id: str, executor_id: str, lease_s: float) -> Phase | None:
-        """Atomically claim one named phase if it is queued."""
-        return self._claim(and_(Phase.run_id == run_id, Phase.phase_id == phase_id), executor_id, lease_s)
-
-    def _claim(self, where: Any, executor_id: str, lease_s: float) -> Phase | None:
-        now = utcnow()
-        stmt = (
-            update(Phase)
-            .where(where, Phase.state == "queued")
-            .values(state="executing", claimed_by=executor_id,
-                    lease_expires_at=now + timedelta(seconds=lease_s), updated_at=now)
-            .returning(Phase)
-        )
-        with write_session(self.engine) as session:
-            return session.execute(stmt).scalars().first()
-
-    def rescue_run(self, run_id: str) -> list[str]:
-        """Put every phase of a run left mid-attempt back to queued; their attempts become abandoned.
-
-        Only called by the holder of the run's lock, so any claim found is a dead executor's:
-        that executor is recorded as stopped, so `status` no longer shows it at work.
-        """
-        now = utcnow()
-        with write_session(self.engine) as session:
-            stale = list(session.exec(
-                select(Phase).where(Phase.run_id == run_id, Phase.state.in_(ACTIVE_STATES))
-            ))
-            dead = {phase.claimed_by for phase in stale if phase.claimed_by}
-            if dead:
-                session.execute(update(Executor).where(Executor.id.in_(dead), Executor.stopped_at.is_(None))
-                                .values(stopped_at=now, phase_id=None, step=None))
-            for phase in stale:
-                self._abandon_attempts(session, phase, now, "abandoned",
-                                       "the executor stopped mid-attempt (killed or crashed)")
-                session.add(Event(run_id=run_id, phase_id=phase.phase_id, kind="rescued",
-                                  data={"claimed_by": phase.claimed_by, "state": phase.state}))
-                phase.state, phase.claimed_by, phase.lease_expires_at = "queued", None, None
-                phase.failure_kind, phase.failure_message = "abandoned", "the executor stopped mid-attempt"
-                phase.updated_at = now
-                session.add(phase)
-            return [p.phase_id for p in stale]
-
-    @staticmethod
-    def _abandon_attempts(session: Any, phase: Phase, now: datetime, state: str, message: str) -> None:
-        running = session.exec(select(Attempt).where(Attempt.phase_pk == phase.pk, Attempt.state == "running"))
-        for attempt in running:
-            attempt.state, attempt.failure_kind, attempt.failure_message = state, state, message
-            attempt.finished_at = now
-            session.add(attempt)
-
-    def extend_leases(self, executor_id: str, lease_s: float) -> None:
-        now = utcnow()
-        with write_session(self.engine) as session:
-            session.execute(
-                update(Phase).where(Phase.claimed_by == executor_id, Phase.state.in_(ACTIVE_STATES))
-                .values(lease_expires_at=now + timedelta(seconds=lease_s))
-            )
-            session.execute(update(Executor).where(Executor.id == executor_id).values(heartbeat_at=now))
-
-    # -- phase transitions ------------------------------------------------------------
-
-    def set_step(self, phase_pk: int, attempt_id: int | None, step: str, state: str | None = None) -> None:
-        now = utcnow()
-        with write_session(self.engine) as session:
-            if state is not None:
-                session.execute(update(Phase).where(Phase.pk == phase_pk).values(state=state, updated_at=now))
-            if attempt_id is not None:
-                session.execute(update(Attempt).where(Attempt.id == attempt_id).values(step=step))
+    # -- attempts -------------------------------------------------------------------
 
     def start_attempt(self, phase_pk: int, executor_id: str, model: str | None, builder: str | None = None) -> Attempt:
-        with write_session(self.engine) as session:
-            phase = session.get(Phase, phase_pk)
+        with self.transactions.atomic() as session:
+            phase = session.get(Phase, phase_pk, populate_existing=True)
             phase.attempts += 1
             phase.pass_attempts += 1
             phase.updated_at = utcnow()
@@ -216,102 +139,15 @@ class Store:
             return attempt
 
     def update_attempt(self, attempt_id: int, **fields: Any) -> None:
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             session.execute(update(Attempt).where(Attempt.id == attempt_id).values(**fields))
-
-    def finish_attempt(self, attempt_id: int, state: str, **fields: Any) -> None:
-        """Close an attempt: ``state`` is complete, failed, interrupted or abandoned."""
-        if fields.get("failure_kind") is not None:
-            fields["failure_kind"] = FailureKind(fields["failure_kind"])
-        with write_session(self.engine) as session:
-            session.execute(update(Attempt).where(Attempt.id == attempt_id)
-                            .values(state=state, finished_at=utcnow(), **fields))
-
-    def complete_phase(self, phase_pk: int, commit: str, decision: dict) -> list[str]:
-        """Mark a phase complete; its skipped dependents whose dependencies are all fine go back to queued."""
-        now = utcnow()
-        with write_session(self.engine) as session:
-            phase = session.get(Phase, phase_pk)
-            phase.state, phase.commit, phase.decision = "complete", commit, decision
-            phase.failure_kind = phase.failure_fingerprint = phase.failure_message = None
-            phase.claimed_by, phase.lease_expires_at, phase.updated_at = None, None, now
-            phase.parked_reason = None
-            session.add(phase)
-            session.flush()
-            return self.unskip(session, phase.run_id, now)
-
-    def fail_phase(self, phase_pk: int, *, state: str, kind: str, message: str,
-                   fingerprint: str | None, decision: dict | None) -> None:
-        """End a phase's pass: ``state`` is failed, or queued when the attempt was interrupted.
-
-        ``kind`` (like an attempt's ``failure_kind``) must be a FailureKind: each has a drain rank."""
-        kind = FailureKind(kind)
-        with write_session(self.engine) as session:
-            phase = session.get(Phase, phase_pk)
-            phase.state, phase.failure_kind, phase.failure_message = state, kind, message
-            phase.failure_fingerprint, phase.decision = fingerprint, decision
-            phase.claimed_by, phase.lease_expires_at, phase.updated_at = None, None, utcnow()
-            session.add(phase)
-
-    def skip_blocked(self, run_id: str) -> list[str]:
-        """Queued phases whose dependency failed or was skipped become skipped (transitively)."""
-        skipped: list[str] = []
-        with write_session(self.engine) as session:
-            while True:
-                dep = aliased(Phase)
-                blocked = list(session.exec(
-                    select(Phase).where(
-                        Phase.run_id == run_id, Phase.state == "queued",
-                        exists().where(PhaseDependency.phase_pk == Phase.pk,
-                                       PhaseDependency.depends_on_pk == dep.pk,
-                                       dep.state.in_(("failed", "skipped"))),
-                    )
-                ))
-                if not blocked:
-                    return skipped
-                for phase in blocked:
-                    phase.state, phase.updated_at = "skipped", utcnow()
-                    session.add(phase)
-                    skipped.append(phase.phase_id)
-                session.flush()
-
-    def unskip(self, session: Any, run_id: str, now: datetime) -> list[str]:
-        """In ``session``: skipped phases none of whose dependencies failed or was skipped go back to queued."""
-        dep = aliased(Phase)
-        ready = list(session.exec(
-            select(Phase).where(
-                Phase.run_id == run_id, Phase.state == "skipped",
-                ~exists().where(PhaseDependency.phase_pk == Phase.pk,
-                                PhaseDependency.depends_on_pk == dep.pk,
-                                dep.state.in_(("failed", "skipped"))),
-            )
-        ))
-        for phase in ready:
-            phase.state, phase.pass_attempts, phase.updated_at = "queued", 0, now
-            session.add(phase)
-        return [p.phase_id for p in ready]
-
-    def requeue_failed(self, run_id: str, phase_ids: Iterable[str] | None = None) -> list[str]:
-        """Start a new pass for failed phases (all, or the named ones); their dependents unskip."""
-        now = utcnow()
-        with write_session(self.engine) as session:
-            query = select(Phase).where(Phase.run_id == run_id, Phase.state == "failed")
-            if phase_ids is not None:
-                query = query.where(Phase.phase_id.in_(list(phase_ids)))
-            failed = list(session.exec(query))
-            for phase in failed:
-                phase.state, phase.pass_attempts, phase.updated_at = "queued", 0, now
-                phase.parked_reason = None
-                session.add(phase)
-            session.flush()
-            return [p.phase_id for p in failed] + self.unskip(session, run_id, now)
 
     # -- test runs and baselines ------------------------------------------------------
 
     def record_test_run(self, run_id: str, attempt_id: int | None, kind: str,
                         tree_sha: str | None, report: Any, log_path: Path | None) -> int:
         counts = report.counts()
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             row = SuiteRun(
                 run_id=run_id, attempt_id=attempt_id, kind=kind, tree_sha=tree_sha,
                 command=report.command, exit_code=report.exit_code, timed_out=report.timed_out,
@@ -328,9 +164,6 @@ class Store:
                              message=o.message, duration_s=o.duration_s, collection_error=o.collection_error)
                 for o in report.outcomes
             )
-            if attempt_id is not None and kind != CONFIRMED_TEST_RUN:  # counts executions only
-                session.execute(update(Attempt).where(Attempt.id == attempt_id)
-                                .values(test_runs=Attempt.test_runs + 1))
             return row.id
 
     def test_report(self, test_run_id: int) -> Any:
@@ -357,7 +190,7 @@ class Store:
             return row.test_run_id if row else None
 
     def save_baseline(self, tree_sha: str, command: str, test_run_id: int) -> None:
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             if session.get(Baseline, (tree_sha, command_hash(command))) is None:
                 session.add(Baseline(tree_sha=tree_sha, command_hash=command_hash(command),
                                      test_run_id=test_run_id))
@@ -367,7 +200,7 @@ class Store:
     def record_calls(self, run_id: str, phase_id: str | None, attempt_id: int | None,
                      role: str, calls: Sequence[Any], transcript: Any = None) -> None:
         """Ledger rows and, in the same transaction, an attempt's transcript entry (``ports.TranscriptEntry``)."""
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             if transcript is not None and attempt_id is not None:
                 session.add(TranscriptTurn(attempt_id=attempt_id, turn=transcript.turn,
                                            max_tokens=transcript.max_tokens, request=transcript.request,
@@ -387,7 +220,7 @@ class Store:
         import uuid
 
         executor_id = uuid.uuid4().hex[:16]
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             session.add(Executor(id=executor_id, pid=pid, host=host, command=command, run_id=run_id))
         return executor_id
 
@@ -395,7 +228,7 @@ class Store:
         """Record as stopped the running executors that ``dead(executor, now)`` says are gone:
         a killed executor never stops itself, and `status` would show it at work for ever."""
         now = utcnow()
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             running = session.exec(select(Executor).where(Executor.stopped_at.is_(None))).all()
             retired = [e.id for e in running if dead(e, now)]
             if retired:
@@ -403,20 +236,29 @@ class Store:
                                 .values(stopped_at=now, phase_id=None, step=None))
         return retired
 
+    def extend_leases(self, executor_id: str, lease_s: float) -> None:
+        now = utcnow()
+        with self.transactions.atomic() as session:
+            session.execute(
+                update(Phase).where(Phase.claimed_by == executor_id, Phase.state.in_(ACTIVE_STATES))
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+            session.execute(update(Executor).where(Executor.id == executor_id).values(heartbeat_at=now))
+
     def update_executor(self, executor_id: str, **fields: Any) -> None:
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             session.execute(update(Executor).where(Executor.id == executor_id)
                             .values(heartbeat_at=utcnow(), **fields))
 
     def stop_executor(self, executor_id: str) -> None:
         now = utcnow()
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             session.execute(update(Executor).where(Executor.id == executor_id)
                             .values(stopped_at=now, heartbeat_at=now, phase_id=None, step=None))
 
     def add_event(self, run_id: str, kind: str, data: dict | None = None,
                   phase_id: str | None = None, attempt_id: int | None = None) -> None:
-        with write_session(self.engine) as session:
+        with self.transactions.atomic() as session:
             session.add(Event(run_id=run_id, kind=kind, data=data, phase_id=phase_id, attempt_id=attempt_id))
 
     def run_cost(self, run_id: str) -> float:
