@@ -81,7 +81,7 @@ def _git_version() -> Finding:
 
 
 def _repository(directory: Path, base: str | None) -> Finding:
-    from autopack.workspace import locate_repo, resolve_ref
+    from autopack.adapters.git.calls import locate_repo, resolve_ref
 
     try:
         location = locate_repo(directory)
@@ -128,7 +128,7 @@ def _program(command: str) -> str | None:
 
 def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) -> Finding:
     from autopack.testrun import run_tests
-    from autopack.workspace import git_in
+    from autopack.adapters.git.calls import git_in
 
     if command is None:
         return Finding("suite", "problem", "not run: no usable test command", "fix the test command first")

@@ -44,7 +44,8 @@ def draft_plan(settings: Any, goal: str, *, repo: Path, output: str, run_id: str
     from autopack.redact import Redactor
     from autopack.store.models import utcnow
     from autopack.toolchains import resolve_test_command
-    from autopack.workspace import Workspace, locate_repo
+    from autopack.adapters.git.calls import locate_repo
+    from autopack.workspace import Workspace
 
     if not goal.strip():
         raise UsageError("GOAL is empty; say what the plan should achieve")
@@ -128,7 +129,8 @@ def _clients(settings: Any, cassette: Path | None, record: Path | None) -> tuple
 def _id_problem(settings: Any, project: Path) -> Callable[[str], str | None]:
     """Why a run id cannot be queued from this project: recorded already, or its branch exists."""
     from autopack.store import open_store
-    from autopack.workspace import Workspace, locate_repo
+    from autopack.adapters.git.calls import locate_repo
+    from autopack.workspace import Workspace
 
     location = locate_repo(project)
 

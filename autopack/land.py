@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from autopack.domain.lifecycle import PhaseState
 from autopack.errors import AutopackError, NoSuchRun, UsageError
-from autopack.workspace import COMMIT_IDENTITY_ENV, git_in
+from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, git_in
 
 METHODS = ("fast-forward", "merge", "rebase")
 SHOWN_COMMITS = 5

@@ -16,7 +16,7 @@ from autopack.confirm import rerun_suspects
 from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
 from autopack.land import LandingRefused, scratch_worktree
 from autopack.testrun import TestReport, is_pytest, run_tests
-from autopack.workspace import COMMIT_IDENTITY_ENV, git_in
+from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, git_in
 
 
 def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: str, target: str,

@@ -146,7 +146,8 @@ class NewRun:
 
 def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
     """Check the plan's repository, base ref and run branch; errors name the plan file and key."""
-    from autopack.workspace import Workspace, locate_repo, resolve_ref
+    from autopack.adapters.git.calls import locate_repo, resolve_ref
+    from autopack.workspace import Workspace
 
     try:
         location = locate_repo(plan.run.repo)

@@ -13,7 +13,8 @@ import pytest
 
 from conftest import git_killed_at
 from autopack.errors import EnvironmentProblem, UsageError
-from autopack.workspace import RepoLocation, Workspace, locate_repo, resolve_ref
+from autopack.adapters.git.calls import RepoLocation, locate_repo, resolve_ref
+from autopack.workspace import Workspace
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Test User",
@@ -408,7 +409,7 @@ def test_missing_git_executable_is_an_environment_problem(repo, tmp_path):
     script = (
         "from pathlib import Path\n"
         "from autopack.errors import EnvironmentProblem\n"
-        "from autopack.workspace import locate_repo\n"
+        "from autopack.adapters.git.calls import locate_repo\n"
         "try:\n"
         f"    locate_repo(Path({str(repo)!r}))\n"
         "except EnvironmentProblem as error:\n"

@@ -1,1 +1,1 @@
-"""Git adapters; the run's worktree itself is still ``autopack.workspace``."""
+"""Git adapters: ``calls`` (every git call), ``scratch`` (the evidence worktree); the run's worktree itself is still ``autopack.workspace``."""

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from autopack.domain.evidence import Change
-from autopack.workspace import Workspace, _git
+from autopack.adapters.git.calls import _git
+from autopack.workspace import Workspace
 
 DIFF_MAX_CHARS = 4000
 
