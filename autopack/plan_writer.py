@@ -18,7 +18,8 @@ from typing import Any, Callable
 from autopack.bounds import ATTEMPTS
 from autopack.engine.reads import covered
 from autopack.errors import PlanError, UsageError, writing
-from autopack.plan import CATEGORIES, COMPLEXITIES, RUN_ID_PATTERN, PhaseSpec, PlanSpec, plan_from_dict
+from autopack.plan import CATEGORIES, COMPLEXITIES, PhaseSpec, PlanSpec, plan_from_dict
+from autopack.plan_checks import RUN_ID_PATTERN
 from autopack.text import one_line, shown
 
 STDOUT = "-"

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from autopack.bounds import Bounds
-from autopack.plan import ID_RULE, RUN_ID_PATTERN
+from autopack.plan_checks import ID_RULE, RUN_ID_PATTERN
 from autopack.text import shown
 
 DbOption = Annotated[
