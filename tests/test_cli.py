@@ -14,7 +14,8 @@ from drainkit import PhaseScript, Workbench
 
 from autopack import __version__
 from autopack.cli import app
-from autopack.config import SETTINGS, load_settings
+from autopack.config import load_settings
+from autopack.settings import SETTINGS
 
 HEAVY = {"anthropic", "httpx", "httpx2", "sqlalchemy", "sqlmodel", "git"}
 COMMANDS = sorted(typer.main.get_command(app).commands)

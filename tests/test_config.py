@@ -8,17 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from autopack.config import (
-    SETTINGS,
-    Settings,
-    default_config_toml,
-    default_db_path,
-    find_config_file,
-    load_settings,
-    settings_markdown_table,
-    write_default_config,
-)
+from autopack.config import default_db_path, find_config_file, load_settings, write_default_config
 from autopack.errors import ConfigError, UsageError
+from autopack.settings import SETTINGS, Settings, default_config_toml, settings_markdown_table
 
 
 def test_settings_dataclass_has_one_attribute_per_setting():
