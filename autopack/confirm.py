@@ -15,7 +15,8 @@ from typing import Any, Callable, Sequence
 
 from autopack.finalizer import BROKEN, confirmed_report
 from autopack.store import CONFIRMED_TEST_RUN
-from autopack.testrun import TestOutcome, TestReport, pytest_node_id
+from autopack.testcommand import pytest_node_id
+from autopack.testrun import TestOutcome, TestReport
 
 RERUN_ALONE = "rerun"  # test-run kinds, as recorded
 RERUN_SUITE = "rerun_suite"

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from autopack.confirm import rerun_suspects
 from autopack.finalizer import decide, missing_deliverables, new_failures_to_confirm
 from autopack.land import LandingRefused, scratch_worktree
-from autopack.testrun import TestReport, is_pytest, run_tests
+from autopack.testcommand import is_pytest
+from autopack.testrun import TestReport, run_tests
 from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, git_in
 
 

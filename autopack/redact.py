@@ -26,7 +26,7 @@ class Redactor:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Redactor:
-        from autopack.testrun import SECRET_PATTERNS
+        from autopack.testcommand import SECRET_PATTERNS
 
         credentials = [pattern for pattern in SECRET_PATTERNS if pattern != "AUTOPACK_*"]
         environ = os.environ if environ is None else environ

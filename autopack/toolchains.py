@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from autopack.errors import UsageError
 from autopack.plan import DEFAULT_TEST_COMMAND
-from autopack.testrun import SHELL_CONTROL_OPERATORS, is_pytest
+from autopack.testcommand import SHELL_CONTROL_OPERATORS, is_pytest
 from autopack.text import shown
 from autopack.userfiles import read_regular
 

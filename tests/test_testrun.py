@@ -13,16 +13,14 @@ from pathlib import Path
 import pytest
 
 from autopack.errors import UsageError
+from autopack.testcommand import is_pytest, pytest_node_id, scrub_env
 from autopack.testrun import (
     NO_JUNIT,
     JUnitError,
     TestOutcome,
     TestReport,
-    is_pytest,
     parse_junit,
-    pytest_node_id,
     run_tests,
-    scrub_env,
 )
 
 PYTEST = f"{shlex.quote(sys.executable)} -m pytest -q -p no:cacheprovider"

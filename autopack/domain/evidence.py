@@ -82,7 +82,7 @@ class Change:
 
 def node_id(outcome: TestOutcome) -> str | None:
     """The pytest node id of an outcome, when it can be rebuilt (acceptance ids are written so)."""
-    from autopack.testrun import pytest_node_id
+    from autopack.testcommand import pytest_node_id
 
     return pytest_node_id(outcome)
 

@@ -16,7 +16,7 @@ from autopack.engine.tools import AttemptTools, ToolLimits, tools_for
 from autopack.events import LlmCalls
 from autopack.ports import TranscriptEntry
 from autopack.redact import Redactor
-from autopack.testrun import is_pytest
+from autopack.testcommand import is_pytest
 
 if TYPE_CHECKING:
     from autopack.llm.client import CallRecord

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 from autopack.domain.evidence import (GO_TEST_FUNCTION, Evidence, Layout, RunRecord, Rules, has_inline_tests,
                                       is_python_test_module, is_test_file, judge, project_path, touched_tests)
-from autopack.testrun import TestReport, is_pytest
+from autopack.testcommand import is_pytest
+from autopack.testrun import TestReport
 
 # (kind, tree sha, project root to run in, pytest selection) -> the report and its test-run id
 RunSuite = Callable[[str, str, Path, tuple[str, ...]], tuple[TestReport, int]]
