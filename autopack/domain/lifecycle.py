@@ -69,17 +69,21 @@ _Q, _E, _C, _G = PhaseState.QUEUED, PhaseState.EXECUTING, PhaseState.CI_RUNNING,
 _DONE, _FAILED, _SKIPPED = PhaseState.COMPLETE, PhaseState.FAILED, PhaseState.SKIPPED
 
 
-class PhaseTransition(StrEnum):
-    """A named change of a phase's state: the states it may leave (``sources``) and the one it enters."""
+class _Transition(StrEnum):
+    """A named change of state: the states it may leave (``sources``) and the one it enters."""
 
-    sources: tuple[PhaseState, ...]
-    target: PhaseState
+    sources: tuple[StrEnum, ...]
+    target: StrEnum
 
-    def __new__(cls, value: str, sources: tuple[PhaseState, ...], target: PhaseState) -> PhaseTransition:
+    def __new__(cls, value: str, sources: tuple[StrEnum, ...], target: StrEnum) -> _Transition:
         member = str.__new__(cls, value)
         member._value_ = value
         member.sources, member.target = sources, target
         return member
+
+
+class PhaseTransition(_Transition):
+    """A named change of a phase's state."""
 
     @property
     def starts_pass(self) -> bool:
@@ -108,17 +112,8 @@ class PhaseTransition(StrEnum):
 _RUNNING = (AttemptState.RUNNING,)
 
 
-class AttemptTransition(StrEnum):
-    """A named change of an attempt's state, like ``PhaseTransition``."""
-
-    sources: tuple[AttemptState, ...]
-    target: AttemptState
-
-    def __new__(cls, value: str, sources: tuple[AttemptState, ...], target: AttemptState) -> AttemptTransition:
-        member = str.__new__(cls, value)
-        member._value_ = value
-        member.sources, member.target = sources, target
-        return member
+class AttemptTransition(_Transition):
+    """A named change of an attempt's state."""
 
     SUCCEED = "succeed", _RUNNING, AttemptState.COMPLETE
     FAIL = "fail", _RUNNING, AttemptState.FAILED
