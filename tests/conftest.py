@@ -20,6 +20,7 @@ import pytest
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "calc"
 GIT_IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@t")
 SEED_VARIABLE = "AUTOPACK_TEST_SEED"
+pytest_plugins = ["pgserver"]  # pg_server / pg_url: a real PostgreSQL server, one database per test
 
 
 def chosen_seed(default: int) -> int:
@@ -46,8 +47,14 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
-def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
-    """Query the state file read-only, the way an outside tool would."""
+def rows(db: Path | str, sql: str, *params: Any) -> list[tuple]:
+    """Query the store read-only, the way an outside tool would: a SQLite file, or a
+    ``postgresql://`` URL (``?`` placeholders either way)."""
+    if str(db).startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(str(db), autocommit=True) as pg:
+            return [tuple(row) for row in pg.execute(sql.replace("?", "%s"), params).fetchall()]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return conn.execute(sql, params).fetchall()
@@ -60,6 +67,15 @@ def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(["git", *GIT_IDENTITY, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, check=True)
     return done.stdout.strip()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ``--db`` of a test that must hold on both stores: a SQLite file, then a database on a
+    real PostgreSQL server (skipped, with the reason, only where none can be started; failed in CI)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state" / "autopack.db")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture(scope="session")
