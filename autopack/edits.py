@@ -1,10 +1,9 @@
-"""The builder's edit tools (contract 2): parse them, then apply them all-or-nothing.
+"""The builder's edits applied all-or-nothing (contract 2).
 
-The builder's ``tool_use`` blocks are hostile input. ``parse_tool_uses`` checks
-their shape; ``apply_edits`` validates every operation against the path rules and
-the phase scope by simulating the whole set in memory, and writes only when all of
-them are valid. Each file is replaced atomically; a write that fails midway rolls
-back the files already written.
+``apply_edits`` validates every operation against the path rules and the phase scope by
+simulating the whole set in memory, and writes only when all of them are valid. Each file
+is replaced atomically; a write that fails midway rolls back the files already written.
+The tools' definitions and the shape check of their calls are in ``autopack.edit_tools``.
 """
 
 from __future__ import annotations
@@ -13,165 +12,27 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from autopack.errors import UsageError
-from autopack.text import head_tail, shown
-
-TOOL_NAMES = ("write_file", "edit_file", "delete_file")
-
-_FIELDS: dict[str, tuple[str, ...]] = {
-    "write_file": ("path", "content"),
-    "edit_file": ("path", "old", "new"),
-    "delete_file": ("path",),
-}
-
-_PATH_DESCRIPTION = (
-    "POSIX path relative to the project root, e.g. 'src/app/main.py'. "
-    "No leading '/', no '..', no backslashes; must be inside the phase scope."
-)
-_ALL_OR_NOTHING = (
-    " All edits in one answer are applied together, in order, or not at all:"
-    " one invalid edit rejects the whole set."
+from autopack.edit_tools import (
+    TOOL_DEFINITIONS,
+    TOOL_NAMES,
+    ApplyStats,
+    EditError,
+    EditOp,
+    Rejected,
+    check_op_fields,
+    edit_label,
+    edit_tool_definitions,
+    parse_tool_uses,
 )
 
-
-def _tool(name: str, description: str, applied: str, **fields: str) -> dict:
-    properties = {field: {"type": "string", "description": text} for field, text in fields.items()}
-    return {
-        "name": name,
-        "description": description + applied,
-        "input_schema": {
-            "type": "object",
-            "properties": properties,
-            "required": list(properties),
-            "additionalProperties": False,
-        },
-    }
-
-
-def edit_tool_definitions(applied: str = _ALL_OR_NOTHING) -> list[dict]:
-    """The definitions of the three edit tools; ``applied`` ends each description, saying how calls are applied."""
-    return [
-        _tool(
-            "write_file",
-            "Create a file, or replace the whole content of an existing one. Parent directories "
-            "are created as needed. Prefer edit_file for a local change to a large existing file.",
-            applied,
-            path=_PATH_DESCRIPTION,
-            content="The complete new content of the file, written exactly as given (UTF-8).",
-        ),
-        _tool(
-            "edit_file",
-            "Replace one piece of text in an existing file. `old` must match the file's current "
-            "content exactly (whitespace and indentation included) and exactly once: include enough "
-            "surrounding lines to make it unique. A later edit of the same file sees the result of "
-            "earlier ones.",
-            applied,
-            path=_PATH_DESCRIPTION,
-            old="Exact text to replace; must occur exactly once.",
-            new="Replacement text (may be empty to remove `old`).",
-        ),
-        _tool("delete_file", "Delete an existing file.", applied, path=_PATH_DESCRIPTION),
-    ]
-
-
-TOOL_DEFINITIONS: list[dict] = edit_tool_definitions()
+__all__ = ["TOOL_DEFINITIONS", "TOOL_NAMES", "ApplyStats", "EditError", "EditOp", "apply_edits", "atomic_write",
+           "check_path", "edit_tool_definitions", "parse_tool_uses"]
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-@dataclass(frozen=True)
-class EditOp:
-    """One validated-shape tool call; paths are checked by ``apply_edits``."""
-
-    tool: str
-    path: str
-    content: str | None = None
-    old: str | None = None
-    new: str | None = None
-
-
-@dataclass(frozen=True)
-class ApplyStats:
-    """What an applied edit set did; ``files_touched`` lists files whose content changed."""
-
-    operations_parsed: int
-    operations_applied: int
-    files_touched: tuple[str, ...]
-    bytes_written: int
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "files_touched": list(self.files_touched)}
-
-
-class EditError(UsageError):
-    """The builder's edits were rejected or could not be written; nothing was applied."""
-
-    SHOWN = 10  # reasons in the message; all of them stay in ``reasons``
-
-    def __init__(self, reasons: Sequence[str]):
-        self.reasons = tuple(reasons)
-        listed = [head_tail(reason, 300) for reason in self.reasons[: self.SHOWN]]
-        more = len(self.reasons) - len(listed)
-        super().__init__("; ".join(listed) + (f"; and {more} more problem{'s' * (more != 1)}" if more else ""))
-
-
-class _Rejected(Exception):
-    """One operation's problem, before it is prefixed with the operation's label."""
-
-
-def _label(index: int, tool: object, path: object = None) -> str:
-    name = tool if isinstance(tool, str) and tool.isprintable() else repr(tool)
-    if not isinstance(path, str):
-        return f"edit {index} ({name})"
-    return f"edit {index} ({name} {shown(path, quote=not (path and path.isprintable()), limit=80)})"
-
-
-def parse_tool_uses(blocks: list[dict]) -> list[EditOp]:
-    """Turn ``[{"name": ..., "input": {...}}, ...]`` into EditOps; raise EditError listing every bad block."""
-    ops: list[EditOp] = []
-    reasons: list[str] = []
-    for index, block in enumerate(blocks, 1):
-        if not isinstance(block, dict):
-            reasons.append(f"edit {index}: expected a tool_use block, got {type(block).__name__}")
-            continue
-        name, arguments = block.get("name"), block.get("input")
-        path = arguments.get("path") if isinstance(arguments, dict) else None
-        try:
-            ops.append(_op_from_input(name, arguments))
-        except _Rejected as problem:
-            reasons.append(f"{_label(index, name, path)}: {problem}")
-    if reasons:
-        raise EditError(reasons)
-    return ops
-
-
-def _op_from_input(name: object, arguments: object) -> EditOp:
-    if name not in _FIELDS:
-        raise _Rejected(f"unknown tool; the tools are {', '.join(TOOL_NAMES)}")
-    if not isinstance(arguments, dict):
-        raise _Rejected(f"input must be an object, got {type(arguments).__name__}")
-    expected = _FIELDS[name]
-    problems = [f"missing field '{field}'" for field in expected if field not in arguments]
-    problems += [f"unexpected field {shown(key)}" for key in arguments if key not in expected]
-    problems += [
-        f"field '{field}' must be a string, got {type(arguments[field]).__name__}"
-        for field in expected
-        if field in arguments and not isinstance(arguments[field], str)
-    ]
-    if problems:
-        raise _Rejected(", ".join(problems))
-    return EditOp(tool=name, **arguments)
-
-
-def _check_op_fields(op: EditOp) -> None:
-    """Re-check an EditOp's shape (ops may be built without parse_tool_uses)."""
-    fields = ("path", "content", "old", "new")
-    _op_from_input(op.tool, {field: getattr(op, field) for field in fields if getattr(op, field) is not None})
-
 
 def _canonical(component: str) -> str:
     """Fold a name the way case-insensitive filesystems do ('.GIT', '.git.' are '.git')."""
@@ -181,26 +42,26 @@ def _canonical(component: str) -> str:
 def _normalise_path(raw: str, protected: frozenset[str]) -> str:
     """Check the textual path rules; return the path without '.' and empty components."""
     if not raw:
-        raise _Rejected("path is empty")
+        raise Rejected("path is empty")
     if any(ord(char) < 32 or char == "\x7f" for char in raw):
-        raise _Rejected("path contains a NUL or control character")
+        raise Rejected("path contains a NUL or control character")
     if any("\ud800" <= char <= "\udfff" for char in raw):
-        raise _Rejected("path is not valid UTF-8 text (it contains a lone surrogate)")
+        raise Rejected("path is not valid UTF-8 text (it contains a lone surrogate)")
     if "\\" in raw:
-        raise _Rejected("path contains a backslash; use '/' as the separator")
+        raise Rejected("path contains a backslash; use '/' as the separator")
     if raw.startswith("/") or _DRIVE.match(raw):
-        raise _Rejected("path is absolute; give it relative to the project root")
+        raise Rejected("path is absolute; give it relative to the project root")
     if raw.endswith("/"):
-        raise _Rejected("path ends with '/'; a file path is required")
+        raise Rejected("path ends with '/'; a file path is required")
     components = raw.split("/")
     if ".." in components:
-        raise _Rejected("path contains a '..' component")
+        raise Rejected("path contains a '..' component")
     parts = [part for part in components if part not in ("", ".")]
     if not parts:
-        raise _Rejected("path names no file")
+        raise Rejected("path names no file")
     for part in parts:
         if _canonical(part) in protected:
-            raise _Rejected(f"path enters protected '{part}'; autopack never writes there")
+            raise Rejected(f"path enters protected '{part}'; autopack never writes there")
     return "/".join(parts)
 
 
@@ -209,7 +70,7 @@ def check_path(raw: str, protected: Sequence[str] = (".git", ".autopack")) -> st
     protected component); ValueError saying what is wrong."""
     try:
         return _normalise_path(raw, frozenset(_canonical(name.strip("/")) for name in protected))
-    except _Rejected as problem:
+    except Rejected as problem:
         raise ValueError(str(problem)) from None
 
 
@@ -244,7 +105,7 @@ class _Simulation:
         self.directories: set[str] = set()  # directories implied by simulated writes
 
     def apply(self, op: EditOp) -> None:
-        _check_op_fields(op)
+        check_op_fields(op)
         path = _normalise_path(op.path, self.protected)
         self._check_length(path)
         self._check_scope(path)
@@ -256,7 +117,7 @@ class _Simulation:
             result = self._edited(path, op.old, op.new)
         else:
             if not self._exists(path):
-                raise _Rejected("file does not exist")
+                raise Rejected("file does not exist")
             result = None
         if result is not None:
             self._check_size(result)
@@ -280,16 +141,16 @@ class _Simulation:
         limits = [*((part, self.name_max) for part in directories), (name, self.name_max - _TEMP_EXTRA)]
         for part, limit in limits:
             if len(part.encode("utf-8")) > limit:
-                raise _Rejected(f"a name in the path is {len(part.encode('utf-8'))} bytes; names may have at "
+                raise Rejected(f"a name in the path is {len(part.encode('utf-8'))} bytes; names may have at "
                                 f"most {limit} bytes here")
         size = len(os.fsencode(self.root / path))
         if size + _TEMP_EXTRA >= self.path_max:
-            raise _Rejected(f"the path is too long: {size} bytes with the worktree's path; at most "
+            raise Rejected(f"the path is too long: {size} bytes with the worktree's path; at most "
                             f"{self.path_max - _TEMP_EXTRA - 1} fit here")
 
     def _check_scope(self, path: str) -> None:
         if self.scope is not None and not _in_scope(path, self.scope):
-            raise _Rejected(f"path is outside the phase scope ({', '.join(self.scope) or 'empty'})")
+            raise Rejected(f"path is outside the phase scope ({', '.join(self.scope) or 'empty'})")
 
     def _check_location(self, path: str) -> None:
         """Refuse symlinks anywhere, files used as directories, and non-file targets."""
@@ -299,9 +160,9 @@ class _Simulation:
             prefix = "/".join(parts[:depth])
             is_target = depth == len(parts)
             if not is_target and self.contents.get(prefix) is not None:
-                raise _Rejected(f"parent '{prefix}' is a file")
+                raise Rejected(f"parent '{prefix}' is a file")
             if is_target and prefix in self.directories:
-                raise _Rejected("path is a directory")
+                raise Rejected("path is a directory")
             if not on_disk:
                 continue
             try:
@@ -310,20 +171,20 @@ class _Simulation:
                 on_disk = False
                 continue
             except OSError as error:
-                raise _Rejected(f"cannot inspect '{prefix}': {error.strerror}") from None
+                raise Rejected(f"cannot inspect '{prefix}': {error.strerror}") from None
             if stat.S_ISLNK(mode):
-                raise _Rejected(f"'{prefix}' is a symbolic link; autopack never follows links")
+                raise Rejected(f"'{prefix}' is a symbolic link; autopack never follows links")
             if is_target and stat.S_ISDIR(mode):
-                raise _Rejected("path is a directory")
+                raise Rejected("path is a directory")
             if is_target and not stat.S_ISREG(mode):
-                raise _Rejected("path is not a regular file")
+                raise Rejected("path is not a regular file")
             if not is_target and stat.S_ISREG(mode) and prefix not in self.contents:
-                raise _Rejected(f"parent '{prefix}' is a file")
+                raise Rejected(f"parent '{prefix}' is a file")
             if not is_target and not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
-                raise _Rejected(f"parent '{prefix}' is not a directory")
+                raise Rejected(f"parent '{prefix}' is not a directory")
         resolved = os.path.realpath(self.root / path)
         if os.path.commonpath([resolved, str(self.root)]) != str(self.root):
-            raise _Rejected("path resolves outside the project root")
+            raise Rejected("path resolves outside the project root")
 
     def _original(self, path: str) -> _Original:
         if path not in self.originals:
@@ -336,7 +197,7 @@ class _Simulation:
                 try:
                     data = target.read_bytes()
                 except OSError as error:
-                    raise _Rejected(f"cannot read the existing file: {error.strerror}") from None
+                    raise Rejected(f"cannot read the existing file: {error.strerror}") from None
                 self.originals[path] = _Original(data, stat.S_IMODE(info.st_mode))
         return self.originals[path]
 
@@ -347,7 +208,7 @@ class _Simulation:
 
     def _edited(self, path: str, old: str, new: str) -> str:
         if not old:
-            raise _Rejected("old text is empty; it must match exactly once")
+            raise Rejected("old text is empty; it must match exactly once")
         if path in self.contents:
             current = self.contents[path]
         else:
@@ -355,21 +216,21 @@ class _Simulation:
             try:
                 current = None if data is None else data.decode("utf-8")
             except UnicodeDecodeError:
-                raise _Rejected("the file is not UTF-8 text; replace it with write_file") from None
+                raise Rejected("the file is not UTF-8 text; replace it with write_file") from None
         if current is None:
-            raise _Rejected("file does not exist; create it with write_file")
+            raise Rejected("file does not exist; create it with write_file")
         count = _count_occurrences(current, old)
         if count != 1:
-            raise _Rejected(f"old text matches {count} times; it must match exactly once")
+            raise Rejected(f"old text matches {count} times; it must match exactly once")
         return current.replace(old, new, 1)
 
     def _check_size(self, text: str) -> None:
         try:
             size = len(text.encode("utf-8"))
         except UnicodeEncodeError:
-            raise _Rejected("content is not valid UTF-8 text (it contains a lone surrogate)") from None
+            raise Rejected("content is not valid UTF-8 text (it contains a lone surrogate)") from None
         if size > self.max_file_bytes:
-            raise _Rejected(f"content is {size} bytes, more than the {self.max_file_bytes}-byte limit")
+            raise Rejected(f"content is {size} bytes, more than the {self.max_file_bytes}-byte limit")
 
 
 def _count_occurrences(text: str, needle: str) -> int:
@@ -401,8 +262,8 @@ def apply_edits(
     for index, op in enumerate(ops, 1):
         try:
             simulation.apply(op)
-        except _Rejected as problem:
-            reasons.append(f"{_label(index, op.tool, op.path)}: {problem}")
+        except Rejected as problem:
+            reasons.append(f"{edit_label(index, op.tool, op.path)}: {problem}")
     if reasons:
         raise EditError(reasons)
     changes = simulation.changes()

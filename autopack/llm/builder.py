@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 from autopack.domain.lifecycle import FailureKind
-from autopack.edits import TOOL_DEFINITIONS, EditError, EditOp, parse_tool_uses
+from autopack.edit_tools import TOOL_DEFINITIONS, EditError, EditOp, parse_tool_uses
 from autopack.llm.budget import DEFAULT_CAP, STREAMING_THRESHOLD, escalated_budget, is_truncated
 from autopack.llm.cassette import Cassette
 from autopack.llm.client import CallOutcome, CallRecord, ClientFactory, create_message
