@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterable, Sequence
 
+from autopack.domain.lifecycle import PhaseState
 from autopack.errors import UsageError
 from autopack.paired_stats import DEFAULT_RESAMPLES, DEFAULT_SEED, Bootstrap, sign_test_p, wilcoxon_p
 from autopack.plan import NOT_PLAN_CONTENT
@@ -338,8 +339,8 @@ def _flips(results: Sequence[PairResult]) -> list[Flip]:
     for p in (p for p in results if p.included):
         control, treatment = p.control_metrics.phase_states, p.treatment_metrics.phase_states
         for phase, state in control.items():
-            if phase in treatment and (state == "complete") != (treatment[phase] == "complete"):
-                arm = "control" if state == "complete" else "treatment"
+            if phase in treatment and (state == PhaseState.COMPLETE) != (treatment[phase] == PhaseState.COMPLETE):
+                arm = "control" if state == PhaseState.COMPLETE else "treatment"
                 flips.append(Flip(p.index, p.control, p.treatment, phase, arm))
     return flips
 

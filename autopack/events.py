@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import IO, TYPE_CHECKING, Any, ClassVar, Sequence
 
+from autopack.domain.lifecycle import PhaseState
 from autopack.text import to_json
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ class PhaseFinished(Event):
     message: str = ""
 
     def line(self) -> str:
-        if self.state == "complete":
+        if self.state == PhaseState.COMPLETE:
             return f"{self.phase_id}: complete at {(self.commit or '')[:10]}: {'; '.join(self.reasons)}"
         return f"{self.phase_id}: failed: {self.kind}: {self.message}"
 

@@ -16,11 +16,13 @@ from rich.live import Live
 from rich.table import Column, Table
 from rich.text import Text
 
+from autopack.domain.lifecycle import PhaseState, RunState
 from autopack.errors import AutopackError
 from autopack.events import AttemptFailed, Event, EventWriter, LlmCalls, PhaseFinished, Step
 
-STATE_STYLE = {"complete": "green", "failed": "red", "skipped": "yellow", "queued": "dim",
-               "executing": "cyan", "ci_running": "cyan", "gate": "cyan", "running": "cyan"}
+STATE_STYLE = {PhaseState.COMPLETE: "green", PhaseState.FAILED: "red", PhaseState.SKIPPED: "yellow",
+               PhaseState.QUEUED: "dim", PhaseState.EXECUTING: "cyan", PhaseState.CI_RUNNING: "cyan",
+               PhaseState.GATE: "cyan", RunState.RUNNING: "cyan"}
 
 
 def console(stderr: bool = False) -> Console:
@@ -221,10 +223,10 @@ def phase_table(phases: list[dict[str, Any]]) -> Table:
             why = "; ".join(reason for reason in phase["decision"].get("reasons", [])
                             if not reason.startswith("goal evidence: "))
 
-        if phase["state"] != "complete" and phase["last_failure"]:
+        if phase["state"] != PhaseState.COMPLETE and phase["last_failure"]:
             failure = phase["last_failure"]
             why = f"{failure['kind']}: {failure['message']}"
-        elif phase["state"] == "skipped":
+        elif phase["state"] == PhaseState.SKIPPED:
             why = f"a dependency did not complete ({', '.join(phase['depends_on'])})"
         if phase.get("parked"):
             why += f" [parked: {phase['parked']}; drains leave it alone without --include-parked]"
@@ -286,7 +288,7 @@ class LiveObserver:
             self.cost += event.cost_usd
         line = event.line()
         if line:
-            failed = isinstance(event, AttemptFailed) or (isinstance(event, PhaseFinished) and event.state != "complete")
+            failed = isinstance(event, AttemptFailed) or (isinstance(event, PhaseFinished) and event.state != PhaseState.COMPLETE)
             style = "red" if failed else "green" if isinstance(event, PhaseFinished) else ""
             self.console.print(Text(line, style=style))
         self.live.update(self._status())
@@ -304,7 +306,7 @@ def print_run_summary(status: dict[str, Any], stderr: bool = False) -> None:
     out.print(phase_table(status["phases"]))
     out.print(Text.assemble(f"run {run['id']}: ", _state(run["state"]),
                             f"  branch {run['branch']}  cost {_cost(run)}"))
-    if run["state"] != "complete":
+    if run["state"] != RunState.COMPLETE:
         out.print(f"inspect: autopack status {run['id']}   retry failed phases: "
                   f"autopack run --run-id {run['id']} --retry-failed")
 
@@ -337,7 +339,7 @@ class DrainLiveObserver(LiveObserver):
 
     def notify(self, event: Event) -> None:
         if isinstance(event, PhaseFinished):
-            if event.state == "complete":
+            if event.state == PhaseState.COMPLETE:
                 self.completed += 1
             else:
                 self.failed += 1
@@ -392,7 +394,7 @@ def print_drain_summary(summary: dict[str, Any], stderr: bool = False) -> None:
     if summary["phases"]:
         table = Table("run", "phase", "state", "attempts", "why")
         for p in summary["phases"]:
-            why = "; ".join(p["reasons"]) if p["state"] == "complete" else f"{p['failure_kind']}: {p['message']}"
+            why = "; ".join(p["reasons"]) if p["state"] == PhaseState.COMPLETE else f"{p['failure_kind']}: {p['message']}"
             if p.get("parked"):
                 why += f" [parked: {p['parked']}]"
             table.add_row(p["run_id"], p["phase_id"], _state(p["state"]), str(p["attempts"]), why)
@@ -416,8 +418,8 @@ def write_drain_junit(summary: dict[str, Any], path: Any) -> None:
     from autopack.userfiles import open_output
 
     outcomes = [TestOutcome(
-        f"{p['run_id']}::{p['phase_id']}", "passed" if p["state"] == "complete" else "failed",
-        message="" if p["state"] == "complete" else " ".join(f"{p['failure_kind']}: {p['message']}".split())
+        f"{p['run_id']}::{p['phase_id']}", "passed" if p["state"] == PhaseState.COMPLETE else "failed",
+        message="" if p["state"] == PhaseState.COMPLETE else " ".join(f"{p['failure_kind']}: {p['message']}".split())
         + "\n" + ("\n".join(p["reasons"]) or p["message"]),
         duration_s=p["duration_s"]) for p in summary["phases"]]
     with open_output(path) as out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from autopack.domain.lifecycle import PhaseState
 from autopack.report.story import attempt_outcome
 from autopack.report.transcript import transcript_items
 
@@ -81,9 +82,9 @@ def phase_headline(phase: dict[str, Any]) -> str:
 def phase_note(phase: dict[str, Any]) -> str | None:
     """Why a phase is not complete, and whether drains leave it parked."""
     note = None
-    if phase["state"] == "skipped":
+    if phase["state"] == PhaseState.SKIPPED:
         note = f"skipped: a dependency did not complete ({', '.join(phase['depends_on'])})"
-    elif phase["state"] != "complete" and phase["last_failure"]:
+    elif phase["state"] != PhaseState.COMPLETE and phase["last_failure"]:
         note = f"last failure: {phase['last_failure']['kind']}: {phase['last_failure']['message']}"
     if phase.get("parked"):
         note = (note + "; " if note else "") + f"parked: {phase['parked']} (drains leave it alone without " \
