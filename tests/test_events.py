@@ -109,7 +109,7 @@ def test_an_events_path_that_cannot_be_written_records_no_run(calc_project: Path
 
 def test_the_plain_log_and_the_stream_come_from_the_same_event() -> None:
     from autopack.events import EVENTS, AttemptFailed, EventWriter
-    from autopack.render import PlainObserver
+    from autopack.progress import PlainObserver
 
     log, stream = io.StringIO(), io.StringIO()
     writer = EventWriter(stream, PlainObserver(log))

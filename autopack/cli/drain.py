@@ -50,7 +50,7 @@ def drain(
     phase failed, a run could not be entered (named, with why) or run --run-id is not
     complete, 75 when --run-id's run is locked.
     """
-    from autopack import render
+    from autopack import progress
     from autopack.drain import DrainOptions, Drainer
     from autopack.store import open_reader, open_store
     from autopack.launch import state_dir
@@ -79,7 +79,7 @@ def drain(
         if workers > 1 and not run_id:  # one run is executed by one process at a time anyway
             summary = _drain_in_workers(workers, options, settings.db, sandbox)
         else:
-            observer = render.drain_observer(quiet or as_json, open_events(events))
+            observer = progress.drain_observer(quiet or as_json, open_events(events))
             with observer:
                 report = Drainer(store, settings, options, observer).drain()
             summary = report.to_dict()
@@ -185,7 +185,7 @@ def drain_one(
 ) -> None:
     """One pass at exactly one phase (a failed phase is requeued). Exit 0 iff it ends complete."""
     from autopack import drain as drains
-    from autopack import render
+    from autopack import progress, render
     from autopack.store import open_store
 
     settings = load(db, sandbox=sandbox)
@@ -194,7 +194,7 @@ def drain_one(
     if store is None:
         raise NoSuchRun(run_id, settings.db)
     with store:
-        observer = render.drain_observer(as_json, open_events(events))
+        observer = progress.drain_observer(as_json, open_events(events))
         with observer:
             result = drains.drain_one(store, settings, run_id, phase_id, force=force, observer=observer)
     summary = drains.DrainReport(results=[result], stop_reason="one phase").to_dict()

@@ -34,7 +34,7 @@ def run(
     Exit 0 when the run is complete, 1 when a phase failed, 2 for an invalid plan,
     4 for an environment problem, 75 when another process is executing this run.
     """
-    from autopack import launch, render
+    from autopack import launch, progress, render
     from autopack.plan import load_plan
     from autopack.sandbox import sandbox_for
 
@@ -87,7 +87,7 @@ def run(
         if queue_only:
             print(f"run {spec.run.id}: {len(spec.phases)} phases recorded as queued in {settings.db}")
             return
-        observer = render.run_observer(stream)
+        observer = progress.run_observer(stream)
         with observer:
             result = launch.execute(store, settings, spec, recorded, clients, observer,
                                     retry_failed=retry_failed, max_cost_usd=max_cost)
