@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from autopack import abtest
+from autopack import abtest, abtest_pairs
 from autopack import paired_stats
-from autopack.abtest import Pair, compare
+from autopack.abtest import compare
+from autopack.abtest_pairs import Pair
 from autopack.paired_stats import bootstrap_mean_ci, sign_test_p, wilcoxon_p
 from autopack.cli import main
 from autopack.errors import UsageError
@@ -310,7 +311,7 @@ def test_unknown_runs_and_self_pairs_are_usage_errors(store, tmp_path):
     with pytest.raises(UsageError, match="both control and treatment"):
         compare(store, [Pair("c", "c")])
     with pytest.raises(UsageError, match="2 runs and --treatment 1"):
-        abtest.pairs_from_arms(["a", "b"], ["c"])
+        abtest_pairs.pairs_from_arms(["a", "b"], ["c"])
 
 
 def test_by_flag_pairs_same_plan_runs_differing_only_in_that_flag(store, tmp_path):
@@ -322,10 +323,10 @@ def test_by_flag_pairs_same_plan_runs_differing_only_in_that_flag(store, tmp_pat
     make_run(store, "on-3", tmp_path=tmp_path, flags={"hardening": "yes"}, created=T0 + 4 * hour)
     make_run(store, "other-flag", tmp_path=tmp_path, flags={"hardening": True, "fast": 1}, created=T0)
     make_run(store, "other-plan", tmp_path=tmp_path, goal="Other", flags={"hardening": False}, created=T0)
-    pairs, unpaired = abtest.pairs_by_flag(run_facts(store).values(), "hardening")
+    pairs, unpaired = abtest_pairs.pairs_by_flag(run_facts(store).values(), "hardening")
     assert pairs == [Pair("off-1", "on-1"), Pair("absent", "on-2")]
     assert sorted(unpaired) == ["on-3", "other-flag", "other-plan"]
-    assert not abtest.flag_is_on("off") and not abtest.flag_is_on(0) and abtest.flag_is_on("v2")
+    assert not abtest_pairs.flag_is_on("off") and not abtest_pairs.flag_is_on(0) and abtest_pairs.flag_is_on("v2")
 
 
 def test_json_keys_are_stable(store, tmp_path):

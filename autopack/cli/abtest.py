@@ -62,7 +62,7 @@ def ab_test(
     attempts, escalations, test runs and wall time, with bootstrap intervals, sign and signed-rank
     tests, flipped phases and validity warnings. Pairs whose plans differ are left out unless
     --allow-mismatch. Exit 2: an unknown run id, arms of different lengths, or no pair left."""
-    from autopack import abtest
+    from autopack import abtest, abtest_pairs
     from autopack.store import open_reader
 
     modes = [name for name, given in (("--control/--treatment", control or treatment), ("--pair", pair),
@@ -81,16 +81,16 @@ def ab_test(
                 raise UsageError(f"no database at {settings.db}: no runs to pair")
             from autopack.store.metrics import run_facts
 
-            pairs, unpaired = abtest.pairs_by_flag(run_facts(reader).values(), by_flag)
+            pairs, unpaired = abtest_pairs.pairs_by_flag(run_facts(reader).values(), by_flag)
             if not pairs:
                 raise UsageError(f"no two runs of one plan differ only in flag {shown(by_flag)}; "
                                  "`autopack status` lists the runs")
             if unpaired:
                 notes.append(f"left unpaired (no partner differing only in {by_flag}): {', '.join(unpaired)}")
         elif pair:
-            pairs = [abtest.parse_pair(text) for text in pair]
+            pairs = [abtest_pairs.parse_pair(text) for text in pair]
         else:
-            pairs = abtest.pairs_from_arms(_split(control), _split(treatment))
+            pairs = abtest_pairs.pairs_from_arms(_split(control), _split(treatment))
         report = abtest.compare(reader, pairs, allow_mismatch=allow_mismatch, seed=seed, resamples=resamples,
                                 notes=notes)
     finally:
