@@ -29,6 +29,7 @@ from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_f
 from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
 from autopack.redact import Redactor
 from autopack.testrun import TestReport, is_pytest, run_tests
+from autopack.text import capped_diff
 from autopack.toolchains import TestCommand, resolve_test_command
 from autopack.workspace import GitTampered
 
@@ -218,7 +219,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         tree_sha = ws.stage_all()
         files_changed = len(ws.staged_files())
         store.update_attempt(attempt.id, apply_stats={**tools.apply_stats(), "files_changed": files_changed},
-                             tree_sha=tree_sha)
+                             tree_sha=tree_sha, **_stored_patch(ws.staged_patch() if files_changed else ""))
         if files_changed == 0 and not spec.allow_noop:  # known now: no test run can change the verdict
             return _fail(ctx, phase, attempt, started, timings, Failure("no_op", NO_OP_REASON))
 
@@ -373,7 +374,7 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
           failure: Failure, decision: dict | None = None, text: str | None = None,
           output_tail: str = "", failing: tuple = ()) -> AttemptOutcome:
     """Save the attempt's change as a patch, reset the worktree, record the failure."""
-    patch_path = _save_patch(ctx, phase.phase_id, attempt.number)
+    patch_path = _save_patch(ctx, phase.phase_id, attempt)
     ctx.workspace.reset_clean()
     with ctx.store.atomic():
         ctx.store.finish_attempt(attempt.id, AttemptState.FAILED, failure_kind=failure.kind, failure_message=failure.message,
@@ -385,22 +386,32 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
     return AttemptOutcome(False, failure, text or digest(failure, decision), decision, attempt, output_tail, failing)
 
 
-def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
+def _save_patch(ctx: RunContext, phase_id: str, attempt: Any) -> Path | None:
+    """Keep what a failed or interrupted attempt changed: capped in the store, whole in a local file."""
     ctx.workspace.stage_all()
     patch = ctx.workspace.staged_patch()
     if not patch.strip():
         return None
-    path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{number}.patch"
+    ctx.store.update_attempt(attempt.id, **_stored_patch(patch))
+    path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{attempt.number}.patch"
     with writing(path, "the attempt's patch"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(patch.encode("utf-8", "surrogateescape"))
     return path
 
 
+def _stored_patch(patch: str) -> dict[str, Any]:
+    """The attempt's diff as the store keeps it (other machines' `show` reads it): cut at a line."""
+    if not patch.strip():
+        return {}
+    data = patch.encode("utf-8", "surrogateescape")
+    return {"patch": capped_diff(data)[0], "patch_bytes": len(data)}
+
+
 def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
                  failure: Failure) -> None:
     """Ctrl-C / SIGTERM: keep the record, leave the phase queued and the worktree clean."""
-    _save_patch(ctx, phase.phase_id, attempt.number)
+    _save_patch(ctx, phase.phase_id, attempt)
     ctx.workspace.reset_clean()
     with ctx.store.atomic():
         ctx.store.finish_attempt(attempt.id, AttemptState.INTERRUPTED, failure_kind=failure.kind,
