@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from autopack.domain.lifecycle import PhaseState
-from autopack.store.sql import Readable, chunks, json_field, marks, py_time
+from autopack.domain.lifecycle import AttemptState, PhaseState
+from autopack.store.sql import SUM_DIGITS, Readable, ReadConn, chunks, json_field, marks, py_time
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,16 @@ class ParkRule:
     max_attempts: int = 12
 
 
-_DRAINABLE = """
+_DRAINABLE = f"""
 SELECT p.run_id, p.phase_id, p.pk, p.state, p.failure_kind, p.updated_at, p.position, r.created_at,
-       p.parked_reason, p.escalated_budget, {run_type}, {category}, p.attempts
+       p.parked_reason, p.escalated_budget, {{run_type}}, {{category}}, p.attempts
 FROM phases p JOIN runs r ON r.id = p.run_id
-WHERE ((p.state = 'queued' AND NOT EXISTS (
+WHERE ((p.state = '{PhaseState.QUEUED}' AND NOT EXISTS (
           SELECT 1 FROM phase_dependencies d JOIN phases dep ON dep.pk = d.depends_on_pk
-          WHERE d.phase_pk = p.pk AND dep.state != 'complete'))
-       OR (p.state = 'failed' {unparked}))
-  {one_run}
+          WHERE d.phase_pk = p.pk AND dep.state != '{PhaseState.COMPLETE}'))
+       OR (p.state = '{PhaseState.FAILED}' {{unparked}}))
+  {{one_run}}
+ORDER BY p.pk
 """
 
 
@@ -54,10 +54,11 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
     A failed phase that the rule would park counts as parked. ``include_parked`` keeps
     parked phases, with the reason.
     """
-    query = _DRAINABLE.format(run_type=json_field("r.plan", "run", "type"), category=json_field("p.spec", "category"),
-                              unparked="" if include_parked else "AND p.parked_reason IS NULL",
-                              one_run="" if run_id is None else "AND p.run_id = ?")
     with db.read() as conn:
+        query = _DRAINABLE.format(run_type=json_field(conn, "r.plan", "run", "type"),
+                                  category=json_field(conn, "p.spec", "category"),
+                                  unparked="" if include_parked else "AND p.parked_reason IS NULL",
+                                  one_run="" if run_id is None else "AND p.run_id = ?")
         rows = conn.execute(query, () if run_id is None else (run_id,)).fetchall()
         stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == PhaseState.FAILED and not r[8]], rule)
         phases = [
@@ -69,14 +70,14 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
     return [p for p in phases if include_parked or not p.parked_reason]
 
 
-def stuck_reasons(conn: sqlite3.Connection, failed: list[tuple[int, str | None, int]],
+def stuck_reasons(conn: ReadConn, failed: list[tuple[int, str | None, int]],
                   rule: ParkRule) -> dict[int, str]:
     """phase pk -> why the rule parks it, for failed phases given as (pk, failure kind, attempts)."""
     recent: dict[int, list[str | None]] = {}
     for chunk in chunks([pk for pk, _, _ in failed]):
         for pk, fingerprint in conn.execute(
                 f"SELECT phase_pk, failure_fingerprint FROM attempts WHERE phase_pk IN ({marks(chunk)}) "
-                "AND state = 'failed' ORDER BY phase_pk, number DESC", chunk):
+                f"AND state = '{AttemptState.FAILED}' ORDER BY phase_pk, number DESC", chunk):
             recent.setdefault(pk, []).append(fingerprint)
     reasons = {}
     for pk, kind, attempts in failed:
@@ -95,5 +96,5 @@ def run_costs(db: Readable, run_ids: list[str]) -> dict[str, float]:
         for chunk in chunks(run_ids):
             for run_id, cost in conn.execute(f"SELECT run_id, sum(cost_usd) FROM llm_calls "
                                              f"WHERE run_id IN ({marks(chunk)}) GROUP BY run_id", chunk):
-                costs[run_id] = float(cost or 0.0)
+                costs[run_id] = round(float(cost or 0.0), SUM_DIGITS)
     return costs
