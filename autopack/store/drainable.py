@@ -34,16 +34,15 @@ class ParkRule:
     max_attempts: int = 12
 
 
+_COLUMNS = "run_id, phase_id, pk, state, failure_kind, updated_at, position, parked_reason, escalated_budget, {category}, attempts"
+# Two branches, not one OR: PostgreSQL turns only a NOT EXISTS of its own into an anti-join on the indexes.
 _DRAINABLE = f"""
-SELECT p.run_id, p.phase_id, p.pk, p.state, p.failure_kind, p.updated_at, p.position, r.created_at,
-       p.parked_reason, p.escalated_budget, {{run_type}}, {{category}}, p.attempts
-FROM phases p JOIN runs r ON r.id = p.run_id
-WHERE ((p.state = '{PhaseState.QUEUED}' AND NOT EXISTS (
-          SELECT 1 FROM phase_dependencies d JOIN phases dep ON dep.pk = d.depends_on_pk
-          WHERE d.phase_pk = p.pk AND dep.state != '{PhaseState.COMPLETE}'))
-       OR (p.state = '{PhaseState.FAILED}' {{unparked}}))
-  {{one_run}}
-ORDER BY p.pk
+SELECT {_COLUMNS} FROM phases p WHERE p.state = '{PhaseState.QUEUED}' {{one_run}} AND NOT EXISTS (
+    SELECT 1 FROM phase_dependencies d JOIN phases dep ON dep.pk = d.depends_on_pk
+    WHERE d.phase_pk = p.pk AND dep.state != '{PhaseState.COMPLETE}')
+UNION ALL
+SELECT {_COLUMNS} FROM phases p WHERE p.state = '{PhaseState.FAILED}' {{one_run}} {{unparked}}
+ORDER BY pk
 """
 
 
@@ -55,19 +54,31 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
     parked phases, with the reason.
     """
     with db.read() as conn:
-        query = _DRAINABLE.format(run_type=json_field(conn, "r.plan", "run", "type"),
-                                  category=json_field(conn, "p.spec", "category"),
+        query = _DRAINABLE.format(category=json_field(conn, "p.spec", "category"),
                                   unparked="" if include_parked else "AND p.parked_reason IS NULL",
                                   one_run="" if run_id is None else "AND p.run_id = ?")
-        rows = conn.execute(query, () if run_id is None else (run_id,)).fetchall()
-        stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == PhaseState.FAILED and not r[8]], rule)
+        rows = conn.execute(query, () if run_id is None else (run_id, run_id)).fetchall()
+        runs = _runs(conn, sorted({r[0] for r in rows}))
+        stuck = stuck_reasons(conn, [(r[2], r[4], r[10]) for r in rows if r[3] == PhaseState.FAILED and not r[7]], rule)
         phases = [
             DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == PhaseState.FAILED else None, r[6],
-                           py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == PhaseState.FAILED else None, r[9], r[10],
-                           r[11], r[12])
+                           runs[r[0]][0], (r[7] or stuck.get(r[2])) if r[3] == PhaseState.FAILED else None, r[8],
+                           runs[r[0]][1], r[9], r[10])
             for r in rows
         ]
     return [p for p in phases if include_parked or not p.parked_reason]
+
+
+def _runs(conn: ReadConn, run_ids: list[str]) -> dict[str, tuple[datetime, str | None]]:
+    """run id -> (created at, the plan's run.type): once per run (a plan is large: on PostgreSQL its JSON
+    is stored compressed apart from the row), not once per phase."""
+    found: dict[str, tuple[datetime, str | None]] = {}
+    for chunk in chunks(run_ids):
+        for run_id, created, run_type in conn.execute(
+                f"SELECT id, created_at, {json_field(conn, 'plan', 'run', 'type')} FROM runs "
+                f"WHERE id IN ({marks(chunk)})", chunk):
+            found[run_id] = (py_time(created), run_type)
+    return found
 
 
 def stuck_reasons(conn: ReadConn, failed: list[tuple[int, str | None, int]],

@@ -98,7 +98,7 @@ def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
             f"SELECT phase_pk, model FROM attempts WHERE run_id = ? AND state = '{AttemptState.COMPLETE}'", (run_id,)))
         executors = conn.execute(
             "SELECT id, pid, host, phase_id, step, heartbeat_at FROM executors "
-            "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at", (run_id,)).fetchall()
+            "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at, id", (run_id,)).fetchall()
         by_state: dict[str, int] = defaultdict(int)
         for phase in phases:
             by_state[phase[2]] += 1

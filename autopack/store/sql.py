@@ -233,9 +233,10 @@ def find_damaged_value(path: Path | str) -> str | None:
 
 def json_field(conn: ReadConn, column: str, *path: str) -> str:
     """SQL for one scalar inside a JSON column, in ``conn``'s dialect, e.g. ``json_field(conn, "p.spec",
-    "category")``. A text on PostgreSQL; keys are autopack's own names, never user input."""
+    "category")``. A text on PostgreSQL (``#>>`` takes json and jsonb: no cast, which would parse the whole
+    value into jsonb first); keys are autopack's own names, never user input."""
     if dialect(conn) == POSTGRESQL:
-        return f"({column}::jsonb #>> '{{{','.join(path)}}}')"
+        return f"({column} #>> '{{{','.join(path)}}}')"
     return f"json_extract({column}, '$.{'.'.join(path)}')"
 
 
