@@ -28,8 +28,6 @@ from autopack.errors import AutopackError, EnvironmentProblem
 BUSY_TIMEOUT_S = 60
 CHUNK = 500  # ids per IN (...) list, far under SQLite's bound-parameter limit
 SUM_DIGITS = 9  # a sum of costs, rounded: the two databases add floats in different orders
-
-
 SQLITE, POSTGRESQL = "sqlite", "postgresql"  # a read connection's ``dialect``
 
 
@@ -147,7 +145,8 @@ def first_line(exc: BaseException) -> str:
 
 
 def db_time(when: datetime) -> str:
-    """A timezone-aware datetime as stored: naive UTC text, comparable with the stored values."""
+    """A timezone-aware datetime as stored: naive UTC text, comparable with the stored values (on
+    PostgreSQL too, where the reader's session time zone is UTC)."""
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
