@@ -17,6 +17,8 @@ from autopack.text import shown
 
 if TYPE_CHECKING:
     from autopack.store.runs import Store
+    from autopack.store.location import StoreLocation
+    from autopack.store.pg import PgReader
     from autopack.store.sql import Reader
 
 STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
@@ -48,11 +50,18 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     return Store(path)
 
 
-def open_reader(path: Path) -> Reader | None:
-    """A read-only view of the database at ``path``; None when it does not exist yet.
+def open_reader(path: StoreLocation) -> Reader | PgReader | None:
+    """A read-only view of the database at ``path`` (a file, or a PostgreSQL URL); None when it does
+    not exist yet (no file; no autopack schema in the PostgreSQL database).
 
     Refuses, as ``open_store`` does, a database that needs migrating or that a newer autopack wrote.
     """
+    from autopack.store.location import PostgresUrl
+
+    if isinstance(path, PostgresUrl):
+        from autopack.store.pg import open_pg_reader
+
+        return open_pg_reader(path)
     if database_absent(Path(path)):
         return None
     repair_state_dir(Path(path).parent)
