@@ -19,6 +19,7 @@ from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.domain.lifecycle import AttemptState, FailureKind, PhaseState
 from autopack.engine.attempt import attempt_ports
+from autopack.engine.branch_sync import PushRejected
 from autopack.engine.evidence_runs import gather_evidence
 from autopack.engine.reads import collect_files
 from autopack.errors import Interrupted, writing
@@ -66,6 +67,7 @@ class RunContext:
     cost_caps: tuple[CostCap, ...] = ()
     current: tuple[str, int] | None = None  # (phase id, attempt number) in progress: the ids of its events
     sandbox: Sandbox | None = None  # every test command of the run runs in it (None: unconfined)
+    branch: Any = None  # engine.branch_sync.RunBranch: the run branch's remote (None: none)
 
     @cached_property
     def test(self) -> TestCommand:
@@ -107,7 +109,7 @@ def execute_run(ctx: RunContext) -> dict[str, int]:
     run_id = ctx.run.id
     ctx.observer.notify(RunStarted(run_id=run_id, phases=tuple(p.phase_id for p in ctx.store.phases(run_id))))
     ctx.store.skip_blocked(run_id)
-    while True:
+    while ctx.branch is None or not ctx.branch.stale:  # stale: a push was refused, take the run afresh first
         phase = ctx.store.claim_next(run_id, ctx.executor_id, ctx.settings.lease_s)
         if phase is None:
             break
@@ -250,12 +252,18 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
 
         _step(ctx, phase, attempt, "commit")
         store.update_attempt(attempt.id, decision=decision_dict)  # before the commit: recovery reads it
+        parent = ws.head()
         commit = ws.commit_staged(
             f"autopack: {ctx.run.id} / {phase.phase_id} (attempt {attempt.number})\n\n{spec.goal}",
             {"Autopack-Run": ctx.run.id, "Autopack-Phase": phase.phase_id,
              "Autopack-Attempt": str(attempt.number)},
             staged_tree=tree_sha,
         )
+        if ctx.branch is not None:  # pushed before it is recorded: a dead machine's unpushed commit is redone
+            try:
+                ctx.branch.publish(commit, parent)
+            except PushRejected as exc:
+                return _fail(ctx, phase, attempt, started, timings, Failure("push_rejected", str(exc)), decision_dict)
         with store.atomic():  # the end of the attempt is one commit: recovery finds it all done, or only the git commit
             baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
             store.save_baseline(tree_sha, ctx.test_command, baseline_id)
