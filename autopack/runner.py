@@ -30,7 +30,7 @@ from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_f
 from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
 from autopack.redact import Redactor
 from autopack.testrun import TestReport, is_pytest, run_tests
-from autopack.toolchains import TestCommand, resolve_test_command
+from autopack.toolchains import TestCommand, baseline_key, resolve_test_command
 from autopack.workspace import GitTampered
 
 if TYPE_CHECKING:
@@ -77,6 +77,11 @@ class RunContext:
     @property
     def test_command(self) -> str:
         return self.test.command
+
+    @cached_property
+    def baseline_key(self) -> str:
+        """The test command as baselines are cached by: with this machine's fingerprint."""
+        return baseline_key(self.test.command)
 
     @property
     def test_timeout_s(self) -> float:
@@ -266,7 +271,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
                 return _fail(ctx, phase, attempt, started, timings, Failure("push_rejected", str(exc)), decision_dict)
         with store.atomic():  # the end of the attempt is one commit: recovery finds it all done, or only the git commit
             baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
-            store.save_baseline(tree_sha, ctx.test_command, baseline_id)
+            store.save_baseline(tree_sha, ctx.baseline_key, baseline_id)
             store.finish_attempt(attempt.id, AttemptState.COMPLETE, commit=commit, **_times(started, timings))
             store.complete_phase(phase.pk, commit, decision_dict)
         notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, state="complete",
@@ -336,14 +341,14 @@ def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> Test
     """Outcomes at the branch head, from the cache when this tree was tested before; a fresh
     run's failures are re-run like an attempt's, so a flaky one is not cached as failing."""
     tree_sha = ctx.workspace.head_tree()
-    cached = ctx.store.baseline_for(tree_sha, ctx.test_command)
+    cached = ctx.store.baseline_for(tree_sha, ctx.baseline_key)
     if cached is not None:
         return ctx.store.test_report(cached)
     report, test_run_id = _run_suite(ctx, attempt_id, "baseline", tree_sha, timings)
     reruns = _confirm(ctx, attempt_id, None, report, timings, kind_prefix="baseline_")
     confirmed, confirmed_id = record_confirmed(ctx.store, ctx.run.id, attempt_id, tree_sha, report, test_run_id,
                                                reruns)
-    ctx.store.save_baseline(tree_sha, ctx.test_command, confirmed_id)
+    ctx.store.save_baseline(tree_sha, ctx.baseline_key, confirmed_id)
     ctx.workspace.reset_clean()  # the suite may leave files behind; the builder starts clean
     return confirmed
 
