@@ -147,7 +147,7 @@ class NewRun:
 def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
     """Check the plan's repository, base ref and run branch; errors name the plan file and key."""
     from autopack.adapters.git.calls import locate_repo, resolve_ref
-    from autopack.engine.branch_sync import check_remote, remote_name
+    from autopack.engine.branch_sync import check_new_remote_branch, remote_name
     from autopack.workspace import Workspace
 
     try:
@@ -158,10 +158,10 @@ def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
         base_commit = resolve_ref(location.toplevel, plan.run.base)
     except UsageError as exc:
         raise UsageError(f"{plan.path}: run.base: {exc}") from None
+    branch = f"autopack/{plan.run.id}"
     remote = remote_name(settings, plan)
     if remote:
-        check_remote(settings, plan, location.toplevel, remote)
-    branch = f"autopack/{plan.run.id}"
+        check_new_remote_branch(settings, plan, location.toplevel, remote, branch)
     worktree = settings.worktrees_dir / plan.run.id
     if Workspace(location.toplevel, worktree, branch, location.subdir).branch_exists():
         raise UsageError(

@@ -199,6 +199,17 @@ def test_a_remote_that_lost_the_branch_gets_the_record_back_or_is_refused(machin
     assert machines.fast_forwards_only()
 
 
+def test_a_new_run_whose_branch_is_already_on_the_remote_is_refused(tmp_path: Path):
+    m = Machines(tmp_path)
+    plan = m.a.add_run(RUN, CHAIN)
+    git(m.a.repo, "push", "-q", "origin", f"main:refs/heads/{BRANCH}", env=m.a.env)  # an older run's branch
+    done = m.a.cli("run", str(plan), "--queue-only")
+    assert done.returncode == 2, done.stderr
+    assert f"run.id: branch {BRANCH} already exists on the remote 'origin'" in done.stderr
+    assert f"git push origin --delete {BRANCH}" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_a_remote_the_repository_lacks_is_a_plan_error(tmp_path: Path):
     wb = Workbench(tmp_path)
     plan = wb.add_run("r1", [PhaseScript("p1")])

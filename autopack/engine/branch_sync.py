@@ -54,6 +54,16 @@ def check_remote(settings: Any, plan: Any, toplevel: Path, name: str) -> None:
     raise UsageError(f"remote setting ({source}): {name!r} is not a remote of {toplevel}; {fix} or change the setting")
 
 
+def check_new_remote_branch(settings: Any, plan: Any, toplevel: Path, name: str, branch: str) -> None:
+    """A new run's remote must exist and must not hold its branch yet (that is another run's history)."""
+    check_remote(settings, plan, toplevel, name)
+    head = RemoteBranch(Path(toplevel), name, branch).fetch()
+    if head is not None:
+        raise PlanError(f"{plan.path}: run.id: branch {branch} already exists on the remote {name!r} (at "
+                        f"{head[:10]}) but no run '{plan.run.id}' is recorded in {settings.db}; delete it there "
+                        f"(git push {name} --delete {branch}) or give the plan a new run.id")
+
+
 def local_checkout(settings: Any, run: Any, name: str) -> tuple[Path, Path]:
     """This machine's clone and worktree for the run: the recorded ones, unless the current directory is
     in another clone that has the remote and the run's base commit (another machine recorded the run);
