@@ -99,25 +99,32 @@ def machines(tmp_path: Path) -> Machines:
     return m
 
 
-def test_a_second_machine_continues_the_run_from_the_remote(machines: Machines):
+def test_machines_take_turns_and_each_continues_from_the_recorded_commit(machines: Machines):
     done = machines.drain_a("--batch-size", "1")
     assert done.returncode == 0, done.stderr
     assert [state for state, _ in machines.recorded().values()] == ["complete", "queued", "queued"]
     p1 = machines.recorded()["p1"][1]
     assert machines.remote_head() == p1  # pushed before it was recorded
 
-    done = machines.drain_b()
+    done = machines.drain_b("--batch-size", "1")  # B never had the branch: it starts from p1, not the base
+    assert done.returncode == 0, done.stderr
+    p2 = machines.recorded()["p2"][1]
+    assert git(machines.b_clone, "rev-parse", f"{p2}^", env=machines.a.env) == p1
+    assert git(machines.a.repo, "rev-parse", BRANCH, env=machines.a.env) == p1  # A's clone is behind now
+
+    done = machines.drain_a()  # A catches up with the record before building p3
     assert done.returncode == 0, done.stderr
     recorded = machines.recorded()
     assert all(state == "complete" for state, _ in recorded.values()), recorded
+    assert [p["attempts"] for p in machines.a.status(RUN)["phases"]] == [1, 1, 1]  # every phase once
     assert machines.remote_phases() == [("p1", "1"), ("p2", "1"), ("p3", "1")]  # one commit per phase, in order
     assert machines.remote_head() == recorded["p3"][1]
     assert machines.fast_forwards_only() and len(machines.remote_updates()) == 3  # each push moved it once
-    # B worked in its own clone and worktree; A's clone never saw p2 or p3
-    b_worktree = machines.b_clone.parent / "worktrees" / RUN
-    assert (b_worktree / "out" / "p3.txt").is_file()
-    assert git(machines.b_clone, "rev-parse", BRANCH, env=machines.a.env) == recorded["p3"][1]
-    assert git(machines.a.repo, "rev-parse", BRANCH, env=machines.a.env) == p1
+    # each machine worked in its own clone and worktree
+    assert (machines.b_clone.parent / "worktrees" / RUN / "out" / "p2.txt").is_file()
+    assert not (machines.b_clone.parent / "worktrees" / RUN / "out" / "p3.txt").exists()
+    assert (machines.a.root / "worktrees" / RUN / "out" / "p3.txt").is_file()
+    assert git(machines.a.repo, "rev-parse", BRANCH, env=machines.a.env) == recorded["p3"][1]
 
 
 def test_a_refused_push_fails_the_attempt_and_overwrites_nothing(machines: Machines):
