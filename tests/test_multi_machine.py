@@ -266,3 +266,13 @@ def test_machines_with_different_toolchains_never_share_a_baseline(tmp_path: Pat
     monkeypatch.setattr(sys, "version", "3.99.0 (another build)")
     assert len({before, baseline_key(command)}) == 2
 
+
+
+def test_an_unreachable_remote_stops_the_take_with_exit_4_and_claims_nothing(machines: Machines):
+    git(machines.b_clone, "remote", "set-url", "origin", str(machines.b_clone.parent / "gone.git"), env=machines.a.env)
+    done = machines.drain_b("--run-id", RUN)
+    assert done.returncode == 4, done.stderr
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1 and "git fetch origin autopack/mm failed" in line, line
+    assert "without a prompt" in line and "Traceback" not in done.stderr
+    assert [state for state, _ in machines.recorded().values()] == ["queued"] * 3
