@@ -250,6 +250,17 @@ def test_the_plan_key_overrides_the_setting_and_is_not_plan_content(tmp_path: Pa
         load_plan(plan_path)
 
 
+def test_a_recorded_run_may_take_a_plan_that_adds_or_changes_its_remote(tmp_path: Path):
+    from autopack.plan import load_plan
+    from autopack.replan import changed_phases
+
+    wb = Workbench(tmp_path)
+    plan_path = wb.add_run("r1", [PhaseScript("p1")])
+    recorded = load_plan(plan_path).to_dict()
+    plan_path.write_text(plan_path.read_text().replace('[run]\n', '[run]\nremote = "origin"\n', 1))
+    assert changed_phases(recorded, load_plan(plan_path), complete={"p1"}) == []
+
+
 def test_machines_with_different_toolchains_never_share_a_baseline(tmp_path: Path, monkeypatch):
     from autopack.toolchains import baseline_key
 
