@@ -287,3 +287,47 @@ def test_an_unreachable_remote_stops_the_take_with_exit_4_and_claims_nothing(mac
     assert len(line.splitlines()) == 1 and "git fetch origin autopack/mm failed" in line, line
     assert "without a prompt" in line and "Traceback" not in done.stderr
     assert [state for state, _ in machines.recorded().values()] == ["queued"] * 3
+
+
+def test_a_machine_killed_after_its_push_and_before_recording_is_continued_by_another(tmp_path: Path):
+    """A real SIGKILL between the push and the record: the remote's receive-pack (a wrapper on machine A)
+    holds A inside `git push` after the remote ref moved, and A is killed there."""
+    import signal
+
+    machines = Machines(tmp_path)
+    machines.a.queue(RUN, [CHAIN[0], PhaseScript("p2", ("ok", "ok"), depends_on=("p1",)), CHAIN[2]])
+    assert machines.drain_a("--batch-size", "1").returncode == 0
+    p1 = machines.recorded()["p1"][1]
+    pushed, block = machines.a.root / "pushed", machines.a.root / "block"
+    wrapper = machines.a.root / "receive-pack.sh"
+    wrapper.write_text(f'#!/bin/sh\ngit receive-pack "$@"\nstatus=$?\ntouch {pushed}\n'
+                       f'while [ -e {block} ]; do sleep 0.05; done\nexit $status\n')
+    wrapper.chmod(0o755)
+    git(machines.a.repo, "config", "remote.origin.receivepack", str(wrapper), env=machines.a.env)
+    block.write_text("")
+    drain = subprocess.Popen([sys.executable, "-m", "autopack", "drain", "--run-id", RUN], cwd=machines.a.root,
+                             env=machines.a.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not pushed.exists():
+            assert drain.poll() is None and time.monotonic() < deadline, drain.communicate()
+            time.sleep(0.05)
+        os.kill(drain.pid, signal.SIGKILL)
+        drain.communicate(timeout=60)
+    finally:
+        block.unlink()
+    unrecorded = machines.remote_head()
+    assert unrecorded != p1 and git(machines.remote, "rev-parse", f"{unrecorded}^", env=machines.a.env) == p1
+    assert machines.recorded()["p2"] == ("gate", None)  # pushed, never recorded
+
+    done = machines.drain_b("--run-id", RUN)
+    assert done.returncode == 0, (done.stdout, machines.a.status(RUN))
+    recorded = machines.recorded()
+    assert all(state == "complete" for state, _ in recorded.values()), recorded
+    assert machines.remote_phases() == [("p1", "1"), ("p2", "2"), ("p3", "1")]  # p2 redone once, nothing twice
+    rewinds = [(old, new) for old, new in machines.remote_updates()
+               if old != "0" * 40 and not _is_ancestor(machines.remote, old, new)]
+    assert rewinds == [(unrecorded, recorded["p2"][1])]
+    attempts = {p["id"]: p["attempts"] for p in machines.a.status(RUN)["phases"]}
+    assert attempts == {"p1": 1, "p2": 2, "p3": 1}
