@@ -19,6 +19,7 @@ from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.domain.lifecycle import AttemptState, FailureKind, PhaseState
 from autopack.engine.attempt import attempt_ports
+from autopack.engine.branch_sync import PushRejected
 from autopack.engine.evidence_runs import gather_evidence
 from autopack.engine.reads import collect_files
 from autopack.errors import Interrupted, writing
@@ -30,7 +31,7 @@ from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
 from autopack.redact import Redactor
 from autopack.testrun import TestReport, is_pytest, run_tests
 from autopack.text import capped_diff
-from autopack.toolchains import TestCommand, resolve_test_command
+from autopack.toolchains import TestCommand, baseline_key, resolve_test_command
 from autopack.workspace import GitTampered
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class RunContext:
     cost_caps: tuple[CostCap, ...] = ()
     current: tuple[str, int] | None = None  # (phase id, attempt number) in progress: the ids of its events
     sandbox: Sandbox | None = None  # every test command of the run runs in it (None: unconfined)
+    branch: Any = None  # engine.branch_sync.RunBranch: the run branch's remote (None: none)
 
     @cached_property
     def test(self) -> TestCommand:
@@ -76,6 +78,11 @@ class RunContext:
     @property
     def test_command(self) -> str:
         return self.test.command
+
+    @cached_property
+    def baseline_key(self) -> str:
+        """The test command as baselines are cached by: with this machine's fingerprint."""
+        return baseline_key(self.test.command)
 
     @property
     def test_timeout_s(self) -> float:
@@ -108,7 +115,7 @@ def execute_run(ctx: RunContext) -> dict[str, int]:
     run_id = ctx.run.id
     ctx.observer.notify(RunStarted(run_id=run_id, phases=tuple(p.phase_id for p in ctx.store.phases(run_id))))
     ctx.store.skip_blocked(run_id)
-    while True:
+    while ctx.branch is None or not ctx.branch.stale:  # stale: a push was refused, take the run afresh first
         phase = ctx.store.claim_next(run_id, ctx.executor_id, ctx.settings.lease_s)
         if phase is None:
             break
@@ -251,15 +258,21 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
 
         _step(ctx, phase, attempt, "commit")
         store.update_attempt(attempt.id, decision=decision_dict)  # before the commit: recovery reads it
+        parent = ws.head()
         commit = ws.commit_staged(
             f"autopack: {ctx.run.id} / {phase.phase_id} (attempt {attempt.number})\n\n{spec.goal}",
             {"Autopack-Run": ctx.run.id, "Autopack-Phase": phase.phase_id,
              "Autopack-Attempt": str(attempt.number)},
             staged_tree=tree_sha,
         )
+        if ctx.branch is not None:  # pushed before it is recorded: a dead machine's unpushed commit is redone
+            try:
+                ctx.branch.publish(commit, parent)
+            except PushRejected as exc:
+                return _fail(ctx, phase, attempt, started, timings, Failure("push_rejected", str(exc)), decision_dict)
         with store.atomic():  # the end of the attempt is one commit: recovery finds it all done, or only the git commit
             baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
-            store.save_baseline(tree_sha, ctx.test_command, baseline_id)
+            store.save_baseline(tree_sha, ctx.baseline_key, baseline_id)
             store.finish_attempt(attempt.id, AttemptState.COMPLETE, commit=commit, **_times(started, timings))
             store.complete_phase(phase.pk, commit, decision_dict)
         notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, state="complete",
@@ -329,14 +342,14 @@ def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> Test
     """Outcomes at the branch head, from the cache when this tree was tested before; a fresh
     run's failures are re-run like an attempt's, so a flaky one is not cached as failing."""
     tree_sha = ctx.workspace.head_tree()
-    cached = ctx.store.baseline_for(tree_sha, ctx.test_command)
+    cached = ctx.store.baseline_for(tree_sha, ctx.baseline_key)
     if cached is not None:
         return ctx.store.test_report(cached)
     report, test_run_id = _run_suite(ctx, attempt_id, "baseline", tree_sha, timings)
     reruns = _confirm(ctx, attempt_id, None, report, timings, kind_prefix="baseline_")
     confirmed, confirmed_id = record_confirmed(ctx.store, ctx.run.id, attempt_id, tree_sha, report, test_run_id,
                                                reruns)
-    ctx.store.save_baseline(tree_sha, ctx.test_command, confirmed_id)
+    ctx.store.save_baseline(tree_sha, ctx.baseline_key, confirmed_id)
     ctx.workspace.reset_clean()  # the suite may leave files behind; the builder starts clean
     return confirmed
 
