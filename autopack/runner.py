@@ -16,20 +16,21 @@ from typing import TYPE_CHECKING, Any
 from autopack.adapters.git.scratch import ScratchTree
 from autopack.advice import advise
 from autopack.caps import CostCap, CostCapReached, check_caps
-from autopack.confirm import Reruns, record_confirmed, rerun_suspects
+from autopack.confirm import record_confirmed
 from autopack.domain.lifecycle import AttemptState, FailureKind, PhaseState
 from autopack.engine.attempt import attempt_ports
 from autopack.engine.branch_sync import PushRejected
 from autopack.engine.evidence_runs import gather_evidence
 from autopack.engine.reads import collect_files
+from autopack.engine.suite_runs import baseline_report, confirm, run_suite
 from autopack.errors import Interrupted, writing
 from autopack.events import (AttemptFailed, AttemptStarted, CostCapHit, Escalated, PhaseFinished, RunFinished,
-                             RunStarted, Step, TestsRan)
+                             RunStarted, Step)
 from autopack.failures import Failure, digest
-from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_failures_to_confirm
+from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables
 from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
 from autopack.redact import Redactor
-from autopack.testrun import TestReport, is_pytest, run_tests
+from autopack.testrun import TestReport, run_tests
 from autopack.text import capped_diff
 from autopack.toolchains import TestCommand, baseline_key, resolve_test_command
 from autopack.workspace import GitTampered
@@ -207,13 +208,13 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
                           max_attempts=phase.max_attempts, model=model))
     try:
         _step(ctx, phase, attempt, "baseline")
-        baseline = _baseline(ctx, attempt.id, timings)
+        baseline = baseline_report(ctx, attempt.id, timings)
 
         _step(ctx, phase, attempt, "builder")
         t0, tests_before = time.monotonic(), timings["tests_ms"]
         store.update_attempt(attempt.id, budget=budget.max_tokens, budget_source=budget.source)
         tools, log = attempt_ports(ctx, spec, attempt.id,
-                                   lambda select: _run_suite(ctx, attempt.id, "agent", None, timings, select)[0])
+                                   lambda select: run_suite(ctx, attempt.id, "agent", None, timings, select)[0])
         result = ctx.builder.attempt(request, tools, log, budget.max_tokens)
         timings["builder_ms"] = int((time.monotonic() - t0) * 1000) - (timings["tests_ms"] - tests_before)
         for escalation in result.escalations:
@@ -231,8 +232,8 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
             return _fail(ctx, phase, attempt, started, timings, Failure("no_op", NO_OP_REASON))
 
         _step(ctx, phase, attempt, "tests", state=PhaseState.CI_RUNNING)
-        report, test_run_id = _run_suite(ctx, attempt.id, "attempt", tree_sha, timings)
-        reruns = _confirm(ctx, attempt.id, baseline, report, timings)
+        report, test_run_id = run_suite(ctx, attempt.id, "attempt", tree_sha, timings)
+        reruns = confirm(ctx, attempt.id, baseline, report, timings)
 
         _step(ctx, phase, attempt, "finalize", state=PhaseState.GATE)
         decision = decide(baseline, report, rerun=reruns.in_suite, rerun_alone=reruns.alone,
@@ -244,7 +245,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
             _step(ctx, phase, attempt, "evidence")
             evidence = gather_evidence(
                 ws, spec, ctx.test_command, baseline, report, decision.delta, tree_sha,
-                lambda kind, tree, root, select: _run_suite(ctx, attempt.id, kind, tree, timings, select, cwd=root))
+                lambda kind, tree, root, select: run_suite(ctx, attempt.id, kind, tree, timings, select, cwd=root))
             decision = decision.with_evidence(evidence)
         decision_dict = decision.to_dict()
         if decision.verdict != "complete":
@@ -336,51 +337,6 @@ def _step(ctx: RunContext, phase: Any, attempt: Any, step: str, state: str | Non
 
 def _times(started: float, timings: dict[str, int]) -> dict[str, int]:
     return {**timings, "wall_ms": int((time.monotonic() - started) * 1000)}
-
-
-def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> TestReport:
-    """Outcomes at the branch head, from the cache when this tree was tested before; a fresh
-    run's failures are re-run like an attempt's, so a flaky one is not cached as failing."""
-    tree_sha = ctx.workspace.head_tree()
-    cached = ctx.store.baseline_for(tree_sha, ctx.baseline_key)
-    if cached is not None:
-        return ctx.store.test_report(cached)
-    report, test_run_id = _run_suite(ctx, attempt_id, "baseline", tree_sha, timings)
-    reruns = _confirm(ctx, attempt_id, None, report, timings, kind_prefix="baseline_")
-    confirmed, confirmed_id = record_confirmed(ctx.store, ctx.run.id, attempt_id, tree_sha, report, test_run_id,
-                                               reruns)
-    ctx.store.save_baseline(tree_sha, ctx.baseline_key, confirmed_id)
-    ctx.workspace.reset_clean()  # the suite may leave files behind; the builder starts clean
-    return confirmed
-
-
-def _run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None,
-               timings: dict[str, int], select: tuple[str, ...] = (), cwd: Path | None = None
-               ) -> tuple[TestReport, int]:
-    """Run the test command (in the run's project root, or ``cwd``: the evidence worktree) and record it."""
-    log_path = ctx.artifacts / "logs" / f"attempt-{attempt_id}-{kind}.log"
-    with writing(log_path.parent, "the test logs"):
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    report = ctx.run_tests(cwd or ctx.workspace.project_root, log_path=log_path, select=select,
-                           junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml")
-    timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
-    test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)
-    ctx.workspace.check_seal()
-    phase_id, number = ctx.current or (None, None)
-    ctx.observer.notify(TestsRan(run_id=ctx.run.id, phase_id=phase_id, attempt=number, kind=kind,
-                                 counts=report.counts(), exit_code=report.exit_code))
-    return report, test_run_id
-
-
-def _confirm(ctx: RunContext, attempt_id: int, baseline: TestReport | None, report: TestReport,
-             timings: dict[str, int], kind_prefix: str = "") -> Reruns:
-    """Re-run the tests that broke in ``report`` and not in ``baseline`` (all that broke, without
-    one) in the context they failed in (see autopack.confirm)."""
-    def run(kind: str, select: tuple[str, ...]) -> TestReport:
-        return _run_suite(ctx, attempt_id, kind_prefix + kind, None, timings, select=select)[0]
-    suspects = [] if report.timed_out else new_failures_to_confirm(baseline, report)
-    return rerun_suspects(suspects, run, pytest=is_pytest(ctx.test_command))
 
 
 def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
