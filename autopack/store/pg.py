@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator
 
 from autopack.errors import AutopackError, EnvironmentProblem
 from autopack.store.location import PostgresUrl
-from autopack.store.sql import POSTGRESQL, CorruptValue, first_line
+from autopack.store.sql import POSTGRESQL, CorruptValue, Snapshot, first_line
 
 CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|%")  # a quoted literal, a placeholder, a percent sign
@@ -136,7 +136,7 @@ def open_pg_reader(url: PostgresUrl) -> "PgReader | None":
     return reader
 
 
-class PgReader:
+class PgReader(Snapshot):
     """A read-only view of a PostgreSQL store: one connection in one ``REPEATABLE READ READ ONLY``
     transaction, so everything a read command shows comes from one snapshot, as ``sql.Reader``
     does on SQLite. Meant to live for one command."""
@@ -171,12 +171,3 @@ class PgReader:
                 raise EnvironmentProblem(f"{self.url}: not an autopack database (no _migrations table); "
                                          "use --db to point at another database")
         return names
-
-    def close(self) -> None:
-        self.connection.close()  # ends the read transaction; nothing was written
-
-    def __enter__(self) -> "PgReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

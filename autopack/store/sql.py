@@ -49,7 +49,22 @@ def dialect(conn: ReadConn) -> str:
     return getattr(conn, "dialect", SQLITE)
 
 
-class Reader:
+class Snapshot:
+    """What a read command holds for its lifetime: one connection in one read transaction, closed with it."""
+
+    connection: Any
+
+    def close(self) -> None:
+        self.connection.close()  # ends the read transaction; nothing was written
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Reader(Snapshot):
     """A read-only view of a database file: one sqlite3 connection in one read transaction, so
     everything a read command shows comes from the same snapshot. Meant to live for one command."""
 
@@ -74,15 +89,6 @@ class Reader:
     def read(self) -> Iterator[sqlite3.Connection]:
         with translate_sqlite_errors(self.path):
             yield self.connection
-
-    def close(self) -> None:
-        self.connection.close()  # ends the read transaction; nothing was written
-
-    def __enter__(self) -> "Reader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def connect_existing(path: Path) -> sqlite3.Connection:
