@@ -116,6 +116,13 @@ def m008_patches_in_the_store(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE attempts ADD COLUMN patch_bytes INTEGER")
 
 
+@migration
+def m009_live_executors_index(conn: Connection) -> None:
+    """`status` asks for the executors still running, a handful among every one that ever ran."""
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_executors_live ON executors (run_id, started_at) "
+                         "WHERE stopped_at IS NULL")
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

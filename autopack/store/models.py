@@ -7,7 +7,7 @@ values that are read whole (plan specs, decisions, apply stats), never queried i
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, TypeDecorator, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from autopack.store.sql import CorruptValue
@@ -268,6 +268,10 @@ class Executor(SQLModel, table=True):
     """A live or finished autopack process, with its heartbeat and what it is doing."""
 
     __tablename__ = "executors"
+    __table_args__ = (  # the live ones, which status asks for, are few among many stopped
+        Index("ix_executors_live", "run_id", "started_at", sqlite_where=text("stopped_at IS NULL"),
+              postgresql_where=text("stopped_at IS NULL")),
+    )
 
     id: str = Field(primary_key=True)
     pid: int
