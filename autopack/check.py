@@ -180,7 +180,7 @@ def _sandbox(settings: Any, plan: Any) -> tuple[Finding, Any]:
         return Finding("sandbox", "ok", "none: the tests run as you, with your files and network; " + also,
                        data={"mode": mode}), None
     try:
-        profile = sandbox_for(settings, plan.run.sandbox if plan else None, settings.db.parent)
+        profile = sandbox_for(settings, plan.run.sandbox if plan else None, settings.state_dir)
     except AutopackError as error:
         cause, _, fix = str(error).partition("; ")
         return Finding("sandbox", "problem", cause, fix or None, {"mode": mode}), None

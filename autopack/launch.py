@@ -29,10 +29,6 @@ class RunResult:
     counts: dict[str, int]
 
 
-def state_dir(settings: Any) -> Path:
-    return settings.db.parent
-
-
 def recorded_run(store: Any, settings: Any, plan: PlanSpec) -> tuple[Any, str | None]:
     """The run recorded for this plan (None when new), and what a changed plan changed in it (None: nothing).
 
@@ -176,7 +172,7 @@ def record_run(store: Any, plan: PlanSpec, target: NewRun, settings: Any):
 
 
 def run_lock(settings: Any, run_id: str) -> RunLock:
-    return RunLock(state_dir(settings) / "locks", run_id)
+    return RunLock(settings.state_dir / "locks", run_id)
 
 
 # An executor silent for this many leases is retired whatever its host: none beats that rarely.
@@ -232,11 +228,11 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
     from autopack.sandbox import sandbox_for
     from autopack.workspace import Workspace
 
-    sandbox = sandbox_for(settings, plan.run.sandbox, state_dir(settings))  # exit 4 before anything is touched
+    sandbox = sandbox_for(settings, plan.run.sandbox, settings.state_dir)  # exit 4 before anything is touched
     worktree = Path(run.worktree)
     owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
     workspace = Workspace(Path(run.repo_root), worktree, run.branch, run.subdir, owned=owned)
-    stop_orphaned_suite(state_dir(settings) / "runs" / run.id / "logs")
+    stop_orphaned_suite(settings.state_dir / "runs" / run.id / "logs")
     workspace.ensure(run.base_commit)
     recover(store, run, workspace, observer)
     caps = tuple(extra_caps)
@@ -248,7 +244,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
                     cassette=clients.cassette, prices=clients.prices)
     ctx = RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
                       settings=settings, executor_id=executor_id,
-                      artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
+                      artifacts=settings.state_dir / "runs" / run.id, observer=observer,
                       builder_model=model,
                       escalation_model=plan.run.models.get("escalation") or settings.escalation_model,
                       doctor=doctor, cost_caps=caps, sandbox=sandbox)

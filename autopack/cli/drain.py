@@ -53,14 +53,13 @@ def drain(
     from autopack import progress
     from autopack.drain import DrainOptions, Drainer
     from autopack.store import open_reader, open_store
-    from autopack.launch import state_dir
     from autopack.sandbox import sandbox_for
     from autopack.store.queries import run_exists
 
     settings = load(db, sandbox=sandbox)
     _check_events(events, as_json, dry_run=dry_run, workers=workers if not run_id else 1)
     if not dry_run:  # before anything is claimed; a run whose plan tightens it is checked when entered
-        sandbox_for(settings, None, state_dir(settings))
+        sandbox_for(settings, None, settings.state_dir)
     options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
                            max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
     store = open_reader(settings.db) if dry_run else open_store(settings.db, create=False)  # a dry run only reads
