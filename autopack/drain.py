@@ -277,9 +277,7 @@ class Drainer:
         """Rescue claims whose lease expired with a silent executor, for runs nobody holds."""
         from autopack.launch import run_lock
         from autopack.store.drains import stale_claims
-        from autopack.store.runs import utcnow
-
-        stale = stale_claims(self.store, now or utcnow(), self.settings.lease_s)
+        stale = stale_claims(self.store, now or self.store.now(), self.settings.lease_s)
         for run_id in sorted({run_id for run_id, _, _ in stale}):
             lock = run_lock(self.settings, run_id)
             try:

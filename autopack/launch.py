@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from autopack.domain.lifecycle import PhaseState
 from autopack.errors import NoSuchRun, UsageError
 from autopack.events import Recovered, Requeued
-from autopack.lock import Heartbeat, RunLock
+from autopack.lock import Heartbeat, PgRunLock, RunLock
 from autopack.plan import PlanSpec, plan_from_dict
 
 
@@ -171,8 +171,11 @@ def record_run(store: Any, plan: PlanSpec, target: NewRun, settings: Any):
                             builder=builder_mode(settings, plan))
 
 
-def run_lock(settings: Any, run_id: str) -> RunLock:
-    return RunLock(settings.state_dir / "locks", run_id)
+def run_lock(settings: Any, run_id: str) -> RunLock | PgRunLock:
+    """The run's lock: a file lock beside a SQLite store, an advisory lock on a PostgreSQL one."""
+    if isinstance(settings.db, Path):
+        return RunLock(settings.state_dir / "locks", run_id)
+    return PgRunLock(settings.db, run_id)
 
 
 # An executor silent for this many leases is retired whatever its host: none beats that rarely.

@@ -33,12 +33,12 @@ def require_psycopg(url: PostgresUrl) -> None:
         raise EnvironmentProblem(f"{url}: a PostgreSQL store needs psycopg; {INSTALL}") from None
 
 
-def connect_args(role: str = "") -> dict[str, Any]:
+def connect_args(role: str = "", options: str = "") -> dict[str, Any]:
     """libpq parameters of every autopack connection: who it is (pg_stat_activity shows
     ``autopack pid N on HOST``), keepalives, a connect timeout and UTC as the session's time zone."""
     name = f"autopack pid {os.getpid()} on {socket.gethostname()}{role}"
     return {"application_name": name[:63], "connect_timeout": CONNECT_TIMEOUT_S,
-            "options": "-c TimeZone=UTC", **KEEPALIVES}
+            "options": f"-c TimeZone=UTC {options}".strip(), **KEEPALIVES}
 
 
 def make_pg_engine(url: PostgresUrl) -> Any:
@@ -52,16 +52,20 @@ def make_pg_engine(url: PostgresUrl) -> Any:
 
 def engine_location(engine: Any) -> PostgresUrl:
     """The location an engine of ``make_pg_engine`` connects to (``str()`` hides its password)."""
-    return PostgresUrl(engine.url.render_as_string(hide_password=False))
+    from urllib.parse import unquote
+
+    rendered = unquote(engine.url.render_as_string(hide_password=False))
+    return PostgresUrl(rendered.replace("postgresql+psycopg://", "postgresql://", 1))
 
 
-def connect(url: PostgresUrl, *, autocommit: bool = False, role: str = "") -> Any:
-    """A psycopg connection of its own (not the pool's), with ``connect_args``; errors translated."""
+def connect(url: PostgresUrl, *, autocommit: bool = False, role: str = "", options: str = "") -> Any:
+    """A psycopg connection of its own (not the pool's), with ``connect_args`` (and server ``options``,
+    e.g. ``-c idle_session_timeout=60s``); errors translated."""
     require_psycopg(url)
     import psycopg
 
     with translate_pg_errors(url):
-        return psycopg.connect(url.libpq_url, autocommit=autocommit, **connect_args(role))
+        return psycopg.connect(url.libpq_url, autocommit=autocommit, **connect_args(role, options))
 
 
 def database_now(session: Any) -> datetime:

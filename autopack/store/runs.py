@@ -69,6 +69,11 @@ class Store(Lifecycle):
             return database_now(session)
         return utcnow()
 
+    def now(self) -> datetime:
+        """``clock()`` outside a transaction: to compare with stored leases and heartbeats."""
+        with read_session(self.engine) as session:
+            return self.clock(session)
+
     def serialize(self, session: Any, name: str) -> None:
         """On PostgreSQL, hold a transaction lock on ``name``: a read-then-insert of rows that may be
         absent cannot lock them (SQLite's ``BEGIN IMMEDIATE`` already serializes every writer)."""
