@@ -161,3 +161,19 @@ def test_without_psycopg_a_postgresql_store_says_what_to_install(tmp_path: Path,
     assert done.returncode == 4
     assert done.stderr.strip() == ("autopack: error: postgresql://u:***@/x?host=/tmp: a PostgreSQL store needs "
                                    "psycopg; install autopack[postgresql] (pip install 'autopack[postgresql]')")
+
+
+def test_the_example_runs_end_to_end_on_postgresql(pg_url: str, calc_project: Path, autopack) -> None:
+    done = autopack("run", "plan.toml", "--db", pg_url, cwd=calc_project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "run calc-demo finished: 3 complete" in done.stdout
+    phases = rows(pg_url, "SELECT phase_id, state, attempts FROM phases ORDER BY position")
+    assert phases == [("add-power", "complete", 1), ("add-modulo", "complete", 2),
+                      ("document-operations", "complete", 1)]
+    assert rows(pg_url, "SELECT count(*) FROM executors WHERE stopped_at IS NULL") == [(0,)]
+    assert (calc_project / ".autopack" / "runs" / "calc-demo").is_dir()  # artifacts beside the checkout
+    assert not (calc_project / ".autopack" / "autopack.db").exists()
+    again = autopack("run", "--run-id", "calc-demo", "--db", pg_url, cwd=calc_project)
+    assert again.returncode == 0, again.stderr
+    status = autopack("status", "calc-demo", "--db", pg_url, cwd=calc_project)
+    assert status.returncode == 0 and "complete" in status.stdout, status.stderr
