@@ -180,5 +180,6 @@ class Workbench:
     def open_store(self) -> Any:
         """The state store (a context manager), for direct queries."""
         from autopack.store import open_store
+        from autopack.store.location import parse_location
 
-        return open_store(self.db, create=False)
+        return open_store(parse_location(self.db), create=False)
