@@ -201,8 +201,8 @@ def test_stale_claims_and_their_rescue_follow_the_injected_clock(tmp_path: Path)
         assert [(e.name, e.run_id, e.phase_id) for e in recorder.events] == [("recovered", "dead", "a")]
 
 
-def test_workers_share_a_drain_and_run_id_drains_in_one_process(tmp_path: Path) -> None:
-    wb = Workbench(tmp_path)
+def test_workers_share_a_drain_and_run_id_drains_in_one_process(tmp_path: Path, store_db: str) -> None:
+    wb = Workbench(tmp_path, store_db=store_db)
     wb.queue_many({"ci": [PhaseScript("a")], **{f"w{n}": [PhaseScript("a"), PhaseScript("b")] for n in range(3)}})
 
     ci = wb.cli("drain", "--run-id", "ci", "--workers", "3", "--json")
