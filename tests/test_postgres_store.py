@@ -3,6 +3,7 @@ advisory lock (Busy, released when its holder is SIGKILLed), an unreachable serv
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -163,6 +164,8 @@ def test_without_psycopg_a_postgresql_store_says_what_to_install(tmp_path: Path,
                                    "psycopg; install autopack[postgresql] (pip install 'autopack[postgresql]')")
 
 
+@pytest.mark.skipif(not hasattr(importlib.import_module("autopack.store.pg"), "open_pg_reader"),
+                    reason="needs the read side on PostgreSQL (branch pg-read: store.pg.open_pg_reader)")
 def test_the_example_runs_end_to_end_on_postgresql(pg_url: str, calc_project: Path, autopack) -> None:
     done = autopack("run", "plan.toml", "--db", pg_url, cwd=calc_project)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -177,3 +180,16 @@ def test_the_example_runs_end_to_end_on_postgresql(pg_url: str, calc_project: Pa
     assert again.returncode == 0, again.stderr
     status = autopack("status", "calc-demo", "--db", pg_url, cwd=calc_project)
     assert status.returncode == 0 and "complete" in status.stdout, status.stderr
+
+
+def test_a_broken_constraint_is_reported_as_autopacks_bug_not_as_a_foreign_database(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from autopack.errors import AutopackError
+
+    with open_store(PostgresUrl(pg_url)) as store:
+        with pytest.raises(AutopackError, match=r"a write was refused and rolled back \(duplicate key value .*"
+                                                r"this is a bug in autopack, please report it") as refused:
+            with store.transactions.atomic() as session:
+                session.execute(text("INSERT INTO _migrations (name, applied_at) VALUES ('m001_initial', now())"))
+    assert not isinstance(refused.value, EnvironmentProblem) and "autopack database?" not in str(refused.value)
