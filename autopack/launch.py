@@ -232,6 +232,12 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
     from autopack.workspace import Workspace
 
     sandbox = sandbox_for(settings, plan.run.sandbox, settings.state_dir)  # exit 4 before anything is touched
+    if not isinstance(settings.db, Path):  # a server's store: the state directory holds only this machine's files
+        from autopack.errors import writing
+        from autopack.store import make_state_dir
+
+        with writing(settings.state_dir, "autopack's state directory"):
+            make_state_dir(settings.state_dir)
     worktree = Path(run.worktree)
     owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
     workspace = Workspace(Path(run.repo_root), worktree, run.branch, run.subdir, owned=owned)

@@ -3,7 +3,6 @@ advisory lock (Busy, released when its holder is SIGKILLed), an unreachable serv
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -15,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rows
-from drainkit import PhaseScript, Workbench
+from conftest import git, rows
+from drainkit import PhaseScript, Workbench, require_read_side
 
 from autopack.errors import Busy, EnvironmentProblem
 from autopack.lock import PgRunLock
@@ -164,9 +163,8 @@ def test_without_psycopg_a_postgresql_store_says_what_to_install(tmp_path: Path,
                                    "psycopg; install autopack[postgresql] (pip install 'autopack[postgresql]')")
 
 
-@pytest.mark.skipif(not hasattr(importlib.import_module("autopack.store.pg"), "open_pg_reader"),
-                    reason="needs the read side on PostgreSQL (branch pg-read: store.pg.open_pg_reader)")
 def test_the_example_runs_end_to_end_on_postgresql(pg_url: str, calc_project: Path, autopack) -> None:
+    require_read_side(pg_url)
     done = autopack("run", "plan.toml", "--db", pg_url, cwd=calc_project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "run calc-demo finished: 3 complete" in done.stdout
@@ -176,6 +174,7 @@ def test_the_example_runs_end_to_end_on_postgresql(pg_url: str, calc_project: Pa
     assert rows(pg_url, "SELECT count(*) FROM executors WHERE stopped_at IS NULL") == [(0,)]
     assert (calc_project / ".autopack" / "runs" / "calc-demo").is_dir()  # artifacts beside the checkout
     assert not (calc_project / ".autopack" / "autopack.db").exists()
+    assert git(calc_project, "status", "--porcelain", "--untracked-files=all") == ""  # .autopack ignores itself
     again = autopack("run", "--run-id", "calc-demo", "--db", pg_url, cwd=calc_project)
     assert again.returncode == 0, again.stderr
     status = autopack("status", "calc-demo", "--db", pg_url, cwd=calc_project)
