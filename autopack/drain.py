@@ -9,8 +9,8 @@ skipped because one of its phases is queued. ``drain --run-id`` holds its run's 
 the whole drain, so a claim left by a dead executor of that run is rescued at once.
 
 Priority (first drained first), by the failure kind's rank (autopack.domain.lifecycle):
-  0 transient failures: api_error, timeout, interrupted, abandoned, and kinds this version
-    does not know (from a database another version wrote)
+  0 transient failures: api_error, timeout, interrupted, abandoned, push_rejected, and kinds
+    this version does not know (from a database another version wrote)
   1 collection errors
   2 missing deliverables, no-op, an agent attempt that hit a limit without an edit (agent_limit)
   3 unusable answers: apply_error, malformed, truncated
@@ -214,7 +214,9 @@ class Drainer:
         from autopack.launch import run_lock
 
         if self._current and self._current[0] == run_id:
-            return self._current[1]
+            branch = self._current[1].branch
+            if branch is None or not branch.stale:
+                return self._current[1]  # else a push was refused: take the run afresh
         self._release()
         with ExitStack() as stack:
             stack.enter_context(run_lock(self.settings, run_id))

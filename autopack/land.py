@@ -228,7 +228,9 @@ def _check_remote(repo: Path, remote: str) -> None:
 
 def _push(repo: Path, remote: str, commit: str, branch: str) -> None:
     """Push ``commit`` as the run branch; a refused push (the remote moved) is never forced."""
-    pushed = git_in(repo, "push", "--quiet", remote, f"{commit}:refs/heads/{branch}", check=False)
+    from autopack.adapters.git.remote import NO_PROMPT_ENV
+
+    pushed = git_in(repo, "push", "--quiet", remote, f"{commit}:refs/heads/{branch}", env=NO_PROMPT_ENV, check=False)
     if pushed.status != 0:
         raise LandingRefused(f"git push {remote} {branch} was refused: {pushed.error_line}; nothing was landed")
 

@@ -25,7 +25,7 @@ def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: 
     """The rebased head and the decision that passed it; LandingRefused on a conflict or a failed verdict."""
     from autopack.plan import plan_from_dict
     from autopack.sandbox import sandbox_for
-    from autopack.toolchains import resolve_test_command
+    from autopack.toolchains import baseline_key, resolve_test_command
 
     repo = Path(run.repo_root)
     plan = plan_from_dict(run.plan, Path(run.plan_path), default_max_attempts=settings.max_attempts)
@@ -52,7 +52,7 @@ def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: 
 
         (artifacts / "logs").mkdir(parents=True, exist_ok=True)
         base_tree = git_in(repo, "rev-parse", f"{base_head}^{{tree}}").stdout.strip()
-        cached = store.baseline_for(base_tree, test.command)
+        cached = store.baseline_for(base_tree, baseline_key(test.command))
         if cached is not None:
             baseline = store.test_report(cached)
         else:

@@ -143,6 +143,7 @@ class NewRun:
 def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
     """Check the plan's repository, base ref and run branch; errors name the plan file and key."""
     from autopack.adapters.git.calls import locate_repo, resolve_ref
+    from autopack.engine.branch_sync import check_new_remote_branch, remote_name
     from autopack.workspace import Workspace
 
     try:
@@ -154,6 +155,9 @@ def check_new_run(settings: Any, plan: PlanSpec) -> NewRun:
     except UsageError as exc:
         raise UsageError(f"{plan.path}: run.base: {exc}") from None
     branch = f"autopack/{plan.run.id}"
+    remote = remote_name(settings, plan)
+    if remote:
+        check_new_remote_branch(settings, plan, location.toplevel, remote, branch)
     worktree = settings.worktrees_dir / plan.run.id
     if Workspace(location.toplevel, worktree, branch, location.subdir).branch_exists():
         raise UsageError(
@@ -224,7 +228,9 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
              observer: Any, executor_id: str, extra_caps: tuple = ()) -> Any:
     """A ready RunContext for a run whose lock the caller holds: worktree ensured, state recovered,
     the builder of the run's mode and the doctor made from ``clients``."""
+    from autopack.adapters.git.remote import RemoteBranch
     from autopack.caps import CostCap
+    from autopack.engine.branch_sync import RunBranch, check_remote, local_checkout, remote_name
     from autopack.llm.doctor import Doctor
     from autopack.orphans import stop_orphaned_suite
     from autopack.runner import RunContext
@@ -238,11 +244,19 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
 
         with writing(settings.state_dir, "autopack's state directory"):
             make_state_dir(settings.state_dir)
-    worktree = Path(run.worktree)
+    remote = remote_name(settings, plan)
+    toplevel, worktree = local_checkout(settings, run, remote) if remote else (Path(run.repo_root), Path(run.worktree))
     owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
-    workspace = Workspace(Path(run.repo_root), worktree, run.branch, run.subdir, owned=owned)
+    workspace = Workspace(toplevel, worktree, run.branch, run.subdir, owned=owned)
     stop_orphaned_suite(settings.state_dir / "runs" / run.id / "logs")
-    workspace.ensure(run.base_commit)
+    branch, start = None, run.base_commit
+    if remote:  # fetched and compared with the store's record before anything is claimed (contract 6)
+        check_remote(settings, plan, toplevel, remote)
+        branch = RunBranch(RemoteBranch(toplevel, remote, run.branch), store, run, observer)
+        start = branch.take()
+    workspace.ensure(start)
+    if branch is not None:
+        branch.align_local(start)
     recover(store, run, workspace, observer)
     caps = tuple(extra_caps)
     if plan.run.limits.get("max_cost_usd"):
@@ -256,7 +270,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
                       artifacts=settings.state_dir / "runs" / run.id, observer=observer,
                       builder_model=model,
                       escalation_model=plan.run.models.get("escalation") or settings.escalation_model,
-                      doctor=doctor, cost_caps=caps, sandbox=sandbox)
+                      doctor=doctor, cost_caps=caps, sandbox=sandbox, branch=branch)
     ctx.test  # resolve (or detect) the test command now: a bad one is a usage error before any claim
     return ctx
 

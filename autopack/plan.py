@@ -28,11 +28,11 @@ DEFAULT_TEST_COMMAND = "python -m pytest -q"
 MODEL_ROLES = ("builder", "doctor", "escalation")
 # [run] keys that say which run this is and where its answers come from, not what the plan asks:
 # two runs that differ only in these are runs of the same plan (ab-test pairs them).
-NOT_PLAN_CONTENT = ("id", "flags", "cassette")
+NOT_PLAN_CONTENT = ("id", "flags", "cassette", "remote")
 
 _TOP_KEYS = ("run", "phases")
 _RUN_KEYS = ("id", "goal", "repo", "base", "test_command", "junit_xml", "cassette",
-             "flags", "models", "limits", "type", "builder", "sandbox")
+             "flags", "models", "limits", "type", "builder", "sandbox", "remote")
 _LIMIT_KEYS = ("max_cost_usd", "phase_timeout_s", "agent_max_turns", "agent_max_test_runs")
 _PHASE_KEYS = ("id", "goal", "category", "complexity", "scope", "context", "deliverables",
                "acceptance", "depends_on", "allow_noop", "max_attempts",
@@ -116,6 +116,7 @@ class RunSpec:
     type: str | None = None
     builder: str | None = None  # agent | single; None: as recorded, else the `builder` setting
     sandbox: str | None = None  # none | bwrap: tightens the `sandbox` setting, never loosens it
+    remote: str | None = None  # the git remote of the run branch (contract 6); None: the `remote` setting
     repo_as_written: str = "."
     cassette_as_written: str | None = None
 
@@ -124,7 +125,7 @@ class RunSpec:
         data: dict[str, Any] = {"id": self.id, "goal": self.goal, "repo": self.repo_as_written}
         optional = {"test_command": self.test_command, "base": self.base, "junit_xml": self.junit_xml,
                     "cassette": self.cassette_as_written, "type": self.type, "builder": self.builder,
-                    "sandbox": self.sandbox}
+                    "sandbox": self.sandbox, "remote": self.remote}
         data.update({key: value for key, value in optional.items() if value is not None})
         data.update(flags=dict(self.flags), models=dict(self.models), limits=dict(self.limits))
         return data
@@ -282,9 +283,18 @@ def _run_spec(check: _Checker, raw: Any, plan_dir: Path) -> RunSpec:
         type=check.optional_string(run, "type", "run"),
         builder=check.choice(run["builder"], "run.builder", BUILDER_MODES) if "builder" in run else None,
         sandbox=check.choice(run["sandbox"], "run.sandbox", SANDBOX_MODES) if "sandbox" in run else None,
+        remote=_remote_name(check, run["remote"]) if "remote" in run else None,
         repo_as_written=repo_text,
         cassette_as_written=cassette_text,
     )
+
+
+def _remote_name(check: _Checker, value: Any) -> str:
+    name = check.string(value, "run.remote")
+    if name.startswith("-") or any(c.isspace() or c == ":" for c in name):
+        check.fail("run.remote", f"{shown(name)} is not a git remote name; give one that `git remote` lists, "
+                                 "e.g. 'origin'")
+    return name
 
 
 def _phase_spec(check: _Checker, raw: dict, index: int, default_max_attempts: int) -> PhaseSpec:

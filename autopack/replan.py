@@ -2,7 +2,7 @@
 
 Editing the plan is how a user fixes a phase that keeps failing (or was parked): the
 phases that are not complete may change any of their keys, and so may ``run.cassette``,
-``run.models``, ``run.limits``, ``run.builder`` and ``run.sandbox``. Everything else fixes what the run's commits were made
+``run.models``, ``run.limits``, ``run.builder``, ``run.sandbox`` and ``run.remote``. Everything else fixes what the run's commits were made
 against (the repository, base, test command, goal, the list of phases, complete phases),
 so changing it needs a new ``run.id``.
 """
@@ -14,7 +14,7 @@ from typing import Any, Collection
 from autopack.errors import UsageError
 from autopack.plan import PlanSpec
 
-RUN_KEYS_THAT_MAY_CHANGE = ("cassette", "models", "limits", "builder", "sandbox")
+RUN_KEYS_THAT_MAY_CHANGE = ("cassette", "models", "limits", "builder", "sandbox", "remote")
 
 
 def changed_phases(recorded: dict[str, Any], plan: PlanSpec, complete: Collection[str]) -> list[str]:

@@ -19,6 +19,7 @@ from autopack.caps import CostCap, CostCapReached, check_caps
 from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.domain.lifecycle import AttemptState, FailureKind, PhaseState
 from autopack.engine.attempt import attempt_ports
+from autopack.engine.branch_sync import PushRejected
 from autopack.engine.evidence_runs import gather_evidence
 from autopack.engine.reads import collect_files
 from autopack.errors import Interrupted, writing
@@ -29,7 +30,8 @@ from autopack.finalizer import NO_OP_REASON, decide, missing_deliverables, new_f
 from autopack.ports import Builder, BuilderRequest, Observer, SilentObserver
 from autopack.redact import Redactor
 from autopack.testrun import TestReport, is_pytest, run_tests
-from autopack.toolchains import TestCommand, resolve_test_command
+from autopack.text import capped_diff
+from autopack.toolchains import TestCommand, baseline_key, resolve_test_command
 from autopack.workspace import GitTampered
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ class RunContext:
     cost_caps: tuple[CostCap, ...] = ()
     current: tuple[str, int] | None = None  # (phase id, attempt number) in progress: the ids of its events
     sandbox: Sandbox | None = None  # every test command of the run runs in it (None: unconfined)
+    branch: Any = None  # engine.branch_sync.RunBranch: the run branch's remote (None: none)
 
     @cached_property
     def test(self) -> TestCommand:
@@ -75,6 +78,11 @@ class RunContext:
     @property
     def test_command(self) -> str:
         return self.test.command
+
+    @cached_property
+    def baseline_key(self) -> str:
+        """The test command as baselines are cached by: with this machine's fingerprint."""
+        return baseline_key(self.test.command)
 
     @property
     def test_timeout_s(self) -> float:
@@ -107,7 +115,7 @@ def execute_run(ctx: RunContext) -> dict[str, int]:
     run_id = ctx.run.id
     ctx.observer.notify(RunStarted(run_id=run_id, phases=tuple(p.phase_id for p in ctx.store.phases(run_id))))
     ctx.store.skip_blocked(run_id)
-    while True:
+    while ctx.branch is None or not ctx.branch.stale:  # stale: a push was refused, take the run afresh first
         phase = ctx.store.claim_next(run_id, ctx.executor_id, ctx.settings.lease_s)
         if phase is None:
             break
@@ -218,7 +226,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
         tree_sha = ws.stage_all()
         files_changed = len(ws.staged_files())
         store.update_attempt(attempt.id, apply_stats={**tools.apply_stats(), "files_changed": files_changed},
-                             tree_sha=tree_sha)
+                             tree_sha=tree_sha, **_stored_patch(ws.staged_patch() if files_changed else ""))
         if files_changed == 0 and not spec.allow_noop:  # known now: no test run can change the verdict
             return _fail(ctx, phase, attempt, started, timings, Failure("no_op", NO_OP_REASON))
 
@@ -250,15 +258,21 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
 
         _step(ctx, phase, attempt, "commit")
         store.update_attempt(attempt.id, decision=decision_dict)  # before the commit: recovery reads it
+        parent = ws.head()
         commit = ws.commit_staged(
             f"autopack: {ctx.run.id} / {phase.phase_id} (attempt {attempt.number})\n\n{spec.goal}",
             {"Autopack-Run": ctx.run.id, "Autopack-Phase": phase.phase_id,
              "Autopack-Attempt": str(attempt.number)},
             staged_tree=tree_sha,
         )
+        if ctx.branch is not None:  # pushed before it is recorded: a dead machine's unpushed commit is redone
+            try:
+                ctx.branch.publish(commit, parent)
+            except PushRejected as exc:
+                return _fail(ctx, phase, attempt, started, timings, Failure("push_rejected", str(exc)), decision_dict)
         with store.atomic():  # the end of the attempt is one commit: recovery finds it all done, or only the git commit
             baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
-            store.save_baseline(tree_sha, ctx.test_command, baseline_id)
+            store.save_baseline(tree_sha, ctx.baseline_key, baseline_id)
             store.finish_attempt(attempt.id, AttemptState.COMPLETE, commit=commit, **_times(started, timings))
             store.complete_phase(phase.pk, commit, decision_dict)
         notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, state="complete",
@@ -328,14 +342,14 @@ def _baseline(ctx: RunContext, attempt_id: int, timings: dict[str, int]) -> Test
     """Outcomes at the branch head, from the cache when this tree was tested before; a fresh
     run's failures are re-run like an attempt's, so a flaky one is not cached as failing."""
     tree_sha = ctx.workspace.head_tree()
-    cached = ctx.store.baseline_for(tree_sha, ctx.test_command)
+    cached = ctx.store.baseline_for(tree_sha, ctx.baseline_key)
     if cached is not None:
         return ctx.store.test_report(cached)
     report, test_run_id = _run_suite(ctx, attempt_id, "baseline", tree_sha, timings)
     reruns = _confirm(ctx, attempt_id, None, report, timings, kind_prefix="baseline_")
     confirmed, confirmed_id = record_confirmed(ctx.store, ctx.run.id, attempt_id, tree_sha, report, test_run_id,
                                                reruns)
-    ctx.store.save_baseline(tree_sha, ctx.test_command, confirmed_id)
+    ctx.store.save_baseline(tree_sha, ctx.baseline_key, confirmed_id)
     ctx.workspace.reset_clean()  # the suite may leave files behind; the builder starts clean
     return confirmed
 
@@ -373,7 +387,7 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
           failure: Failure, decision: dict | None = None, text: str | None = None,
           output_tail: str = "", failing: tuple = ()) -> AttemptOutcome:
     """Save the attempt's change as a patch, reset the worktree, record the failure."""
-    patch_path = _save_patch(ctx, phase.phase_id, attempt.number)
+    patch_path = _save_patch(ctx, phase.phase_id, attempt)
     ctx.workspace.reset_clean()
     with ctx.store.atomic():
         ctx.store.finish_attempt(attempt.id, AttemptState.FAILED, failure_kind=failure.kind, failure_message=failure.message,
@@ -385,22 +399,32 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
     return AttemptOutcome(False, failure, text or digest(failure, decision), decision, attempt, output_tail, failing)
 
 
-def _save_patch(ctx: RunContext, phase_id: str, number: int) -> Path | None:
+def _save_patch(ctx: RunContext, phase_id: str, attempt: Any) -> Path | None:
+    """Keep what a failed or interrupted attempt changed: capped in the store, whole in a local file."""
     ctx.workspace.stage_all()
     patch = ctx.workspace.staged_patch()
     if not patch.strip():
         return None
-    path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{number}.patch"
+    ctx.store.update_attempt(attempt.id, **_stored_patch(patch))
+    path = ctx.artifacts / "patches" / f"{phase_id}-attempt-{attempt.number}.patch"
     with writing(path, "the attempt's patch"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(patch.encode("utf-8", "surrogateescape"))
     return path
 
 
+def _stored_patch(patch: str) -> dict[str, Any]:
+    """The attempt's diff as the store keeps it (other machines' `show` reads it): cut at a line."""
+    if not patch.strip():
+        return {}
+    data = patch.encode("utf-8", "surrogateescape")
+    return {"patch": capped_diff(data)[0], "patch_bytes": len(data)}
+
+
 def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: dict[str, int],
                  failure: Failure) -> None:
     """Ctrl-C / SIGTERM: keep the record, leave the phase queued and the worktree clean."""
-    _save_patch(ctx, phase.phase_id, attempt.number)
+    _save_patch(ctx, phase.phase_id, attempt)
     ctx.workspace.reset_clean()
     with ctx.store.atomic():
         ctx.store.finish_attempt(attempt.id, AttemptState.INTERRUPTED, failure_kind=failure.kind,

@@ -44,6 +44,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "(else in the current directory)"),
     SettingSpec("worktrees_dir", str, "", 'directory for the runs\' git worktrees; "" = '
                 "worktrees/ next to the state file"),
+    SettingSpec("remote", str, "", 'git remote each run branch is fetched from before a run is taken and pushed '
+                'to after every completed phase, so executors on several machines continue each other\'s runs '
+                '(README "Running on more than one machine"); "" = none; a plan\'s run.remote overrides'),
     SettingSpec("builder_model", str, "claude-sonnet-5-5", "Claude model that writes each change"),
     SettingSpec("doctor_model", str, "claude-haiku-5-5", "Claude model that diagnoses a failed "
                 "attempt"),
@@ -119,6 +122,7 @@ class Settings:
 
     db: StoreLocation  # a SQLite file or a PostgresUrl
     worktrees_dir: Path
+    remote: str
     builder_model: str
     doctor_model: str
     escalation_model: str

@@ -15,6 +15,7 @@ from typing import Any
 
 ECHO_MAX_CHARS = 200  # a value quoted in a message (ids are at most 64, paths rarely longer)
 MESSAGE_MAX_CHARS = 1500  # a whole one-line error: the backstop in AutopackError
+DIFF_MAX_BYTES = 256 * 1024  # of one attempt's diff, shown or stored; the rest is cut at a line and counted
 
 
 def one_line(text: str) -> str:
@@ -29,6 +30,15 @@ def head_tail(text: str, limit: int, marker: str = "…") -> str:
     keep = max(0, limit - len(marker))
     head = keep // 2
     return text[:head] + marker + text[len(text) - (keep - head):]
+
+
+def capped_diff(data: bytes, limit: int = DIFF_MAX_BYTES) -> tuple[str, bool]:
+    """A diff's text within ``limit`` bytes, cut after its last whole line, and whether it was cut."""
+    if len(data) <= limit:
+        return data.decode("utf-8", "replace"), False
+    kept = data[:limit]
+    kept = kept[:kept.rfind(b"\n") + 1] or kept
+    return kept.decode("utf-8", "replace"), True
 
 
 def shown(value: object, *, quote: bool = True, limit: int = ECHO_MAX_CHARS) -> str:

@@ -10,6 +10,7 @@ Commands that write their report to ``$AUTOPACK_JUNIT_FILE`` leave ``junit_xml``
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -78,6 +79,20 @@ def resolve_test_command(project_root: Path, test_command: str | None, junit_xml
         chosen = replace(chosen, reason=f"{chosen.reason}; also found {', '.join(others)} "
                                         "(set run.test_command to test that instead)")
     return chosen
+
+
+def baseline_key(command: str) -> str:
+    """What a cached baseline is keyed by besides the tree (the store hashes it): the test command and a
+    fingerprint of the machine running it (this Python's version, the OS and CPU architecture, and where
+    each program of the command resolves on PATH), so machines with different toolchains that share a
+    store never share a baseline."""
+    import hashlib
+    import platform
+    import sys
+
+    programs = [os.path.realpath(found) if (found := shutil.which(p)) else p for p in _programs(command)]
+    machine = "\0".join([sys.version, sys.platform, platform.machine(), *programs])
+    return f"{command}\n# environment {hashlib.sha256(machine.encode()).hexdigest()[:16]}"
 
 
 def ecosystem_of(command: str) -> str:

@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -92,6 +93,27 @@ def test_show_json_attempts_match_the_store_and_the_transcripts(calc, autopack):
     assert sum(a["cost_usd"] for a in (first, second)) == pytest.approx(cost)
     assert (first["model"], first["builder"], first["turns"]) == ("claude-sonnet-5-5", "single", 1)
     assert first["budget"] > 0 and first["budget_source"]
+
+
+def test_show_on_another_machine_reads_the_diffs_from_the_store(calc, autopack, tmp_path):
+    # another machine: the same store, but neither the run's repository nor its saved patches exist there
+    db = tmp_path / "copied.db"
+    shutil.copy(calc / ".autopack" / "autopack.db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET repo_root = '/nonexistent/checkout'")
+        conn.execute("UPDATE attempts SET patch_path = '/nonexistent/saved.patch' WHERE patch_path IS NOT NULL")
+    here = show_json(autopack, calc, RUN, "add-modulo")
+    there = show_json(autopack, tmp_path, "--db", str(db), RUN, "add-modulo")
+    [(local_first, local_second)] = [p["attempt_list"] for p in here["phases"]]
+    [(first, second)] = [p["attempt_list"] for p in there["phases"]]
+    assert first["diff"]["source"] == second["diff"]["source"] == "store"
+    assert first["diff"]["text"] == local_first["diff"]["text"]  # the whole patch: nothing was cut
+    assert "saved.patch" in first["diff"]["local"] and first["diff"]["truncated"] is False
+    # the completed attempt's change as git shows it, without the commit header
+    assert second["diff"]["commit"] == local_second["diff"]["commit"]
+    assert second["diff"]["text"] in local_second["diff"]["text"] and "+def modulo(a, b):" in second["diff"]["text"]
+    done = autopack("show", "--db", str(db), RUN, "add-modulo", cwd=tmp_path)
+    assert f"diff (commit {second['diff']['commit']}, as the store keeps it):" in done.stdout
 
 
 def test_show_adds_transcripts_and_test_output_only_when_asked(calc, autopack):

@@ -11,8 +11,8 @@ drain rank, so no kind can rank by accident. Ranks, first drained first (what a 
 most likely to fix, and cheapest to try):
 
   0 transient: the API, the machine or the executor failed, not the work
-    (api_error, timeout, interrupted, abandoned; cost_cap and any kind this version does
-    not know, from a database written by another version)
+    (api_error, timeout, interrupted, abandoned, push_rejected; cost_cap and any kind this
+    version does not know, from a database written by another version)
   1 collection errors: the change broke the build; the digest names the error line
   2 missing deliverables, no-op, agent_limit: the builder did not deliver
   3 unusable answers: apply_error, malformed, truncated (a new pass starts from the
@@ -153,6 +153,8 @@ class FailureKind(StrEnum):
     INTERRUPTED = "interrupted", TRANSIENT, False, False
     ABANDONED = "abandoned", TRANSIENT, False, False
     COST_CAP = "cost_cap", TRANSIENT, False, False  # no longer recorded; older databases hold it
+    # The run branch's remote moved since the run was taken: the run is compared with it again first.
+    PUSH_REJECTED = "push_rejected", TRANSIENT, True, False
     COLLECTION_ERROR = "collection_error", COLLECTION
     DELIVERABLES_MISSING = "deliverables_missing", UNDELIVERED
     NO_OP = "no_op", UNDELIVERED

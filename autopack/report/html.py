@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from autopack.report.story import attempt_outcome
+from autopack.report.story import attempt_outcome, diff_source
 from autopack.report.svg import VERDICT_COLOURS, bar_chart, esc, timeline
 from autopack.report.text import (DELTA_KEYS, advice_text, attempt_facts, clean, cost_text, phase_headline,
                                   phase_note, test_run_text, tokens_text)
@@ -179,7 +179,7 @@ def _attempt(attempt: dict[str, Any]) -> str:
 def _diff(diff: dict[str, Any] | None) -> str:
     if diff is None:
         return '<p class="dim">No change.</p>'
-    where = f"commit {diff['commit']}" if diff["source"] == "commit" else "saved patch"
+    where = diff_source(diff, path=False)
     if diff.get("missing"):
         return f'<p class="note">Diff ({esc(where)}) not available: {esc(diff["missing"])}</p>'
     cut = " (cut at 256 KiB)" if diff["truncated"] else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from autopack.report.story import attempt_outcome
+from autopack.report.story import attempt_outcome, diff_source
 from autopack.report.text import (DELTA_KEYS, advice_text, attempt_facts, clean, cost_text, phase_headline,
                                   phase_note, structure_lines, test_run_text, tokens_text)
 from autopack.report.transcript import transcript_items
@@ -106,7 +106,7 @@ def _attempt(attempt: dict[str, Any]) -> list[str]:
     elif diff.get("missing"):
         out += ["", f"Diff not available: {md(diff['missing'])}"]
     else:
-        where = f"commit {diff['commit']}" if diff["source"] == "commit" else "saved patch"
+        where = diff_source(diff, path=False)
         cut = ", cut at 256 KiB" if diff["truncated"] else ""
         out += ["", f"Diff ({md(where)}{cut}):", "", fenced(diff["text"], "diff")]
     if attempt.get("transcript"):

@@ -4,7 +4,8 @@ An attempt carries its model, builder, budget, turns, tokens and cost (builder a
 calls), the verdict with its reasons, delta and evidence, the failure, the digest it was
 given and the advice (pattern hint or doctor diagnosis) its failure produced, the test runs
 it made, and its diff: the commit (``git show``) of a completed attempt, the saved patch of
-a failed one. Transcripts and test output are included on request.
+a failed one, or, where neither can be read here (another machine's run, a pruned state
+directory), the capped copy the store keeps. Transcripts and test output are included on request.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from typing import Any
 
 from autopack.store.queries import USAGE_SUMS, run_status, usage_dict
 from autopack.store.sql import Readable, py_time, stored_json
+from autopack.text import DIFF_MAX_BYTES, capped_diff
 from autopack.userfiles import read_regular
 
 STORY_SCHEMA = 1
-DIFF_MAX_BYTES = 256 * 1024  # of one attempt's diff; the rest is cut at a line and counted
 GIT_TIMEOUT_S = 60
 _EVENT_KINDS = ("failure_digest", "advice", "doctor_skipped", "escalation")
 
@@ -74,7 +75,7 @@ def _attempts(conn: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
     rows = conn.execute(
         "SELECT a.id, p.phase_id, a.number, a.state, a.step, a.model, coalesce(a.builder, 'single'), a.budget, "
         'a.budget_source, a.failure_kind, a.failure_fingerprint, a.failure_message, a.decision, a."commit", '
-        "a.patch_path, a.apply_stats, a.builder_ms, a.tests_ms, a.wall_ms, a.started_at, a.finished_at "
+        "a.patch_path, a.patch, a.patch_bytes, a.apply_stats, a.builder_ms, a.tests_ms, a.wall_ms, a.started_at, a.finished_at "
         "FROM attempts a JOIN phases p ON p.pk = a.phase_pk WHERE a.run_id = ? ORDER BY p.position, a.number",
         (run_id,)).fetchall()
     usage: dict[int, dict[str, Any]] = defaultdict(dict)
@@ -104,7 +105,7 @@ def _attempts(conn: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
     by_phase: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         (attempt_id, phase_id, number, state, step, model, builder, budget, budget_source, kind, fingerprint,
-         message, decision, commit, patch_path, apply_stats, builder_ms, tests_ms, wall_ms, started, finished) = row
+         message, decision, commit, patch_path, patch, patch_bytes, apply_stats, builder_ms, tests_ms, wall_ms, started, finished) = row
         decision = stored_json(decision, required=False)
         roles = usage.get(attempt_id, {})
         given = [data.get("text") for k, data in events[attempt_id] if k == "failure_digest"]
@@ -116,7 +117,7 @@ def _attempts(conn: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
             "decision": decision, "evidence": (decision or {}).get("evidence"),
             "given_digest": given[0] if given else None, "next_digest": None,
             "advice": [{"kind": k, **data} for k, data in events[attempt_id] if k != "failure_digest"],
-            "commit": commit, "patch_path": patch_path, "apply_stats": stored_json(apply_stats, required=False),
+            "commit": commit, "patch_path": patch_path, "stored_patch": (patch, patch_bytes), "apply_stats": stored_json(apply_stats, required=False),
             "builder_ms": builder_ms, "tests_ms": tests_ms, "wall_ms": wall_ms,
             "started_at": _iso(started), "finished_at": _iso(finished), "test_runs": test_runs.get(attempt_id, []),
         })
@@ -148,12 +149,32 @@ def _transcript(db: Readable, run_id: str, phase_id: str, number: int) -> list[d
 
 
 def _diff(repo_root: str, attempt: dict[str, Any]) -> dict[str, Any] | None:
-    """The attempt's change: its commit's patch, or its saved patch; None when it changed nothing."""
+    """The attempt's change: its commit's patch, or its saved patch; the store's copy when neither can
+    be read here; None when it changed nothing."""
+    stored, size = attempt.pop("stored_patch")
     if attempt["commit"]:
-        return _commit_diff(repo_root, attempt["commit"])
-    if not attempt["patch_path"]:
-        return None
-    path = attempt["patch_path"]
+        shown = _commit_diff(repo_root, attempt["commit"])
+    elif attempt["patch_path"]:
+        shown = _patch_file(attempt["patch_path"])
+    else:
+        shown = None
+    if stored is None or (shown is not None and "missing" not in shown):
+        return shown
+    local = {"commit": shown.get("commit"), "local": shown["missing"]} if shown else {}
+    return {"source": "store", "text": stored, "truncated": (size or 0) > DIFF_MAX_BYTES, **local}
+
+
+def diff_source(diff: dict[str, Any], *, path: bool = True) -> str:
+    """Where a diff was read from, for its heading: a commit, a saved patch (``path``: naming the
+    file, which only this machine has), or the store's copy."""
+    if diff["source"] == "commit":
+        return f"commit {diff['commit']}"
+    if diff["source"] == "patch":
+        return f"saved patch {diff['path']}" if path else "saved patch"
+    return f"commit {diff['commit']}, as the store keeps it" if diff.get("commit") else "as the store keeps it"
+
+
+def _patch_file(path: str) -> dict[str, Any]:
     try:
         data = read_regular(path, DIFF_MAX_BYTES)
     except OSError as error:
@@ -179,12 +200,8 @@ def _commit_diff(repo_root: str, commit: str) -> dict[str, Any]:
 
 
 def _capped(data: bytes) -> dict[str, Any]:
-    """A diff's text within DIFF_MAX_BYTES, cut after its last whole line, and whether it was cut."""
-    if len(data) <= DIFF_MAX_BYTES:
-        return {"text": data.decode("utf-8", "replace"), "truncated": False}
-    kept = data[:DIFF_MAX_BYTES]
-    kept = kept[:kept.rfind(b"\n") + 1] or kept
-    return {"text": kept.decode("utf-8", "replace"), "truncated": True}
+    text, truncated = capped_diff(data)
+    return {"text": text, "truncated": truncated}
 
 
 def attempt_outcome(attempt: dict[str, Any]) -> str:

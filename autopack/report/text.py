@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from autopack.domain.lifecycle import PhaseState
-from autopack.report.story import attempt_outcome
+from autopack.report.story import attempt_outcome, diff_source
 from autopack.report.transcript import transcript_items
 
 DELTA_KEYS = ("new_failures", "collection_errors", "removed", "fixed", "still_failing", "flaky")
@@ -229,7 +229,7 @@ def _diff(out: _Out, diff: dict[str, Any] | None, pad: str) -> None:
     if diff is None:
         out.add("diff: none (nothing was changed)", pad, "dim")
         return
-    where = f"commit {diff['commit']}" if diff["source"] == "commit" else f"saved patch {diff['path']}"
+    where = diff_source(diff)
     if diff.get("missing"):
         out.add(f"diff ({where}): not available: {diff['missing']}", pad)
         return

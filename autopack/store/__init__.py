@@ -18,6 +18,7 @@ from autopack.text import shown
 
 if TYPE_CHECKING:
     from autopack.store.runs import Store
+    from autopack.store.pg import PgReader
     from autopack.store.sql import Reader
 
 STATUS_SCHEMA = 1  # of `autopack status --json` (contract 4); fields are only ever added
@@ -66,13 +67,14 @@ def _open_pg_store(url: PostgresUrl, create: bool) -> Store | None:
     return Store(url)
 
 
-def open_reader(path: StoreLocation) -> Reader | None:
-    """A read-only view of the database at ``path``; None when it does not exist yet.
+def open_reader(path: StoreLocation) -> Reader | PgReader | None:
+    """A read-only view of the database at ``path`` (a file, or a PostgreSQL URL); None when it does
+    not exist yet (no file; no autopack schema in the PostgreSQL database).
 
     Refuses, as ``open_store`` does, a database that needs migrating or that a newer autopack wrote.
     """
     if isinstance(path, PostgresUrl):
-        from autopack.store.pg import open_pg_reader  # pgread's (pg-read branch)
+        from autopack.store.pg import open_pg_reader
 
         return open_pg_reader(path)
     if database_absent(Path(path)):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from autopack.domain.lifecycle import PhaseState
-from autopack.store.sql import Readable, chunks, json_field, marks, py_time
+from autopack.domain.lifecycle import AttemptState, PhaseState
+from autopack.store.sql import SUM_DIGITS, Readable, ReadConn, chunks, json_field, marks, py_time
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,15 @@ class ParkRule:
     max_attempts: int = 12
 
 
-_DRAINABLE = """
-SELECT p.run_id, p.phase_id, p.pk, p.state, p.failure_kind, p.updated_at, p.position, r.created_at,
-       p.parked_reason, p.escalated_budget, {run_type}, {category}, p.attempts
-FROM phases p JOIN runs r ON r.id = p.run_id
-WHERE ((p.state = 'queued' AND NOT EXISTS (
-          SELECT 1 FROM phase_dependencies d JOIN phases dep ON dep.pk = d.depends_on_pk
-          WHERE d.phase_pk = p.pk AND dep.state != 'complete'))
-       OR (p.state = 'failed' {unparked}))
-  {one_run}
+_COLUMNS = "run_id, phase_id, pk, state, failure_kind, updated_at, position, parked_reason, escalated_budget, {category}, attempts"
+# Two branches, not one OR: PostgreSQL turns only a NOT EXISTS of its own into an anti-join on the indexes.
+_DRAINABLE = f"""
+SELECT {_COLUMNS} FROM phases p WHERE p.state = '{PhaseState.QUEUED}' {{one_run}} AND NOT EXISTS (
+    SELECT 1 FROM phase_dependencies d JOIN phases dep ON dep.pk = d.depends_on_pk
+    WHERE d.phase_pk = p.pk AND dep.state != '{PhaseState.COMPLETE}')
+UNION ALL
+SELECT {_COLUMNS} FROM phases p WHERE p.state = '{PhaseState.FAILED}' {{one_run}} {{unparked}}
+ORDER BY pk
 """
 
 
@@ -54,29 +53,42 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
     A failed phase that the rule would park counts as parked. ``include_parked`` keeps
     parked phases, with the reason.
     """
-    query = _DRAINABLE.format(run_type=json_field("r.plan", "run", "type"), category=json_field("p.spec", "category"),
-                              unparked="" if include_parked else "AND p.parked_reason IS NULL",
-                              one_run="" if run_id is None else "AND p.run_id = ?")
     with db.read() as conn:
-        rows = conn.execute(query, () if run_id is None else (run_id,)).fetchall()
-        stuck = stuck_reasons(conn, [(r[2], r[4], r[12]) for r in rows if r[3] == PhaseState.FAILED and not r[8]], rule)
+        query = _DRAINABLE.format(category=json_field(conn, "p.spec", "category"),
+                                  unparked="" if include_parked else "AND p.parked_reason IS NULL",
+                                  one_run="" if run_id is None else "AND p.run_id = ?")
+        rows = conn.execute(query, () if run_id is None else (run_id, run_id)).fetchall()
+        runs = _runs(conn, sorted({r[0] for r in rows}))
+        stuck = stuck_reasons(conn, [(r[2], r[4], r[10]) for r in rows if r[3] == PhaseState.FAILED and not r[7]], rule)
         phases = [
             DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == PhaseState.FAILED else None, r[6],
-                           py_time(r[7]), (r[8] or stuck.get(r[2])) if r[3] == PhaseState.FAILED else None, r[9], r[10],
-                           r[11], r[12])
+                           runs[r[0]][0], (r[7] or stuck.get(r[2])) if r[3] == PhaseState.FAILED else None, r[8],
+                           runs[r[0]][1], r[9], r[10])
             for r in rows
         ]
     return [p for p in phases if include_parked or not p.parked_reason]
 
 
-def stuck_reasons(conn: sqlite3.Connection, failed: list[tuple[int, str | None, int]],
+def _runs(conn: ReadConn, run_ids: list[str]) -> dict[str, tuple[datetime, str | None]]:
+    """run id -> (created at, the plan's run.type): once per run (a plan is large: on PostgreSQL its JSON
+    is stored compressed apart from the row), not once per phase."""
+    found: dict[str, tuple[datetime, str | None]] = {}
+    for chunk in chunks(run_ids):
+        for run_id, created, run_type in conn.execute(
+                f"SELECT id, created_at, {json_field(conn, 'plan', 'run', 'type')} FROM runs "
+                f"WHERE id IN ({marks(chunk)})", chunk):
+            found[run_id] = (py_time(created), run_type)
+    return found
+
+
+def stuck_reasons(conn: ReadConn, failed: list[tuple[int, str | None, int]],
                   rule: ParkRule) -> dict[int, str]:
     """phase pk -> why the rule parks it, for failed phases given as (pk, failure kind, attempts)."""
     recent: dict[int, list[str | None]] = {}
     for chunk in chunks([pk for pk, _, _ in failed]):
         for pk, fingerprint in conn.execute(
                 f"SELECT phase_pk, failure_fingerprint FROM attempts WHERE phase_pk IN ({marks(chunk)}) "
-                "AND state = 'failed' ORDER BY phase_pk, number DESC", chunk):
+                f"AND state = '{AttemptState.FAILED}' ORDER BY phase_pk, number DESC", chunk):
             recent.setdefault(pk, []).append(fingerprint)
     reasons = {}
     for pk, kind, attempts in failed:
@@ -95,5 +107,5 @@ def run_costs(db: Readable, run_ids: list[str]) -> dict[str, float]:
         for chunk in chunks(run_ids):
             for run_id, cost in conn.execute(f"SELECT run_id, sum(cost_usd) FROM llm_calls "
                                              f"WHERE run_id IN ({marks(chunk)}) GROUP BY run_id", chunk):
-                costs[run_id] = float(cost or 0.0)
+                costs[run_id] = round(float(cost or 0.0), SUM_DIGITS)
     return costs

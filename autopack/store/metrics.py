@@ -16,7 +16,7 @@ from autopack.store import CONFIRMED_TEST_RUN
 from autopack.domain.lifecycle import PhaseState, RunState
 from autopack.store.queries import USAGE_SUMS, derive_run_state
 from autopack.store.stats import EVIDENCE_RUN_KINDS
-from autopack.store.sql import Readable, chunks, marks, py_time, stored_json
+from autopack.store.sql import SUM_DIGITS, Readable, chunks, marks, py_time, stored_json
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 ROLES = ("builder", "doctor")
@@ -147,7 +147,7 @@ def _metrics(run_id: str, usage: dict[str, tuple], events: dict[str, int],
     wall_s = (last - first).total_seconds() if first is not None and last is not None else None
     return RunMetrics(
         run_id=run_id, tokens=tokens, tokens_by_role=by_role,
-        cost_usd=float(sum(sums[4] for sums in usage.values())),
+        cost_usd=round(float(sum(sums[4] for sums in usage.values())), SUM_DIGITS),
         unpriced_calls=int(sum(sums[5] for sums in usage.values())),
         llm_calls=int(sum(sums[6] for sums in usage.values())),
         doctor_calls=int(usage.get("doctor", (0,) * 7)[6]),

@@ -110,6 +110,14 @@ def m007_derived_state(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE attempts DROP COLUMN test_runs")
 
 
+@migration
+def m008_patches_in_the_store(conn: Connection) -> None:
+    """Each attempt's diff (capped) in the store, so `show` and `report` on another machine, or after
+    the worktree and the local patch file are gone, still show what the attempt changed."""
+    conn.exec_driver_sql("ALTER TABLE attempts ADD COLUMN patch VARCHAR")
+    conn.exec_driver_sql("ALTER TABLE attempts ADD COLUMN patch_bytes INTEGER")
+
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

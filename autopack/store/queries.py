@@ -6,7 +6,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from autopack.domain.lifecycle import ACTIVE_STATES, PhaseState, RunState
+from autopack.domain.lifecycle import ACTIVE_STATES, AttemptState, PhaseState, RunState
 from autopack.store import STATUS_SCHEMA
 from autopack.store.sql import Readable, py_time, stored_json
 from autopack.store.transcripts import transcript_counts
@@ -95,10 +95,10 @@ def run_status(db: Readable, run_id: str) -> dict[str, Any] | None:
             "FROM phases WHERE run_id = ? ORDER BY position", (run_id,)).fetchall()
         usage = usage_dict(conn.execute(f"SELECT {USAGE_SUMS} FROM llm_calls WHERE run_id = ?", (run_id,)).fetchone())
         completing = dict(conn.execute(
-            "SELECT phase_pk, model FROM attempts WHERE run_id = ? AND state = 'complete'", (run_id,)))
+            f"SELECT phase_pk, model FROM attempts WHERE run_id = ? AND state = '{AttemptState.COMPLETE}'", (run_id,)))
         executors = conn.execute(
             "SELECT id, pid, host, phase_id, step, heartbeat_at FROM executors "
-            "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at", (run_id,)).fetchall()
+            "WHERE run_id = ? AND stopped_at IS NULL ORDER BY started_at, id", (run_id,)).fetchall()
         by_state: dict[str, int] = defaultdict(int)
         for phase in phases:
             by_state[phase[2]] += 1

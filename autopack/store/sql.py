@@ -1,14 +1,16 @@
-"""The read side of the store: SQL over the standard library's sqlite3, without SQLAlchemy.
+"""The read side of the store: SQL over the standard library's sqlite3 (or psycopg), without SQLAlchemy.
 
 Read commands (`status`, `pick-next`, `drain --dry-run`, `ab-test`) must answer within a
 second on a large store, and loading SQLAlchemy and SQLModel alone took half of that. So
 the read models (store.queries, .activity, .drainable, .metrics, .stats) are SQL text run on
-a ``Readable``: a ``Reader`` (its own connection, for the read commands) or a ``Store`` (a
-connection from its pool, for a drain). Writes stay in the ORM.
+a ``Readable``: a ``Reader`` (its own connection, for the read commands), a ``pg.PgReader``
+(the same on PostgreSQL) or a ``Store`` (a connection from its pool, for a drain). Writes
+stay in the ORM.
 
-The read models' SQL is standard but for what this module supplies: the connection, JSON
-fields (``json_field``) and timestamps stored as SQLAlchemy writes them on SQLite (naive UTC
-text, ``YYYY-MM-DD HH:MM:SS.ffffff``), as db.py holds the ORM side's SQLite specifics.
+The read models' SQL is written once, for both databases, but for what this module supplies:
+the connection, JSON fields (``json_field``, by the connection's ``dialect``) and timestamps,
+stored by SQLAlchemy as naive UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``) on SQLite and read back
+as datetimes from PostgreSQL (``py_time`` takes both).
 """
 
 from __future__ import annotations
@@ -25,12 +27,26 @@ from autopack.errors import AutopackError, EnvironmentProblem
 
 BUSY_TIMEOUT_S = 60
 CHUNK = 500  # ids per IN (...) list, far under SQLite's bound-parameter limit
+SUM_DIGITS = 9  # a sum of costs, rounded: the two databases add floats in different orders
+SQLITE, POSTGRESQL = "sqlite", "postgresql"  # a read connection's ``dialect``
+
+
+class ReadConn(Protocol):
+    """What the read models use of a connection: sqlite3's ``execute``; a ``dialect`` attribute
+    (absent on sqlite3's own connections, which are SQLite's)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
 
 class Readable(Protocol):
-    """Anything that lends a sqlite3 connection in a read transaction: a Reader or a Store."""
+    """Anything that lends a connection in a read transaction: a Reader, a PgReader or a Store."""
 
-    def read(self) -> AbstractContextManager[sqlite3.Connection]: ...
+    def read(self) -> AbstractContextManager[ReadConn]: ...
+
+
+def dialect(conn: ReadConn) -> str:
+    """``SQLITE`` or ``POSTGRESQL``: which SQL ``conn`` takes where the two differ."""
+    return getattr(conn, "dialect", SQLITE)
 
 
 class Reader:
@@ -129,23 +145,28 @@ def first_line(exc: BaseException) -> str:
 
 
 def db_time(when: datetime) -> str:
-    """A timezone-aware datetime as stored: naive UTC text, comparable with the stored values."""
+    """A timezone-aware datetime as stored: naive UTC text, comparable with the stored values (on
+    PostgreSQL too, where the reader's session time zone is UTC)."""
     return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def py_time(stored: str | None) -> datetime | None:
-    """A stored timestamp, timezone-aware (None stays None); CorruptValue when it is not one."""
+def py_time(stored: str | datetime | None) -> datetime | None:
+    """A stored timestamp, timezone-aware UTC (None stays None): text from SQLite, a datetime from
+    PostgreSQL (naive: UTC); CorruptValue when it is not one."""
     if stored is None:
         return None
+    if isinstance(stored, datetime):
+        return stored.replace(tzinfo=timezone.utc) if stored.tzinfo is None else stored.astimezone(timezone.utc)
     try:
         return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
     except (TypeError, ValueError):
         raise CorruptValue(stored) from None
 
 
-def stored_json(stored: str | None, *, required: bool = True) -> dict[str, Any] | None:
-    """A JSON column's object (autopack's JSON columns all hold objects); None for SQL or JSON null
-    unless ``required``; CorruptValue for anything else (not text, not JSON, another JSON type)."""
+def stored_json(stored: str | dict[str, Any] | None, *, required: bool = True) -> dict[str, Any] | None:
+    """A JSON column's object (autopack's JSON columns all hold objects): text from SQLite, decoded
+    already by psycopg; None for SQL or JSON null unless ``required``; CorruptValue for anything else
+    (not text, not JSON, another JSON type)."""
     if stored is None and not required:
         return None
     try:
@@ -209,8 +230,12 @@ def find_damaged_value(path: Path | str) -> str | None:
     return None
 
 
-def json_field(column: str, *path: str) -> str:
-    """SQL for one scalar inside a JSON column, e.g. ``json_field("p.spec", "category")``."""
+def json_field(conn: ReadConn, column: str, *path: str) -> str:
+    """SQL for one scalar inside a JSON column, in ``conn``'s dialect, e.g. ``json_field(conn, "p.spec",
+    "category")``. A text on PostgreSQL (``#>>`` takes json and jsonb: no cast, which would parse the whole
+    value into jsonb first); keys are autopack's own names, never user input."""
+    if dialect(conn) == POSTGRESQL:
+        return f"({column} #>> '{{{','.join(path)}}}')"
     return f"json_extract({column}, '$.{'.'.join(path)}')"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autopack.domain.lifecycle import FailureKind
+from autopack.domain.lifecycle import AttemptState, FailureKind, PhaseState
 from autopack.llm.budget import TRUNCATING_STOPS, TRUNCATION_UTILISATION
 from autopack.store.queries import USAGE_SUMS
 from autopack.store.sql import Readable, chunks, json_field, marks, stored_json
@@ -32,10 +32,10 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
         escalations = [row[0] for row in conn.execute(
             f"SELECT attempt_id FROM events WHERE kind = 'escalation' {scope}", params)]
         escalated_ok = sum(conn.execute(f"SELECT count(*) FROM attempts WHERE id IN ({marks(chunk)}) "
-                                        "AND state = 'complete'", chunk).fetchone()[0]
+                                        f"AND state = '{AttemptState.COMPLETE}'", chunk).fetchone()[0]
                            for chunk in chunks(sorted({a for a in escalations if a is not None})))
         smape_rows = conn.execute(
-            f"SELECT {json_field('p.spec', 'category')}, {json_field('p.spec', 'complexity')}, count(*), "
+            f"SELECT {json_field(conn, 'p.spec', 'category')}, {json_field(conn, 'p.spec', 'complexity')}, count(*), "
             "avg(abs(c.predicted_tokens - c.output_tokens) * 2.0 / (c.predicted_tokens + c.output_tokens)) "
             "FROM llm_calls c JOIN attempts a ON a.id = c.attempt_id JOIN phases p ON p.pk = a.phase_pk "
             "WHERE c.role = 'builder' AND c.status = 'ok' AND c.predicted_tokens IS NOT NULL "
@@ -51,7 +51,7 @@ def telemetry(db: Readable, run_id: str | None = None) -> dict[str, Any]:
             f"SELECT kind, count(*) FROM test_runs WHERE kind IN ({marks(EVIDENCE_RUN_KINDS)}) {scope} GROUP BY kind",
             (*EVIDENCE_RUN_KINDS, *params)))
         inp, _, cread, cwrite, cost, unpriced = one(f"SELECT {USAGE_SUMS} FROM llm_calls WHERE 1 = 1 {scope}")
-        completed = one(f"SELECT count(*) FROM phases WHERE state = 'complete' {scope}")[0]
+        completed = one(f"SELECT count(*) FROM phases WHERE state = '{PhaseState.COMPLETE}' {scope}")[0]
         attempts_by_builder = dict(conn.execute(
             f"SELECT coalesce(builder, 'single'), count(*) FROM attempts WHERE 1 = 1 {scope} GROUP BY 1", params))
         calls_by_builder = conn.execute(
