@@ -180,7 +180,7 @@ def _sandbox(settings: Any, plan: Any) -> tuple[Finding, Any]:
         return Finding("sandbox", "ok", "none: the tests run as you, with your files and network; " + also,
                        data={"mode": mode}), None
     try:
-        profile = sandbox_for(settings, plan.run.sandbox if plan else None, settings.db.parent)
+        profile = sandbox_for(settings, plan.run.sandbox if plan else None, settings.state_dir)
     except AutopackError as error:
         cause, _, fix = str(error).partition("; ")
         return Finding("sandbox", "problem", cause, fix or None, {"mode": mode}), None
@@ -197,6 +197,8 @@ def _sandbox(settings: Any, plan: Any) -> tuple[Finding, Any]:
 def _store(settings: Any) -> Finding:
     from autopack.store import inspect_database
 
+    if not isinstance(settings.db, Path):
+        return _pg_store(settings.db)
     db = Path(settings.db)
     data = {"kind": "sqlite", "path": str(db)}
     try:
@@ -217,6 +219,39 @@ def _store(settings: Any) -> Finding:
         return Finding("store", "problem", f"SQLite {db} needs migrating ({len(status.pending)} pending)",
                        f"autopack migrate --db {db} (a backup is written first)", data)
     return Finding("store", "ok", f"SQLite {db}: schema current ({len(status.applied)} migrations)", data=data)
+
+
+def _pg_store(url: Any) -> Finding:
+    """A PostgreSQL store: can this machine connect, which server, and the schema's state."""
+    from autopack.store.migrations import inspect_database
+    from autopack.store.pg_engine import connect, translate_pg_errors
+
+    data: dict[str, Any] = {"kind": "postgresql", "url": str(url)}
+    try:
+        conn = connect(url, autocommit=True, role=" (check)")
+        try:
+            with translate_pg_errors(url):
+                version = conn.execute("SHOW server_version").fetchone()[0]
+        finally:
+            conn.close()
+        data["server_version"] = version
+        status = inspect_database(url)
+    except AutopackError as error:
+        fix = ("pip install 'autopack[postgresql]'" if "psycopg" in str(error)
+               else "start the server, or fix the URL in --db / the db setting")
+        return Finding("store", "problem", str(error), fix, data)
+    data.update(applied=len(status.applied), pending=list(status.pending), unknown=list(status.unknown))
+    where = f"PostgreSQL {version} at {url}"
+    if status.unknown:
+        return Finding("store", "problem", f"{where} was written by a newer autopack ({', '.join(status.unknown)})",
+                       "upgrade autopack", data)
+    if status.fresh:
+        return Finding("store", "ok", f"{where}: no schema yet; created by the first run (or autopack migrate)",
+                       data=data)
+    if status.pending:
+        return Finding("store", "problem", f"{where} needs migrating ({len(status.pending)} pending)",
+                       f"pg_dump it, then autopack migrate --db {url}", data)
+    return Finding("store", "ok", f"{where}: schema current ({len(status.applied)} migrations)", data=data)
 
 
 def _api_key(plan: Any) -> Finding:

@@ -15,6 +15,7 @@ from typing import Any
 
 from autopack.errors import ConfigError, UsageError
 from autopack.text import shown
+from autopack.store.location import is_postgres_url, parse_location
 from autopack.settings import _BY_NAME, SETTINGS, Settings, SettingSpec, default_config_toml
 from autopack.userfiles import NotARegularFile, read_regular, require_regular_or_absent
 
@@ -95,7 +96,7 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             raise ConfigError(f"{label}: {problem}")
         if spec.choices is not None and value not in spec.choices:
             raise ConfigError(f"{label}: {shown(value)} is not one of {', '.join(spec.choices)}")
-        if spec.name in _PATH_SETTINGS and value:
+        if spec.name in _PATH_SETTINGS and value and not (spec.name == "db" and is_postgres_url(value)):
             value = (base / Path(value).expanduser()).resolve()
         for item in value if spec.name in _ABSOLUTE_PATH_LISTS else ():
             if not item.startswith(("/", "~")):
@@ -110,13 +111,14 @@ def load_settings(cwd: Path, overrides: Mapping[str, object] | None = None,
             values["prices"] = parse_price_overrides(values["prices"], where="prices")
         except UsageError as exc:
             raise ConfigError(f"{label or sources['prices']}: {exc}") from None
-    values["db"] = values["db"] or default_db_path(cwd)
-    values["worktrees_dir"] = values["worktrees_dir"] or values["db"].parent / "worktrees"
+    values["db"] = parse_location(values["db"] or default_db_path(cwd))
+    state_dir = values["db"].parent if isinstance(values["db"], Path) else default_db_path(cwd).parent
+    values["worktrees_dir"] = values["worktrees_dir"] or state_dir / "worktrees"
     if values["heartbeat_s"] >= values["lease_s"]:
         raise ConfigError(f"heartbeat_s ({values['heartbeat_s']}, from {sources['heartbeat_s']}) "
                           f"must be less than lease_s ({values['lease_s']}, from "
                           f"{sources['lease_s']}); otherwise leases expire between heartbeats")
-    return Settings(**values, config_file=config_file, sources=sources)
+    return Settings(**values, state_dir=state_dir, config_file=config_file, sources=sources)
 
 
 def write_default_config(path: Path) -> None:

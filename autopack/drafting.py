@@ -82,7 +82,7 @@ def draft_plan(settings: Any, goal: str, *, repo: Path, output: str, run_id: str
     files = checkout.project_files()
     reads = tools_for(project, lambda: files, (), limits=ToolLimits.from_settings(settings, {}),
                       run_tests=lambda tests: None,  # never called: PlannerTools refuses run_tests itself
-                      selectable=False, state_dir=settings.db.parent, redact=Redactor.from_environ())
+                      selectable=False, state_dir=settings.state_dir, redact=Redactor.from_environ())
 
     def check(draft: Any) -> tuple[PlanSpec, Any]:
         try:

@@ -279,9 +279,7 @@ class Drainer:
         """Rescue claims whose lease expired with a silent executor, for runs nobody holds."""
         from autopack.launch import run_lock
         from autopack.store.drains import stale_claims
-        from autopack.store.runs import utcnow
-
-        stale = stale_claims(self.store, now or utcnow(), self.settings.lease_s)
+        stale = stale_claims(self.store, now or self.store.now(), self.settings.lease_s)
         for run_id in sorted({run_id for run_id, _, _ in stale}):
             lock = run_lock(self.settings, run_id)
             try:
@@ -325,7 +323,7 @@ def execute_claimed(ctx: Any, phase_pk: int, executor_id: str, settings: Any, ob
 
 def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: bool, observer: Any) -> PhaseResult:
     """One pass at exactly this phase: a failed phase is requeued; a complete one only with force."""
-    from autopack.launch import connect, executor, open_run, resume_target, run_lock, state_dir
+    from autopack.launch import connect, executor, open_run, resume_target, run_lock
     from autopack.sandbox import sandbox_for
     from autopack.store.drains import unmet_dependencies
 
@@ -340,7 +338,7 @@ def drain_one(store: Any, settings: Any, run_id: str, phase_id: str, *, force: b
         known = ", ".join(p.phase_id for p in store.phases(run_id))
         raise UsageError(f"run '{run_id}' has no phase '{phase_id}' (phases: {known})")
     refuse_complete(phase)
-    sandbox_for(settings, plan.run.sandbox, state_dir(settings))  # a sandbox this machine cannot build: before the claim
+    sandbox_for(settings, plan.run.sandbox, settings.state_dir)  # a sandbox this machine cannot build: before the claim
     clients = connect(settings, plan, None)
     with run_lock(settings, run_id), executor(store, settings, run_id) as executor_id:
         ctx = open_run(store, settings, plan, run, clients, observer, executor_id)

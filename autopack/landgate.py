@@ -23,16 +23,15 @@ from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, git_in
 def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: str, target: str,
                      phases: list[str], say: Callable[[str], None]) -> tuple[str, dict]:
     """The rebased head and the decision that passed it; LandingRefused on a conflict or a failed verdict."""
-    from autopack.launch import state_dir
     from autopack.plan import plan_from_dict
     from autopack.sandbox import sandbox_for
     from autopack.toolchains import baseline_key, resolve_test_command
 
     repo = Path(run.repo_root)
     plan = plan_from_dict(run.plan, Path(run.plan_path), default_max_attempts=settings.max_attempts)
-    artifacts = state_dir(settings) / "runs" / run.id
-    sandbox = sandbox_for(settings, plan.run.sandbox, state_dir(settings))
-    worktree, remove = scratch_worktree(repo, target, state_dir(settings))
+    artifacts = settings.state_dir / "runs" / run.id
+    sandbox = sandbox_for(settings, plan.run.sandbox, settings.state_dir)
+    worktree, remove = scratch_worktree(repo, target, settings.state_dir)
     try:
         rebased = _rebase(worktree, base, base_head, run.branch)
         root = worktree / run.subdir if run.subdir else worktree

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from autopack.domain.lifecycle import PhaseState
 from autopack.errors import NoSuchRun, UsageError
 from autopack.events import Recovered, Requeued
-from autopack.lock import Heartbeat, RunLock
+from autopack.lock import Heartbeat, PgRunLock, RunLock
 from autopack.plan import PlanSpec, plan_from_dict
 
 
@@ -27,10 +27,6 @@ class RunResult:
     run_id: str
     state: str  # a RunState: complete | failed | queued | running
     counts: dict[str, int]
-
-
-def state_dir(settings: Any) -> Path:
-    return settings.db.parent
 
 
 def recorded_run(store: Any, settings: Any, plan: PlanSpec) -> tuple[Any, str | None]:
@@ -179,8 +175,11 @@ def record_run(store: Any, plan: PlanSpec, target: NewRun, settings: Any):
                             builder=builder_mode(settings, plan))
 
 
-def run_lock(settings: Any, run_id: str) -> RunLock:
-    return RunLock(state_dir(settings) / "locks", run_id)
+def run_lock(settings: Any, run_id: str) -> RunLock | PgRunLock:
+    """The run's lock: a file lock beside a SQLite store, an advisory lock on a PostgreSQL one."""
+    if isinstance(settings.db, Path):
+        return RunLock(settings.state_dir / "locks", run_id)
+    return PgRunLock(settings.db, run_id)
 
 
 # An executor silent for this many leases is retired whatever its host: none beats that rarely.
@@ -238,12 +237,18 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
     from autopack.sandbox import sandbox_for
     from autopack.workspace import Workspace
 
-    sandbox = sandbox_for(settings, plan.run.sandbox, state_dir(settings))  # exit 4 before anything is touched
+    sandbox = sandbox_for(settings, plan.run.sandbox, settings.state_dir)  # exit 4 before anything is touched
+    if not isinstance(settings.db, Path):  # a server's store: the state directory holds only this machine's files
+        from autopack.errors import writing
+        from autopack.store import make_state_dir
+
+        with writing(settings.state_dir, "autopack's state directory"):
+            make_state_dir(settings.state_dir)
     remote = remote_name(settings, plan)
     toplevel, worktree = local_checkout(settings, run, remote) if remote else (Path(run.repo_root), Path(run.worktree))
     owned = worktree.resolve().is_relative_to(Path(settings.worktrees_dir).resolve())  # we hold the lock too
     workspace = Workspace(toplevel, worktree, run.branch, run.subdir, owned=owned)
-    stop_orphaned_suite(state_dir(settings) / "runs" / run.id / "logs")
+    stop_orphaned_suite(settings.state_dir / "runs" / run.id / "logs")
     branch, start = None, run.base_commit
     if remote:  # fetched and compared with the store's record before anything is claimed (contract 6)
         check_remote(settings, plan, toplevel, remote)
@@ -262,7 +267,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
                     cassette=clients.cassette, prices=clients.prices)
     ctx = RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder,
                       settings=settings, executor_id=executor_id,
-                      artifacts=state_dir(settings) / "runs" / run.id, observer=observer,
+                      artifacts=settings.state_dir / "runs" / run.id, observer=observer,
                       builder_model=model,
                       escalation_model=plan.run.models.get("escalation") or settings.escalation_model,
                       doctor=doctor, cost_caps=caps, sandbox=sandbox, branch=branch)

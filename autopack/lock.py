@@ -1,8 +1,10 @@
 """The per-run lock (one executor per run) and the executor heartbeat.
 
-The lock is a portalocker (flock) lock on ``<state dir>/locks/<run-id>.lock``: the OS
-releases it when the holder dies, even on SIGKILL. Test subprocesses are started with
-``close_fds=True`` so they never inherit it.
+On SQLite the lock is a portalocker (flock) lock on ``<state dir>/locks/<run-id>.lock``:
+the OS releases it when the holder dies, even on SIGKILL. Test subprocesses are started
+with ``close_fds=True`` so they never inherit it. On PostgreSQL it is a session advisory
+lock on a connection of its own (``PgRunLock``): the server releases it when that
+connection ends.
 """
 
 from __future__ import annotations
@@ -55,6 +57,90 @@ class RunLock:
             self._file = None
 
     def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class PgRunLock:
+    """The run's lock on PostgreSQL: ``pg_try_advisory_lock`` held by a dedicated connection (never the
+    pool's: a session lock outlives the pooled connection's checkout), named ``autopack pid N on HOST``.
+
+    The server frees it when the holder's connection drops: at once when the process dies, after
+    the keepalives when its host goes silent, and after ``IDLE_SESSION_S`` when the process hangs
+    (a thread pings every ``PING_S`` while it lives)."""
+
+    PING_S = 10
+    IDLE_SESSION_S = 60
+
+    def __init__(self, url: Any, run_id: str):
+        self.url = url
+        self.run_id = run_id
+        self._conn: Any = None
+        self._stop = threading.Event()
+        self._pinger: threading.Thread | None = None
+
+    @property
+    def key(self) -> int:
+        from autopack.store.pg_engine import advisory_key
+
+        return advisory_key(f"autopack run {self.run_id}")
+
+    def acquire(self) -> None:
+        """Take the lock or raise Busy naming the holder (pid and host, from pg_stat_activity)."""
+        from autopack.store.pg_engine import connect, translate_pg_errors
+
+        conn = connect(self.url, autocommit=True, options=f"-c idle_session_timeout={self.IDLE_SESSION_S}s")
+        try:
+            with translate_pg_errors(self.url):
+                taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]
+                holder = None if taken else self._holder(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if not taken:
+            conn.close()
+            raise Busy(f"run '{self.run_id}' is being executed by {holder}; try again later")
+        self._conn = conn
+        self._stop.clear()
+        self._pinger = threading.Thread(target=self._ping, name="autopack-lock-ping", daemon=True)
+        self._pinger.start()
+
+    def _holder(self, conn: Any) -> str:
+        key = self.key & 0xFFFF_FFFF_FFFF_FFFF
+        row = conn.execute(
+            "SELECT a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE "
+            "datname = current_database()) AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid "
+            "AND l.objsubid = 1 LIMIT 1", (key >> 32, key & 0xFFFF_FFFF)).fetchone()
+        if row is None:
+            return "another process"
+        name, since = row
+        who = name.removeprefix("autopack ") if name.startswith("autopack pid ") else f"'{name}'"
+        return f"{who} (since {since.isoformat()})"
+
+    def _ping(self) -> None:
+        while not self._stop.wait(self.PING_S):
+            try:
+                self._conn.execute("SELECT 1")
+            except Exception:  # the connection is gone, and the lock with it; the run's writes go on unfenced
+                return
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._stop.set()
+            if self._pinger is not None:
+                self._pinger.join(timeout=5)
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            except Exception:
+                pass  # a lost connection: the server has released the lock already
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "PgRunLock":
         self.acquire()
         return self
 

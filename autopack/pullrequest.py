@@ -64,10 +64,9 @@ def open_pull_request(store: Any, settings: Any, run: Any, landing: Landing, dra
     """Write the body file, then open the pull request with gh (its URL kept on ``landing``) or, without gh,
     keep the command to run on ``landing``."""
     from autopack.errors import writing
-    from autopack.launch import state_dir
     from autopack.store.queries import run_status
 
-    body = state_dir(settings) / "runs" / run.id / "pr-body.md"
+    body = settings.state_dir / "runs" / run.id / "pr-body.md"
     with writing(body, "the pull request's body"):
         body.parent.mkdir(parents=True, exist_ok=True)
         body.write_text(pr_body(run_status(store, run.id), landing), encoding="utf-8")

@@ -13,6 +13,7 @@ from pathlib import Path
 from autopack.bounds import AGENT_TEST_RUNS, AGENT_TURNS, ATTEMPTS, PLANNER_TURNS, TIMEOUT_S, Bounds
 from autopack.ports import BUILDER_MODES
 from autopack.sandbox import MODES as SANDBOX_MODES
+from autopack.store.location import StoreLocation
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class SettingSpec:
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("db", str, "", 'SQLite state file; "" = .autopack/autopack.db at the root of the '
-                "git repository containing the current directory (else in the current directory)"),
+    SettingSpec("db", str, "", 'SQLite state file, or a postgresql:// URL (pip install \'autopack[postgresql]\'); '
+                '"" = .autopack/autopack.db at the root of the git repository containing the current directory '
+                "(else in the current directory)"),
     SettingSpec("worktrees_dir", str, "", 'directory for the runs\' git worktrees; "" = '
                 "worktrees/ next to the state file"),
     SettingSpec("remote", str, "", 'git remote each run branch is fetched from before a run is taken and pushed '
@@ -118,7 +120,7 @@ _BY_NAME = {spec.name: spec for spec in SETTINGS}
 class Settings:
     """Resolved settings: one attribute per SettingSpec, plus where each came from."""
 
-    db: Path
+    db: StoreLocation  # a SQLite file or a PostgresUrl
     worktrees_dir: Path
     remote: str
     builder_model: str
@@ -154,6 +156,7 @@ class Settings:
     sandbox_readable: tuple[str, ...]
     sandbox_network: bool
     prices: dict[str, tuple[float, float, float, float]]
+    state_dir: Path  # locks (SQLite), run artifacts, logs, crash reports: the file's directory, else .autopack
     config_file: Path | None
     sources: dict[str, str]  # setting name -> "flag" | "env" | "<file path>" | "default"
 

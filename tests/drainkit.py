@@ -88,11 +88,13 @@ class Workbench:
 
     root: Path
     settings: dict[str, str] = field(default_factory=dict)  # extra AUTOPACK_* variables
+    store_db: str = ""  # the store (a file or a postgresql:// URL; e.g. conftest's store_db); "": state/autopack.db
 
     def __post_init__(self) -> None:
         self.repo = self.root / "repo"
         self.plans = self.root / "plans"
-        self.db = self.root / "state" / "autopack.db"
+        self.db: Path | str = (self.store_db if self.store_db.startswith("postgresql://")
+                               else Path(self.store_db or self.root / "state" / "autopack.db"))
         self.slow_marker = self.root / "slow"
         self.suite_started = self.root / "suite-started"
         home = self.root / "home"
@@ -178,5 +180,6 @@ class Workbench:
     def open_store(self) -> Any:
         """The state store (a context manager), for direct queries."""
         from autopack.store import open_store
+        from autopack.store.location import parse_location
 
-        return open_store(self.db, create=False)
+        return open_store(parse_location(self.db), create=False)

@@ -145,3 +145,20 @@ def test_deprecated_and_unpriced_models_are_warnings(calc_project, autopack, bas
     old, unpriced = found[f"model {deprecated}"], found["model my-own-model"]
     assert old["status"] == "warning" and "end-of-life" in old["detail"] and old["data"]["deprecated"] is True
     assert unpriced["status"] == "warning" and 'prices."my-own-model"' in unpriced["fix"]
+
+
+def test_a_postgresql_store_reports_the_server_and_its_schema_or_the_fix(calc_project, autopack, pg_url):
+    code, report = check(autopack, calc_project, "plan.toml", "--db", pg_url)
+    store = by_name(report)["store"]
+    assert code == 0 and store["status"] == "ok" and store["data"]["kind"] == "postgresql", store
+    assert store["detail"].startswith(f"PostgreSQL {store['data']['server_version']} at {pg_url}: no schema yet")
+    assert autopack("migrate", "--db", pg_url, cwd=calc_project).returncode == 0
+    code, report = check(autopack, calc_project, "plan.toml", "--db", pg_url)
+    from autopack.store.migrations import MIGRATIONS
+
+    assert code == 0 and f"schema current ({len(MIGRATIONS)} migrations)" in by_name(report)["store"]["detail"]
+    unreachable = "postgresql://u:pw@/x?host=/nonexistent"
+    code, report = check(autopack, calc_project, "plan.toml", "--db", unreachable)
+    store = by_name(report)["store"]
+    assert code == 4 and store["status"] == "problem" and "pw" not in json.dumps(report)
+    assert "cannot use the PostgreSQL server" in store["detail"] and store["fix"].startswith("start the server")

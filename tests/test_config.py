@@ -15,7 +15,7 @@ from autopack.settings import SETTINGS, Settings, default_config_toml, settings_
 
 def test_settings_dataclass_has_one_attribute_per_setting():
     names = [f.name for f in dataclasses.fields(Settings)]
-    assert names == [spec.name for spec in SETTINGS] + ["config_file", "sources"]
+    assert names == [spec.name for spec in SETTINGS] + ["state_dir", "config_file", "sources"]
 
 
 def test_defaults_without_any_source(tmp_path):
@@ -179,3 +179,17 @@ def test_price_overrides_from_the_config_file_and_their_errors(tmp_path):
         load_settings(tmp_path, environ={})
     with pytest.raises(ConfigError, match="AUTOPACK_PRICES"):
         load_settings(tmp_path, environ={"AUTOPACK_PRICES": "not json"})
+
+
+def test_db_may_be_a_postgresql_url_and_the_state_dir_is_then_at_the_git_root(tmp_path):
+    from autopack.store.location import PostgresUrl
+
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "sub").mkdir()
+    url = "postgresql://autopack:secret@db.example/autopack"
+    settings = load_settings(tmp_path / "sub", environ={"AUTOPACK_DB": url})
+    assert settings.db == PostgresUrl(url) and "secret" not in str(settings.db)
+    assert settings.state_dir == tmp_path / ".autopack"
+    assert settings.worktrees_dir == tmp_path / ".autopack" / "worktrees"
+    on_file = load_settings(tmp_path / "sub", {"db": "state/x.db"}, environ={})
+    assert on_file.db == tmp_path / "sub" / "state" / "x.db" and on_file.state_dir == tmp_path / "sub" / "state"

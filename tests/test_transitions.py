@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import chosen_seed
+from conftest import chosen_seed, rows as stored
 from drainkit import PhaseScript, Workbench
 
 from autopack.domain.lifecycle import (
@@ -250,8 +250,9 @@ CLAIMER = textwrap.dedent("""
     from pathlib import Path
     from autopack.domain.lifecycle import PhaseTransition
     from autopack.store import open_store
+    from autopack.store.location import parse_location
 
-    db, go, me, seed, phases = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+    db, go, me, seed, phases = parse_location(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5:]
     random.Random(seed).shuffle(phases)
     with open_store(db, create=False) as store:
         store.phase("r", phases[0])  # connected and warm before the start
@@ -263,17 +264,28 @@ CLAIMER = textwrap.dedent("""
 """)
 
 
-def test_processes_racing_the_claim_of_failed_phases_claim_each_exactly_once(tmp_path: Path) -> None:
+def write(db: Path | str, sql: str, *params: tuple) -> None:
+    """Change the store as an outside tool would, in one transaction (each of ``params``, or once)."""
+    if str(db).startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(str(db)) as pg, pg.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), list(params) or [()])
+        return
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(sql, list(params) or [()])
+    conn.close()
+
+
+def test_processes_racing_the_claim_of_failed_phases_claim_each_exactly_once(tmp_path: Path, store_db: str) -> None:
     rng = random.Random(SEED)
-    wb = Workbench(tmp_path)
+    wb = Workbench(tmp_path, store_db=store_db)
     ids = [f"p{n:02d}" for n in range(40)]
     wb.queue("r", [PhaseScript(i) for i in ids])
     failed = {i for i in ids if rng.random() < 0.6}
-    conn = sqlite3.connect(wb.db)
-    with conn:
-        conn.execute("UPDATE phases SET pass_attempts = 3")
-        conn.executemany("UPDATE phases SET state = 'failed' WHERE phase_id = ?", [(i,) for i in failed])
-    conn.close()
+    write(wb.db, "UPDATE phases SET pass_attempts = 3")
+    write(wb.db, "UPDATE phases SET state = 'failed' WHERE phase_id = ?", *[(i,) for i in failed])
     go = tmp_path / "go"
     claimers = [subprocess.Popen([sys.executable, "-c", CLAIMER, str(wb.db), str(go), f"c{n}",
                                   str(rng.randrange(10**9)), *ids],
@@ -289,10 +301,8 @@ def test_processes_racing_the_claim_of_failed_phases_claim_each_exactly_once(tmp
         won[f"c{n}"] = json.loads(out)
     claims = [p for phases in won.values() for p in phases]
     assert sorted(claims) == ids, f"seed {SEED}: claimed more than once or never: {won}"
-    conn = sqlite3.connect(wb.db)
     rows = {pid: (state, by, passes) for pid, state, by, passes in
-            conn.execute("SELECT phase_id, state, claimed_by, pass_attempts FROM phases")}
-    conn.close()
+            stored(wb.db, "SELECT phase_id, state, claimed_by, pass_attempts FROM phases")}
     owner = {p: c for c, phases in won.items() for p in phases}
     assert rows == {i: ("executing", owner[i], 0 if i in failed else 3) for i in ids}
 

@@ -18,7 +18,7 @@ def migrate(
     list_only: Annotated[bool, typer.Option("--list", help="Show applied and pending migrations; change nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Create the database, or bring it to this autopack's schema (a backup copy is written first)."""
+    """Create the database, or bring it to this autopack's schema (a SQLite file is backed up first)."""
     from autopack.store import inspect_database, migrate as apply_migrations
     from autopack.store.migrations import check_current
 
@@ -46,7 +46,8 @@ def migrate(
     elif result.created:
         print(f"created {settings.db} at the latest schema ({len(result.applied)} migration(s) recorded)")
     elif result.applied:
-        print(f"applied {', '.join(result.applied)} to {settings.db} (backup: {result.backup})")
+        backup = f"backup: {result.backup}" if result.backup else "no backup on PostgreSQL: pg_dump it first"
+        print(f"applied {', '.join(result.applied)} to {settings.db} ({backup})")
     else:
         print(f"{settings.db} is up to date")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -53,14 +53,13 @@ def drain(
     from autopack import progress
     from autopack.drain import DrainOptions, Drainer
     from autopack.store import open_reader, open_store
-    from autopack.launch import state_dir
     from autopack.sandbox import sandbox_for
     from autopack.store.queries import run_exists
 
     settings = load(db, sandbox=sandbox)
     _check_events(events, as_json, dry_run=dry_run, workers=workers if not run_id else 1)
     if not dry_run:  # before anything is claimed; a run whose plan tightens it is checked when entered
-        sandbox_for(settings, None, state_dir(settings))
+        sandbox_for(settings, None, settings.state_dir)
     options = DrainOptions(run_id=run_id, batch_size=batch_size, max_consecutive_zero_yield=max_consecutive_zero_yield,
                            max_minutes=max_minutes, max_cost_usd=max_cost, include_parked=include_parked)
     store = open_reader(settings.db) if dry_run else open_store(settings.db, create=False)  # a dry run only reads
@@ -135,15 +134,18 @@ def _finish(summary: dict, as_json: bool, junit_xml: Path | None, quiet: bool, s
     return EXIT_FAILED if summary["failed"] or summary.get("unavailable_runs") else EXIT_OK
 
 
-def _drain_in_workers(workers: int, options: "DrainOptions", db: Path, sandbox: str | None) -> dict:
+def _drain_in_workers(workers: int, options: "DrainOptions", db: Any, sandbox: str | None) -> dict:
     """N `autopack drain` processes over the same store; their JSON summaries merged.
 
-    The batch size and the cost cap are shared out between the workers.
+    The batch size and the cost cap are shared out between the workers. A PostgreSQL URL reaches
+    them in AUTOPACK_DB, whole: ``str()`` hides its password, and a command line is visible to ``ps``.
     """
+    import os
     import subprocess
 
     share = None if options.max_cost_usd is None else options.max_cost_usd / workers
-    args = ["--db", str(db), "--batch-size", str(max(1, -(-options.batch_size // workers))), "--json", "--quiet"]
+    env = {**os.environ, "AUTOPACK_DB": str(db) if isinstance(db, Path) else db.url}
+    args = ["--batch-size", str(max(1, -(-options.batch_size // workers))), "--json", "--quiet"]
     for flag, value in (("--max-consecutive-zero-yield", options.max_consecutive_zero_yield),
                         ("--max-minutes", options.max_minutes), ("--max-cost", share)):
         if value is not None:
@@ -152,8 +154,8 @@ def _drain_in_workers(workers: int, options: "DrainOptions", db: Path, sandbox: 
         args.append("--include-parked")
     if sandbox:
         args += ["--sandbox", sandbox]
-    procs = [subprocess.Popen([sys.executable, "-m", "autopack", "drain", *args], stdout=subprocess.PIPE, text=True)
-             for _ in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-m", "autopack", "drain", *args], stdout=subprocess.PIPE, text=True,
+                              env=env) for _ in range(workers)]
     merged: dict = {"schema": 1, "processed": 0, "completed": 0, "failed": 0, "phases": [], "busy_runs": [],
                     "unavailable_runs": {}, "stop_reason": "", "workers": workers, "cost_usd": 0.0}
     reasons = set()

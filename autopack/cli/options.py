@@ -18,9 +18,9 @@ from autopack.plan_checks import ID_RULE, RUN_ID_PATTERN
 from autopack.text import shown
 
 DbOption = Annotated[
-    Optional[Path],
-    typer.Option("--db", help="SQLite state file (default: .autopack/autopack.db at the git repository root).",
-                 show_default=False),
+    Optional[str],
+    typer.Option("--db", help="SQLite state file (default: .autopack/autopack.db at the git repository root), "
+                 "or a postgresql:// URL.", show_default=False),
 ]
 SandboxOption = Annotated[
     Optional[str],
@@ -72,7 +72,7 @@ ID = ids()
 _STATE_DIRS: list[Path] = []  # where this invocation's database lives, once its settings are loaded
 
 
-def load(db: Path | None, **overrides: Any) -> Any:
+def load(db: str | Path | None, **overrides: Any) -> Any:
     """Settings for this invocation: flags > AUTOPACK_* env > autopack.toml > defaults.
 
     A database path that is not a regular file is refused here, before anything else.
@@ -84,8 +84,9 @@ def load(db: Path | None, **overrides: Any) -> Any:
     source = settings.sources["db"]
     label = {"flag": f"--db {settings.db}", "env": f"AUTOPACK_DB={settings.db}",
              "default": str(settings.db)}.get(source, f"{source}: db = {settings.db}")
-    check_database_path(settings.db, label)
-    _STATE_DIRS.append(settings.db.parent)
+    if isinstance(settings.db, Path):
+        check_database_path(settings.db, label)
+    _STATE_DIRS.append(settings.state_dir)
     return settings
 
 

@@ -55,7 +55,7 @@ def run(
     if queue_only:
         refuse_events(events, "--queue-only executes nothing; give --events to the drain that executes the run")
     if spec is not None and not queue_only:  # a machine that cannot build the sandbox: exit 4, nothing recorded
-        sandbox_for(settings, spec.run.sandbox, launch.state_dir(settings))
+        sandbox_for(settings, spec.run.sandbox, settings.state_dir)
     stream = open_events(events)  # before anything is recorded: a path that cannot be written changes nothing
     for warning in spec.warnings if spec else ():
         print(f"autopack: warning: {warning}", file=sys.stderr)
@@ -79,7 +79,7 @@ def run(
     else:
         spec, recorded = launch.resume_target(store, settings, run_id)
         if not queue_only:
-            sandbox_for(settings, spec.run.sandbox, launch.state_dir(settings))
+            sandbox_for(settings, spec.run.sandbox, settings.state_dir)
         clients = connect(spec)
     for warning in launch.model_warnings(settings, spec):
         print(f"autopack: warning: {warning}", file=sys.stderr)

@@ -61,5 +61,5 @@ def attempt_ports(ctx: RunContext, spec: Any, attempt_id: int,
 
     tools = tools_for(ws.project_root, ws.project_files, spec.scope,
                       limits=ToolLimits.from_settings(ctx.settings, ctx.plan.run.limits), run_tests=agent_suite,
-                      selectable=is_pytest(ctx.test_command), state_dir=ctx.settings.db.parent, redact=redact)
+                      selectable=is_pytest(ctx.test_command), state_dir=ctx.settings.state_dir, redact=redact)
     return tools, StoreAttemptLog(ctx, spec.id, attempt_id, redact)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from autopack.domain.lifecycle import ACTIVE_STATES
 from autopack.errors import EnvironmentProblem, UsageError
+from autopack.store.location import PostgresUrl, StoreLocation
 from autopack.text import shown
 
 if TYPE_CHECKING:
     from autopack.store.runs import Store
-    from autopack.store.location import StoreLocation
     from autopack.store.pg import PgReader
     from autopack.store.sql import Reader
 
@@ -27,13 +27,16 @@ STATE_DIR_IGNORE = "# autopack's state: never committed\n*\n"
 DEFAULT_STATE_DIR_NAME = ".autopack"  # config's default place for the database
 
 
-def open_store(path: Path, *, create: bool = True) -> Store | None:
-    """Open the database at ``path``, creating it at the latest schema when missing and ``create``.
+def open_store(path: StoreLocation, *, create: bool = True) -> Store | None:
+    """Open the database at ``path`` (a file, or a ``PostgresUrl``), creating it at the latest schema
+    when missing and ``create``.
 
     Returns None when it does not exist and ``create`` is False (read commands on no data).
     Raises MigrationNeeded / EnvironmentProblem (exit 4) for a database that needs
-    migrating or was written by a newer autopack.
+    migrating or was written by a newer autopack, or a server that cannot be used.
     """
+    if isinstance(path, PostgresUrl):
+        return _open_pg_store(path, create)
     if not create and database_absent(Path(path)):
         return None
     repair_state_dir(Path(path).parent)
@@ -50,14 +53,26 @@ def open_store(path: Path, *, create: bool = True) -> Store | None:
     return Store(path)
 
 
+def _open_pg_store(url: PostgresUrl, create: bool) -> Store | None:
+    from autopack.store.migrations import check_current, inspect_database, migrate
+    from autopack.store.runs import Store
+
+    status = inspect_database(url)
+    if status.fresh:
+        if not create:
+            return None
+        migrate(url)
+    else:
+        check_current(url, status)
+    return Store(url)
+
+
 def open_reader(path: StoreLocation) -> Reader | PgReader | None:
     """A read-only view of the database at ``path`` (a file, or a PostgreSQL URL); None when it does
     not exist yet (no file; no autopack schema in the PostgreSQL database).
 
     Refuses, as ``open_store`` does, a database that needs migrating or that a newer autopack wrote.
     """
-    from autopack.store.location import PostgresUrl
-
     if isinstance(path, PostgresUrl):
         from autopack.store.pg import open_pg_reader
 

@@ -1,4 +1,4 @@
-"""The SQLite engine: pragmas, transaction modes and error translation.
+"""The SQLite engine: pragmas, transaction modes and error translation (PostgreSQL's: store.pg_engine).
 
 SQLite specifics live here and nowhere else. Write transactions start with
 ``BEGIN IMMEDIATE`` so two processes never both read-then-write the same rows;
@@ -101,7 +101,13 @@ def read_session(engine: Engine) -> Iterator[Session]:
 @contextmanager
 def translate_errors(engine: Engine) -> Iterator[None]:
     """Turn SQLite's low-level failures, and stored values a column cannot hold, into one-line errors
-    naming the file."""
+    naming the file (on PostgreSQL: the URL, password hidden; see store.pg_engine)."""
+    if engine.dialect.name == "postgresql":
+        from autopack.store.pg_engine import engine_location, translate_pg_errors
+
+        with translate_pg_errors(engine_location(engine)):
+            yield
+        return
     try:
         yield
     except DatabaseError as exc:

@@ -2,7 +2,8 @@
 
 A new database is created at the latest schema with every migration recorded as
 applied. An existing one gets its pending migrations in order, each in one
-transaction together with its record, after a backup copy is written next to it.
+transaction together with its record, after a backup copy is written next to it
+(a SQLite file; on PostgreSQL, under ``pg_advisory_xact_lock`` and without a backup).
 Add a migration by appending a decorated function; never edit or reorder one that
 has shipped.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 
 from autopack.errors import EnvironmentProblem, MigrationNeeded, writing
 from autopack.store import database_absent, make_state_dir
+from autopack.store.location import PostgresUrl, StoreLocation
 from autopack.store.sql import advice, connect_existing, stored_json
 
 if TYPE_CHECKING:  # SQLAlchemy loads only to migrate: read commands check the schema without it
@@ -135,9 +137,11 @@ class MigrationStatus:
         return not self.applied
 
 
-def inspect_database(path: Path) -> MigrationStatus:
-    """What the file at ``path`` has and needs, without changing it."""
+def inspect_database(path: StoreLocation) -> MigrationStatus:
+    """What the file (or PostgreSQL database) at ``path`` has and needs, without changing it."""
     names = tuple(name for name, _ in MIGRATIONS)
+    if isinstance(path, PostgresUrl):
+        return _status(names, _pg_applied(path))
     if database_absent(path):
         return MigrationStatus(False, (), names, ())
     try:
@@ -156,6 +160,31 @@ def inspect_database(path: Path) -> MigrationStatus:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise EnvironmentProblem(f"{path}: cannot read the database: {exc}{advice(str(exc))}") from exc
+    return _status(names, applied)
+
+
+def _pg_applied(url: PostgresUrl) -> tuple[str, ...] | None:
+    """The migrations recorded in a PostgreSQL database; None when it holds no tables yet."""
+    from autopack.store.pg_engine import connect, translate_pg_errors
+
+    conn = connect(url, autocommit=True, role=" (migrations)")
+    try:
+        with translate_pg_errors(url):
+            tables = {row[0] for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+            if "_migrations" not in tables:
+                if tables:
+                    raise EnvironmentProblem(f"{url}: not an autopack database (no _migrations table); "
+                                             "use --db to point at another database")
+                return None
+            return tuple(row[0] for row in conn.execute("SELECT name FROM _migrations"))
+    finally:
+        conn.close()
+
+
+def _status(names: tuple[str, ...], applied: tuple[str, ...] | None) -> MigrationStatus:
+    if applied is None:
+        return MigrationStatus(True, (), names, ())
     known = set(names)
     return MigrationStatus(
         True,
@@ -165,7 +194,7 @@ def inspect_database(path: Path) -> MigrationStatus:
     )
 
 
-def check_current(path: Path, status: MigrationStatus) -> None:
+def check_current(path: StoreLocation, status: MigrationStatus) -> None:
     """Refuse a database from a newer autopack, or one that needs ``autopack migrate``."""
     if status.unknown:
         raise EnvironmentProblem(
@@ -175,7 +204,7 @@ def check_current(path: Path, status: MigrationStatus) -> None:
     if status.pending and not status.fresh:
         raise MigrationNeeded(
             f"{path} needs migrating ({len(status.pending)} pending); "
-            f"run `autopack migrate --db {path}` (a backup is written first)"
+            f"run `autopack migrate --db {path}`" + ("" if isinstance(path, PostgresUrl) else " (a backup is written first)")
         )
 
 
@@ -186,11 +215,15 @@ class MigrationResult:
     backup: Path | None
 
 
-def migrate(path: Path) -> MigrationResult:
-    """Bring the database at ``path`` to the latest schema; a no-op when it is current."""
+def migrate(path: StoreLocation) -> MigrationResult:
+    """Bring the database at ``path`` to the latest schema; a no-op when it is current.
+
+    On PostgreSQL no backup is written (use pg_dump); concurrent migrations wait for each other."""
     status = inspect_database(path)
     if status.unknown:
         check_current(path, status)
+    if isinstance(path, PostgresUrl):
+        return _migrate_pg(path, status)
     with writing(path.parent, "autopack's state directory"):
         make_state_dir(path.parent)
     if status.exists and not status.fresh and not status.pending:
@@ -207,6 +240,29 @@ def migrate(path: Path) -> MigrationResult:
     return MigrationResult(created, applied, backup)
 
 
+def _migrate_pg(url: PostgresUrl, status: MigrationStatus) -> MigrationResult:
+    if not status.fresh and not status.pending:
+        return MigrationResult(False, (), None)
+    from autopack.store.db import translate_errors
+    from autopack.store.pg_engine import make_pg_engine
+
+    engine = make_pg_engine(url)
+    try:
+        with translate_errors(engine):
+            created, applied = _apply(engine)
+    finally:
+        engine.dispose()
+    return MigrationResult(created, applied, None)
+
+
+def _serialized(conn: Connection) -> None:
+    """On PostgreSQL, wait for any other migration of this database (SQLite's BEGIN IMMEDIATE already did)."""
+    if conn.dialect.name == "postgresql":
+        from autopack.store.pg_engine import xact_lock
+
+        xact_lock(conn, "autopack migrate")
+
+
 def _apply(engine: Engine) -> tuple[bool, tuple[str, ...]]:
     from sqlalchemy import inspect, insert, select
     from sqlmodel import SQLModel
@@ -216,6 +272,7 @@ def _apply(engine: Engine) -> tuple[bool, tuple[str, ...]]:
     immediate = engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
     table = models.AppliedMigration.__table__
     with immediate.begin() as conn:
+        _serialized(conn)
         if not inspect(conn).has_table("_migrations"):
             SQLModel.metadata.create_all(conn)
             now = datetime.now(timezone.utc)
@@ -224,6 +281,7 @@ def _apply(engine: Engine) -> tuple[bool, tuple[str, ...]]:
     applied: list[str] = []
     for name, fn in MIGRATIONS:
         with immediate.begin() as conn:  # one transaction: the change and its record
+            _serialized(conn)
             done = conn.execute(select(table.c.name).where(table.c.name == name)).first()
             if done:
                 continue

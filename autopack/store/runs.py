@@ -7,7 +7,6 @@ phases and attempts, each one guarded statement, are in ``store.transitions``.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from autopack.store.models import (
     TranscriptTurn,
     utcnow,
 )
+from autopack.store.location import PostgresUrl, StoreLocation
 from autopack.store.sql import translate_sqlite_errors
 from autopack.store.transitions import Lifecycle
 
@@ -43,16 +43,44 @@ def command_hash(command: str) -> str:
 
 
 class Store(Lifecycle):
-    """The state store of one database file.
+    """The state store of one database: a SQLite file or a PostgreSQL URL (``store.location``).
 
     Each write method is one transaction; inside an ``atomic()`` block it is a savepoint of the
     block's transaction, so the block commits as one. ``transactions`` is for the store's own modules.
     """
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.engine = make_engine(path)
+    def __init__(self, location: StoreLocation):
+        self.path = location
+        self.postgres = isinstance(location, PostgresUrl)
+        if self.postgres:
+            from autopack.store.pg_engine import make_pg_engine
+
+            self.engine = make_pg_engine(location)
+        else:
+            self.engine = make_engine(location)
         self.transactions = Transactions(self.engine)
+
+    def clock(self, session: Any) -> datetime:
+        """Now, by the clock leases and heartbeats are kept on: the database server's on PostgreSQL
+        (executors on several hosts), this host's on SQLite."""
+        if self.postgres:
+            from autopack.store.pg_engine import database_now
+
+            return database_now(session)
+        return utcnow()
+
+    def now(self) -> datetime:
+        """``clock()`` outside a transaction: to compare with stored leases and heartbeats."""
+        with read_session(self.engine) as session:
+            return self.clock(session)
+
+    def serialize(self, session: Any, name: str) -> None:
+        """On PostgreSQL, hold a transaction lock on ``name``: a read-then-insert of rows that may be
+        absent cannot lock them (SQLite's ``BEGIN IMMEDIATE`` already serializes every writer)."""
+        if self.postgres:
+            from autopack.store.pg_engine import xact_lock
+
+            xact_lock(session, name)
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -64,8 +92,15 @@ class Store(Lifecycle):
         self.engine.dispose()
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A pooled sqlite3 connection in one read transaction, for the read models (store.sql)."""
+    def read(self) -> Iterator[Any]:
+        """A pooled connection in one read transaction, for the read models (store.sql): sqlite3's, or on
+        PostgreSQL psycopg's lent as a ``store.pg.ReadConnection``."""
+        if self.postgres:
+            from autopack.store.pg import ReadConnection
+
+            with translate_errors(self.engine), self.engine.connect() as conn, conn.begin():
+                yield ReadConnection(conn.connection.driver_connection)
+            return
         with translate_errors(self.engine), translate_sqlite_errors(self.path), self.engine.connect() as conn, \
                 conn.begin():
             yield conn.connection.driver_connection
@@ -82,6 +117,7 @@ class Store(Lifecycle):
                    branch: str, worktree: Path, builder: str | None = None) -> Run:
         """Record a run and its phases, all queued, in one transaction; ``builder`` is its builder mode."""
         with self.transactions.atomic() as session:
+            self.serialize(session, f"run {plan.run.id}")
             if session.get(Run, plan.run.id) is not None:
                 raise UsageError(f"run '{plan.run.id}' already exists")
             run = Run(
@@ -127,7 +163,7 @@ class Store(Lifecycle):
 
     def start_attempt(self, phase_pk: int, executor_id: str, model: str | None, builder: str | None = None) -> Attempt:
         with self.transactions.atomic() as session:
-            phase = session.get(Phase, phase_pk, populate_existing=True)
+            phase = session.get(Phase, phase_pk, populate_existing=True, with_for_update=True)  # numbers in order
             phase.attempts += 1
             phase.pass_attempts += 1
             phase.updated_at = utcnow()
@@ -191,6 +227,7 @@ class Store(Lifecycle):
 
     def save_baseline(self, tree_sha: str, command: str, test_run_id: int) -> None:
         with self.transactions.atomic() as session:
+            self.serialize(session, f"baseline {tree_sha} {command_hash(command)}")
             if session.get(Baseline, (tree_sha, command_hash(command))) is None:
                 session.add(Baseline(tree_sha=tree_sha, command_hash=command_hash(command),
                                      test_run_id=test_run_id))
@@ -221,14 +258,16 @@ class Store(Lifecycle):
 
         executor_id = uuid.uuid4().hex[:16]
         with self.transactions.atomic() as session:
-            session.add(Executor(id=executor_id, pid=pid, host=host, command=command, run_id=run_id))
+            now = self.clock(session)
+            session.add(Executor(id=executor_id, pid=pid, host=host, command=command, run_id=run_id,
+                                 started_at=now, heartbeat_at=now))
         return executor_id
 
     def retire_executors(self, dead: Callable[[Executor, datetime], bool]) -> list[str]:
         """Record as stopped the running executors that ``dead(executor, now)`` says are gone:
         a killed executor never stops itself, and `status` would show it at work for ever."""
-        now = utcnow()
         with self.transactions.atomic() as session:
+            now = self.clock(session)
             running = session.exec(select(Executor).where(Executor.stopped_at.is_(None))).all()
             retired = [e.id for e in running if dead(e, now)]
             if retired:
@@ -237,8 +276,8 @@ class Store(Lifecycle):
         return retired
 
     def extend_leases(self, executor_id: str, lease_s: float) -> None:
-        now = utcnow()
         with self.transactions.atomic() as session:
+            now = self.clock(session)
             session.execute(
                 update(Phase).where(Phase.claimed_by == executor_id, Phase.state.in_(ACTIVE_STATES))
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
@@ -248,11 +287,11 @@ class Store(Lifecycle):
     def update_executor(self, executor_id: str, **fields: Any) -> None:
         with self.transactions.atomic() as session:
             session.execute(update(Executor).where(Executor.id == executor_id)
-                            .values(heartbeat_at=utcnow(), **fields))
+                            .values(heartbeat_at=self.clock(session), **fields))
 
     def stop_executor(self, executor_id: str) -> None:
-        now = utcnow()
         with self.transactions.atomic() as session:
+            now = self.clock(session)
             session.execute(update(Executor).where(Executor.id == executor_id)
                             .values(stopped_at=now, heartbeat_at=now, phase_id=None, step=None))
 

@@ -10,7 +10,7 @@ transition of a set of phases (skip, unskip, requeue, rescue) picks its rows by 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import and_, case, exists, update
 from sqlalchemy.orm import aliased
@@ -93,6 +93,7 @@ class Lifecycle:
     composes with an enclosing ``Store.atomic()`` block."""
 
     transactions: Transactions
+    clock: Callable[[Any], datetime]  # Store.clock: the database's on PostgreSQL
 
     # -- claims -----------------------------------------------------------------------
 
@@ -102,7 +103,9 @@ class Lifecycle:
         blocked = (exists().where(PhaseDependency.phase_pk == Phase.pk, PhaseDependency.depends_on_pk == dep.pk,
                                   dep.state != PhaseState.COMPLETE))
         candidate = (select(Phase.pk).where(Phase.run_id == run_id, Phase.state == PhaseState.QUEUED, ~blocked)
-                     .order_by(Phase.position).limit(1).scalar_subquery())
+                     .order_by(Phase.position).limit(1)
+                     .with_for_update(skip_locked=True)  # PostgreSQL: claimers pass each other; SQLite drops it
+                     .scalar_subquery())
         return self._claim(PhaseTransition.CLAIM, Phase.pk == candidate, executor_id, lease_s)
 
     def claim(self, run_id: str, phase_id: str, executor_id: str, lease_s: float,
@@ -114,8 +117,8 @@ class Lifecycle:
                            executor_id, lease_s)
 
     def _claim(self, transition: PhaseTransition, where: Any, executor_id: str, lease_s: float) -> Phase | None:
-        now = utcnow()
         with self.transactions.atomic() as session:
+            now = self.clock(session)
             claimed = move_phases(session, transition, where, claimed_by=executor_id, updated_at=now,
                                   lease_expires_at=now + timedelta(seconds=lease_s))
             return claimed[0] if claimed else None
