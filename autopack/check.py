@@ -224,7 +224,7 @@ def _store(settings: Any) -> Finding:
 def _pg_store(url: Any) -> Finding:
     """A PostgreSQL store: can this machine connect, which server, and the schema's state."""
     from autopack.store.migrations import inspect_database
-    from autopack.store.pg_engine import connect, translate_pg_errors
+    from autopack.store.pg_connect import connect, translate_pg_errors
 
     data: dict[str, Any] = {"kind": "postgresql", "url": str(url)}
     try:

@@ -90,7 +90,7 @@ class PgRunLock:
 
     def acquire(self) -> None:
         """Take the lock or raise Busy naming the holder (pid and host, from pg_stat_activity)."""
-        from autopack.store.pg_engine import connect, translate_pg_errors
+        from autopack.store.pg_connect import connect, translate_pg_errors
 
         conn = connect(self.url, autocommit=True, options=f"-c idle_session_timeout={self.IDLE_SESSION_S}s")
         try:

@@ -249,8 +249,8 @@ def test_a_server_that_cannot_be_reached_is_one_line_naming_the_url_without_its_
         open_reader(url)
     message = str(refused.value)
     assert refused.value.exit_code == 4 and "\n" not in message and "s3cret" not in message
-    assert message.startswith("postgresql://autopack:***@/autopack") and "cannot connect to the PostgreSQL server" in message
-    assert "check the URL (--db, the db setting or AUTOPACK_DB)" in message
+    assert message.startswith("postgresql://autopack:***@/autopack") and "cannot use the PostgreSQL server" in message
+    assert "the URL's host, port, user, password and database are right (--db, the db setting or AUTOPACK_DB)" in message
 
 
 def test_without_psycopg_a_postgresql_store_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,7 +103,8 @@ def translate_errors(engine: Engine) -> Iterator[None]:
     """Turn SQLite's low-level failures, and stored values a column cannot hold, into one-line errors
     naming the file (on PostgreSQL: the URL, password hidden; see store.pg_engine)."""
     if engine.dialect.name == "postgresql":
-        from autopack.store.pg_engine import engine_location, translate_pg_errors
+        from autopack.store.pg_connect import translate_pg_errors
+        from autopack.store.pg_engine import engine_location
 
         with translate_pg_errors(engine_location(engine)):
             yield

@@ -32,6 +32,11 @@ class PostgresUrl:
             raise ValueError(f"not a PostgreSQL URL: {self}")
 
     @property
+    def password(self) -> str | None:
+        """The URL's password, to be kept out of every message."""
+        return urlsplit(self.url).password
+
+    @property
     def libpq_url(self) -> str:
         """For psycopg: the scheme libpq knows."""
         return urlunsplit(urlsplit(self.url)._replace(scheme="postgresql"))

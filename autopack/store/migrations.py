@@ -165,7 +165,7 @@ def inspect_database(path: StoreLocation) -> MigrationStatus:
 
 def _pg_applied(url: PostgresUrl) -> tuple[str, ...] | None:
     """The migrations recorded in a PostgreSQL database; None when it holds no tables yet."""
-    from autopack.store.pg_engine import connect, translate_pg_errors
+    from autopack.store.pg_connect import connect, translate_pg_errors
 
     conn = connect(url, autocommit=True, role=" (migrations)")
     try:

@@ -13,11 +13,11 @@ import re
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
-from autopack.errors import AutopackError, EnvironmentProblem
+from autopack.errors import EnvironmentProblem
 from autopack.store.location import PostgresUrl
-from autopack.store.sql import POSTGRESQL, CorruptValue, Snapshot, first_line
+from autopack.store.pg_connect import connect, translate_pg_errors
+from autopack.store.sql import POSTGRESQL, Snapshot
 
-CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\?|%")  # a quoted literal, a placeholder, a percent sign
 
 
@@ -44,61 +44,6 @@ class ReadConnection:
     def executemany(self, sql: str, seq: Iterable[Iterable[Any]]) -> None:
         with self.connection.cursor() as cursor:
             cursor.executemany(pg_sql(sql), [tuple(p) for p in seq])
-
-
-def connect(url: PostgresUrl, **options: Any) -> Any:
-    """A psycopg connection to ``url`` (session time zone UTC), or EnvironmentProblem (exit 4) saying
-    why not and what to do; psycopg missing is one too."""
-    try:
-        import psycopg
-    except ImportError:
-        raise EnvironmentProblem(f"{url}: a PostgreSQL store needs psycopg; install autopack[postgresql] "
-                                 "(pip install 'autopack[postgresql]')") from None
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params = conninfo_to_dict(url.libpq_url)
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        # UTC: timestamps compare with naive UTC text as on SQLite; no JIT: it costs more than short reads gain
-        params["options"] = f"{params.get('options', '')} -c TimeZone=UTC -c jit=off".strip()
-        return psycopg.connect(**params, **options)
-    except psycopg.Error as error:
-        raise EnvironmentProblem(f"{url}: cannot connect to the PostgreSQL server: {_reason(error)}; check the "
-                                 "URL (--db, the db setting or AUTOPACK_DB) and that the server is running") from None
-
-
-@contextmanager
-def translate_pg_errors(url: PostgresUrl) -> Iterator[None]:
-    """psycopg's failures, and stored values that cannot be decoded, as one-line errors naming the store."""
-    import psycopg
-
-    try:
-        yield
-    except psycopg.Error as error:
-        raise pg_error(url, error) from None
-    except CorruptValue as exc:
-        raise EnvironmentProblem(f"{url}: the database is damaged: a value ({exc.value!r:.80}) is not what its "
-                                 "column holds; restore a backup of the database, or fix that value with psql, "
-                                 "then run the command again") from None
-
-
-def pg_error(url: PostgresUrl, error: Exception) -> AutopackError:
-    """The one-line error for a PostgreSQL failure: the environment's (exit 4), or autopack's own bug."""
-    import psycopg.errors as pe
-
-    if isinstance(error, pe.IntegrityError):
-        return AutopackError(f"{url}: a write was refused and rolled back ({_reason(error)}); "
-                             "this is a bug in autopack, please report it")
-    if isinstance(error, (pe.UndefinedTable, pe.UndefinedColumn)):
-        return EnvironmentProblem(f"{url}: {_reason(error)}; is this an autopack database? "
-                                  f"`autopack migrate --db URL` creates or upgrades its schema")
-    if isinstance(error, pe.InsufficientPrivilege):
-        return EnvironmentProblem(f"{url}: {_reason(error)}; grant the user access to autopack's tables")
-    return EnvironmentProblem(f"{url}: {_reason(error)}")
-
-
-def _reason(error: Exception) -> str:
-    return first_line(error).removeprefix("connection failed: ")
 
 
 def applied_migrations(conn: Any) -> tuple[str, ...] | None:
