@@ -154,7 +154,7 @@ def execute_phase(ctx: RunContext, phase: Any) -> str:
         raise
     failure = outcome.failure
     ctx.store.fail_phase(phase.pk, state=PhaseState.FAILED, kind=failure.kind, message=failure.message,
-                         fingerprint=failure.fingerprint, decision=outcome.decision)
+                         fingerprint=failure.fingerprint, decision=outcome.decision, fence=ctx.executor_id)
     ctx.observer.notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=outcome.attempt.number,
                                       state=PhaseState.FAILED, kind=failure.kind, message=failure.message))
     return PhaseState.FAILED
@@ -275,7 +275,7 @@ def run_attempt(ctx: RunContext, phase: Any, spec: Any, previous_digest: str | N
             baseline_id = record_confirmed(store, ctx.run.id, attempt.id, tree_sha, report, test_run_id, reruns)[1]
             store.save_baseline(tree_sha, ctx.baseline_key, baseline_id)
             store.finish_attempt(attempt.id, AttemptState.COMPLETE, commit=commit, **_times(started, timings))
-            store.complete_phase(phase.pk, commit, decision_dict)
+            store.complete_phase(phase.pk, commit, decision_dict, fence=ctx.executor_id)
         notify(PhaseFinished(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, state="complete",
                              commit=commit, reasons=tuple(decision.reasons)))
         return AttemptOutcome(True, decision=decision_dict)
@@ -294,7 +294,7 @@ def _release(ctx: RunContext, phase: Any, outcome: AttemptOutcome | None, exc: C
     if outcome is not None and outcome.failure is not None:
         failure = outcome.failure
         ctx.store.fail_phase(phase.pk, state=PhaseState.QUEUED, kind=failure.kind, message=failure.message,
-                             fingerprint=failure.fingerprint, decision=outcome.decision)
+                             fingerprint=failure.fingerprint, decision=outcome.decision, fence=ctx.executor_id)
     else:
         release_claim(ctx.store, phase.pk)
     ctx.store.add_event(ctx.run.id, "cost_cap", {"message": str(exc)}, phase.phase_id)
@@ -329,7 +329,7 @@ def _record_escalation(ctx: RunContext, phase: Any, attempt: Any, escalation: An
 
 
 def _step(ctx: RunContext, phase: Any, attempt: Any, step: str, state: str | None = None) -> None:
-    ctx.store.set_step(phase.pk, attempt.id, step, state)
+    ctx.store.set_step(phase.pk, attempt.id, step, state, fence=ctx.executor_id)
     ctx.store.update_executor(ctx.executor_id, run_id=ctx.run.id, phase_id=phase.phase_id, step=step)
     ctx.current = (phase.phase_id, attempt.number)
     ctx.observer.notify(Step(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number, step=step))
@@ -349,7 +349,7 @@ def _fail(ctx: RunContext, phase: Any, attempt: Any, started: float, timings: di
         ctx.store.finish_attempt(attempt.id, AttemptState.FAILED, failure_kind=failure.kind, failure_message=failure.message,
                                  failure_fingerprint=failure.fingerprint, decision=decision,
                                  patch_path=str(patch_path) if patch_path else None, **_times(started, timings))
-        ctx.store.set_step(phase.pk, None, "failed", state=PhaseState.EXECUTING)
+        ctx.store.set_step(phase.pk, None, "failed", state=PhaseState.EXECUTING, fence=ctx.executor_id)
     ctx.observer.notify(AttemptFailed(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
                                       kind=failure.kind, message=failure.message))
     return AttemptOutcome(False, failure, text or digest(failure, decision), decision, attempt, output_tail, failing)
@@ -386,6 +386,6 @@ def _interrupted(ctx: RunContext, phase: Any, attempt: Any, started: float, timi
         ctx.store.finish_attempt(attempt.id, AttemptState.INTERRUPTED, failure_kind=failure.kind,
                                  failure_message=failure.message, **_times(started, timings))
         ctx.store.fail_phase(phase.pk, state=PhaseState.QUEUED, kind=failure.kind, message=failure.message,
-                             fingerprint=failure.fingerprint, decision=None)
+                             fingerprint=failure.fingerprint, decision=None, fence=ctx.executor_id)
     ctx.observer.notify(AttemptFailed(run_id=ctx.run.id, phase_id=phase.phase_id, attempt=attempt.number,
                                       kind=failure.kind, message=failure.message))

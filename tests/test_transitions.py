@@ -353,3 +353,31 @@ def _branch_commits(wb: Workbench, run_id: str) -> list[str]:
     from conftest import git
 
     return git(wb.repo, "log", "--reverse", "--format=%H", f"autopack/{run_id}", "^main", env=wb.env).split()
+
+
+def test_an_executor_whose_claim_was_taken_back_writes_nothing_to_the_phase(tmp_path: Path, store_db: str) -> None:
+    # A's lease lapsed (a partition, a long stop): the phase was rescued and B claimed it; A's late writes
+    # are fenced by its claim, so B's attempt is never moved along or ended by A.
+    wb = Workbench(tmp_path, store_db=store_db)
+    wb.queue("r", [PhaseScript("a")])
+    with wb.open_store() as store:
+        pk = store.claim_next("r", "A", 60).pk
+        late = store.start_attempt(pk, "A", "model")
+        assert store.rescue_run("r") == ["a"]
+        assert store.claim_next("r", "B", 60).pk == pk
+        current = store.start_attempt(pk, "B", "model")
+        fenced = pytest.raises(TransitionRefused, match="executor B's claim now, not this executor's \\(A\\)")
+        with fenced:
+            store.set_step(pk, late.id, "tests", PhaseState.CI_RUNNING, fence="A")
+        with fenced:
+            store.fail_phase(pk, state=PhaseState.FAILED, kind="regression", message="m", fingerprint=None,
+                             decision=None, fence="A")
+        phase = store.phase("r", "a")
+        assert (phase.state, phase.claimed_by, phase.failure_kind) == (PhaseState.EXECUTING, "B", "abandoned")  # the rescue's
+        store.set_step(pk, current.id, "tests", PhaseState.CI_RUNNING, fence="B")  # the holder's own writes go on
+        store.set_step(pk, current.id, "finalize", PhaseState.GATE, fence="B")
+        with fenced:
+            store.complete_phase(pk, COMMIT, {"verdict": "complete"}, fence="A")
+        assert (store.phase("r", "a").state, store.phase("r", "a").commit) == (PhaseState.GATE, None)
+        store.complete_phase(pk, COMMIT, {"verdict": "complete"}, fence="B")
+        assert store.phase("r", "a").state == PhaseState.COMPLETE

@@ -38,12 +38,29 @@ BLOCKING = (PhaseState.FAILED, PhaseState.SKIPPED)  # a dependency in these stat
 RESCUED = "the executor stopped mid-attempt"
 
 
-def move_phase(session: Any, transition: PhaseTransition, phase_pk: int, **values: Any) -> Phase:
-    """One phase through ``transition``, setting ``values`` in the same statement; else TransitionRefused."""
-    moved = move_phases(session, transition, Phase.pk == phase_pk, **values)
+def move_phase(session: Any, transition: PhaseTransition, phase_pk: int, *, fence: str | None = None,
+               **values: Any) -> Phase:
+    """One phase through ``transition``, setting ``values`` in the same statement; else TransitionRefused.
+
+    ``fence``: the executor whose claim this write continues; the phase must still be claimed by it
+    (an executor whose lease lapsed, and whose phase was rescued and claimed again, writes nothing)."""
+    where = Phase.pk == phase_pk
+    if fence is not None:
+        where = and_(where, Phase.claimed_by == fence)
+    moved = move_phases(session, transition, where, **values)
     if not moved:
-        raise _refused(session.get(Phase, phase_pk, populate_existing=True), "phase", transition)
+        row = session.get(Phase, phase_pk, populate_existing=True)
+        if fence is not None and row is not None and row.claimed_by != fence and row.state in transition.sources:
+            raise _fenced(row, fence)
+        raise _refused(row, "phase", transition)
     return moved[0]
+
+
+def _fenced(row: Phase, executor_id: str) -> TransitionRefused:
+    now = f"executor {row.claimed_by}'s" if row.claimed_by else "no executor's"
+    return TransitionRefused(f"phase '{row.phase_id}' of run '{row.run_id}' is {now} claim now, not this executor's "
+                             f"({executor_id}): its lease lapsed and the phase was taken back; this attempt's "
+                             "result is not recorded")
 
 
 def move_phases(session: Any, transition: PhaseTransition, where: Any, **values: Any) -> list[Phase]:
@@ -153,11 +170,15 @@ class Lifecycle:
 
     # -- an attempt's steps and its end ------------------------------------------------
 
-    def set_step(self, phase_pk: int, attempt_id: int | None, step: str, state: str | None = None) -> None:
-        """Record the attempt's step; ``state``: the phase enters it (ci_running, gate, or executing again)."""
+    def set_step(self, phase_pk: int, attempt_id: int | None, step: str, state: str | None = None, *,
+                 fence: str | None = None) -> None:
+        """Record the attempt's step; ``state``: the phase enters it (ci_running, gate, or executing again).
+
+        ``fence`` here and in ``complete_phase``/``fail_phase``: the executor whose claim the write
+        continues (``move_phase``)."""
         with self.transactions.atomic() as session:
             if state is not None:
-                move_phase(session, STEP_TRANSITIONS[PhaseState(state)], phase_pk)
+                move_phase(session, STEP_TRANSITIONS[PhaseState(state)], phase_pk, fence=fence)
             if attempt_id is not None:
                 session.execute(update(Attempt).where(Attempt.id == attempt_id).values(step=step))
 
@@ -168,10 +189,10 @@ class Lifecycle:
         with self.transactions.atomic() as session:
             move_attempt(session, FINISH[AttemptState(state)], attempt_id, finished_at=utcnow(), **fields)
 
-    def complete_phase(self, phase_pk: int, commit: str, decision: dict) -> list[str]:
+    def complete_phase(self, phase_pk: int, commit: str, decision: dict, *, fence: str | None = None) -> list[str]:
         """Mark a phase complete; its skipped dependents whose dependencies are all fine go back to queued."""
         with self.transactions.atomic() as session:
-            return self._complete(session, PhaseTransition.COMPLETE, phase_pk, commit, decision)
+            return self._complete(session, PhaseTransition.COMPLETE, phase_pk, commit, decision, fence)
 
     def reconcile_commit(self, phase_pk: int, attempt_id: int, commit: str, decision: dict) -> list[str]:
         """Record the commit a killed executor made but never recorded: the attempt and its phase complete,
@@ -186,21 +207,23 @@ class Lifecycle:
             return unskipped
 
     @staticmethod
-    def _complete(session: Any, transition: PhaseTransition, phase_pk: int, commit: str, decision: dict) -> list[str]:
+    def _complete(session: Any, transition: PhaseTransition, phase_pk: int, commit: str, decision: dict,
+                  fence: str | None = None) -> list[str]:
         now = utcnow()
-        phase = move_phase(session, transition, phase_pk, commit=commit, decision=decision, failure_kind=None,
+        phase = move_phase(session, transition, phase_pk, fence=fence, commit=commit, decision=decision, failure_kind=None,
                            failure_fingerprint=None, failure_message=None, claimed_by=None, lease_expires_at=None,
                            parked_reason=None, updated_at=now)
         return unskip(session, phase.run_id, now)
 
     def fail_phase(self, phase_pk: int, *, state: str, kind: str, message: str,
-                   fingerprint: str | None, decision: dict | None) -> None:
+                   fingerprint: str | None, decision: dict | None, fence: str | None = None) -> None:
         """End a phase's pass: ``state`` is failed, or queued when the attempt was interrupted.
 
         ``kind`` (like an attempt's ``failure_kind``) must be a FailureKind: each has a drain rank."""
         kind = FailureKind(kind)
         with self.transactions.atomic() as session:
-            move_phase(session, PASS_ENDS[PhaseState(state)], phase_pk, failure_kind=kind, failure_message=message,
+            move_phase(session, PASS_ENDS[PhaseState(state)], phase_pk, fence=fence, failure_kind=kind,
+                       failure_message=message,
                        failure_fingerprint=fingerprint, decision=decision, claimed_by=None, lease_expires_at=None)
 
     # -- passes -----------------------------------------------------------------------
