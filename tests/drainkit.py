@@ -95,6 +95,8 @@ class Workbench:
         self.plans = self.root / "plans"
         self.db: Path | str = (self.store_db if self.store_db.startswith("postgresql://")
                                else Path(self.store_db or self.root / "state" / "autopack.db"))
+        # where the commands (run from ``root``) keep worktrees and artifacts: the file's directory, else .autopack
+        self.state_dir = self.db.parent if isinstance(self.db, Path) else self.root / ".autopack"
         self.slow_marker = self.root / "slow"
         self.suite_started = self.root / "suite-started"
         home = self.root / "home"

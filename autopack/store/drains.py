@@ -43,7 +43,7 @@ def park_stuck(store: Store, rule: ParkRule, phase_pks: list[int] | None = None)
             query = query.where(Phase.pk.in_(phase_pks))
         phases = {p.pk: p for p in session.exec(query)}
         with translate_sqlite_errors(store.path):  # in this transaction, on its connection
-            reasons = stuck_reasons(session.connection().connection.driver_connection,
+            reasons = stuck_reasons(store.lent(session.connection()),
                                     [(p.pk, p.failure_kind, p.attempts) for p in phases.values()], rule)
         for pk, reason in reasons.items():
             phases[pk].parked_reason = reason

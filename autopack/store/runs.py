@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from sqlalchemy import func, update
+from sqlalchemy import update
 from sqlmodel import select
 
 from autopack import __version__
@@ -96,14 +96,22 @@ class Store(Lifecycle):
         """A pooled connection in one read transaction, for the read models (store.sql): sqlite3's, or on
         PostgreSQL psycopg's lent as a ``store.pg.ReadConnection``."""
         if self.postgres:
-            from autopack.store.pg import ReadConnection
-
             with translate_errors(self.engine), self.engine.connect() as conn, conn.begin():
-                yield ReadConnection(conn.connection.driver_connection)
+                yield self.lent(conn)
             return
         with translate_errors(self.engine), translate_sqlite_errors(self.path), self.engine.connect() as conn, \
                 conn.begin():
-            yield conn.connection.driver_connection
+            yield self.lent(conn)
+
+    def lent(self, conn: Any) -> Any:
+        """An SQLAlchemy connection's driver connection as the read models take it (store.sql), in that
+        connection's transaction: sqlite3's, or psycopg's as a ``store.pg.ReadConnection``."""
+        raw = conn.connection.driver_connection
+        if self.postgres:
+            from autopack.store.pg import ReadConnection
+
+            return ReadConnection(raw)
+        return raw
 
     def __enter__(self) -> "Store":
         return self
@@ -301,6 +309,7 @@ class Store(Lifecycle):
             session.add(Event(run_id=run_id, kind=kind, data=data, phase_id=phase_id, attempt_id=attempt_id))
 
     def run_cost(self, run_id: str) -> float:
-        with read_session(self.engine) as session:
-            total = session.exec(select(func.sum(LlmCall.cost_usd)).where(LlmCall.run_id == run_id)).one()
-            return float(total or 0.0)
+        """What the run's priced LLM calls cost so far (the read model the drain's ordering uses)."""
+        from autopack.store.drainable import run_costs
+
+        return run_costs(self, [run_id]).get(run_id, 0.0)
