@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import rows
 from drainkit import PhaseScript, Workbench
 
 
@@ -38,8 +39,8 @@ def drained(summary: dict) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-def wb(tmp_path: Path) -> Workbench:
-    return Workbench(tmp_path)
+def wb(tmp_path: Path, store_db: str) -> Workbench:
+    return Workbench(tmp_path, store_db=store_db)
 
 
 # -- priority ----------------------------------------------------------------------------
@@ -176,7 +177,11 @@ def test_a_queued_phase_that_was_interrupted_ranks_as_a_transient_failure() -> N
 # -- stop rules, JUnit, dry run ----------------------------------------------------------
 
 
-def file_hashes(db: Path) -> dict[str, str | None]:
+def file_hashes(db: Path | str) -> dict[str, object]:
+    """The store's bytes (a SQLite file and its -wal/-shm), or on PostgreSQL every table's rows."""
+    if not isinstance(db, Path):
+        tables = [t for (t,) in rows(db, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")]
+        return {t: sorted(map(repr, rows(db, f"SELECT * FROM {t}"))) for t in sorted(tables)}
     paths = {suffix: db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm")}
     return {s: hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None for s, p in paths.items()}
 
@@ -304,11 +309,13 @@ def test_drain_run_id_completes_a_run_with_five_failed_phases_and_one_queued(wb:
 
 
 def test_a_locked_run_exits_75_for_run_id_and_is_skipped_by_a_plain_drain(wb: Workbench) -> None:
-    from autopack.lock import RunLock
+    from autopack.lock import PgRunLock, RunLock
+    from autopack.store.location import PostgresUrl
 
     wb.queue("held", [PhaseScript("a")])
     wb.queue("free", [PhaseScript("a")])
-    with RunLock(wb.db.parent / "locks", "held"):
+    held = RunLock(wb.db.parent / "locks", "held") if isinstance(wb.db, Path) else PgRunLock(PostgresUrl(wb.db), "held")
+    with held:
         done = wb.cli("drain", "--run-id", "held")
         assert done.returncode == 75, done.stderr
         assert "held" in done.stderr and "try again later" in done.stderr
@@ -322,7 +329,7 @@ def test_a_locked_run_exits_75_for_run_id_and_is_skipped_by_a_plain_drain(wb: Wo
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_run_a_plain_drain_cannot_enter_is_named_with_why_and_exits_1(wb: Workbench, workers: int) -> None:
     wb.queue_many({"blocked": [PhaseScript("a")], "free": [PhaseScript("a")]})
-    occupied = wb.db.parent / "worktrees" / "blocked"
+    occupied = wb.state_dir / "worktrees" / "blocked"
     occupied.mkdir(parents=True)
     (occupied / "precious.txt").write_text("not autopack's\n")
     why = f"{occupied} exists but is not a git worktree"
