@@ -165,21 +165,10 @@ def inspect_database(path: StoreLocation) -> MigrationStatus:
 
 def _pg_applied(url: PostgresUrl) -> tuple[str, ...] | None:
     """The migrations recorded in a PostgreSQL database; None when it holds no tables yet."""
-    from autopack.store.pg_connect import connect, translate_pg_errors
+    from autopack.store.pg import PgReader
 
-    conn = connect(url, autocommit=True, role=" (migrations)")
-    try:
-        with translate_pg_errors(url):
-            tables = {row[0] for row in conn.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
-            if "_migrations" not in tables:
-                if tables:
-                    raise EnvironmentProblem(f"{url}: not an autopack database (no _migrations table); "
-                                             "use --db to point at another database")
-                return None
-            return tuple(row[0] for row in conn.execute("SELECT name FROM _migrations"))
-    finally:
-        conn.close()
+    with PgReader.open(url) as reader:
+        return reader.migration_names()
 
 
 def _status(names: tuple[str, ...], applied: tuple[str, ...] | None) -> MigrationStatus:
