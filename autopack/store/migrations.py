@@ -211,37 +211,30 @@ def migrate(path: StoreLocation) -> MigrationResult:
     status = inspect_database(path)
     if status.unknown:
         check_current(path, status)
+    current = status.exists and not status.fresh and not status.pending
     if isinstance(path, PostgresUrl):
-        return _migrate_pg(path, status)
+        from autopack.store.pg_engine import make_pg_engine
+
+        return MigrationResult(False, (), None) if current else MigrationResult(*_apply_with(make_pg_engine(path)), None)
     with writing(path.parent, "autopack's state directory"):
-        make_state_dir(path.parent)
-    if status.exists and not status.fresh and not status.pending:
+        make_state_dir(path.parent)  # even for a current database: puts back a missing .gitignore
+    if current:
         return MigrationResult(False, (), None)
     backup = backup_database(path) if status.exists and not status.fresh else None
-    from autopack.store.db import make_engine, translate_errors
+    from autopack.store.db import make_engine
 
-    engine = make_engine(path)
-    try:
-        with translate_errors(engine):
-            created, applied = _apply(engine)
-    finally:
-        engine.dispose()
-    return MigrationResult(created, applied, backup)
+    return MigrationResult(*_apply_with(make_engine(path)), backup)
 
 
-def _migrate_pg(url: PostgresUrl, status: MigrationStatus) -> MigrationResult:
-    if not status.fresh and not status.pending:
-        return MigrationResult(False, (), None)
+def _apply_with(engine: Engine) -> tuple[bool, tuple[str, ...]]:
+    """``_apply`` on a fresh engine, its errors translated, the engine disposed of after."""
     from autopack.store.db import translate_errors
-    from autopack.store.pg_engine import make_pg_engine
 
-    engine = make_pg_engine(url)
     try:
         with translate_errors(engine):
-            created, applied = _apply(engine)
+            return _apply(engine)
     finally:
         engine.dispose()
-    return MigrationResult(created, applied, None)
 
 
 def _serialized(conn: Connection) -> None:
