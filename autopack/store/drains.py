@@ -42,9 +42,13 @@ def park_stuck(store: Store, rule: ParkRule, phase_pks: list[int] | None = None)
         if phase_pks is not None:
             query = query.where(Phase.pk.in_(phase_pks))
         phases = {p.pk: p for p in session.exec(query)}
+        conn = session.connection().connection.driver_connection
+        if store.postgres:  # the read model's SQL takes sqlite3's placeholders
+            from autopack.store.pg import ReadConnection
+
+            conn = ReadConnection(conn)
         with translate_sqlite_errors(store.path):  # in this transaction, on its connection
-            reasons = stuck_reasons(session.connection().connection.driver_connection,
-                                    [(p.pk, p.failure_kind, p.attempts) for p in phases.values()], rule)
+            reasons = stuck_reasons(conn, [(p.pk, p.failure_kind, p.attempts) for p in phases.values()], rule)
         for pk, reason in reasons.items():
             phases[pk].parked_reason = reason
             session.add(phases[pk])
