@@ -109,6 +109,13 @@ def complete_phases(db: str) -> int:
     return rows(db, "SELECT count(*) FROM phases WHERE state = 'complete'")[0][0]
 
 
+def unfinished(db: str, fleet: Fleet) -> str:
+    """The phases not complete (state, last failure) and the drains' last stderr lines: why the work is stuck."""
+    left = rows(db, "SELECT run_id, phase_id, state, failure_kind FROM phases WHERE state != 'complete' "
+                    "ORDER BY run_id, position")
+    return f"{len(left)} phases not complete, first {left[:5]}; drains said {sorted(fleet.errors())[:5]}"
+
+
 def git_wrapper(directory: Path) -> Path:
     marks = directory / "fired"
     marks.mkdir(parents=True)
@@ -137,7 +144,7 @@ def test_four_drains_on_two_machines_complete_every_phase_once_through_sigkills(
     deadline, spawn_limit, third_kill = started + 170, 60, None
     try:
         while complete_phases(pg_url) < RUNS * PHASES:
-            assert time.monotonic() < deadline, f"{complete_phases(pg_url)} complete at the deadline: {fleet.errors()}"
+            assert time.monotonic() < deadline, f"at the deadline: {unfinished(pg_url, fleet)}"
             fleet.reap()
             if third_kill is None and complete_phases(pg_url) >= kill_after and fleet.alive():
                 third_kill = rng.choice(sorted(fleet.alive(), key=lambda d: d.proc.pid))
@@ -146,7 +153,8 @@ def test_four_drains_on_two_machines_complete_every_phase_once_through_sigkills(
                 third_kill.output = third_kill.proc.communicate()
             for machine in ("a", "b"):
                 while len(fleet.alive(machine)) < PER_MACHINE:
-                    assert len(fleet.drains) < spawn_limit, f"{spawn_limit} drains did not finish: {fleet.errors()}"
+                    started_drains = len(fleet.drains)
+                    assert started_drains < spawn_limit, f"{started_drains} drains: {unfinished(pg_url, fleet)}"
                     fleet.spawn(machine)
             time.sleep(0.2)
         for d in fleet.alive():
