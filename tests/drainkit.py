@@ -82,18 +82,6 @@ def answer_path(phase: str, answer: str) -> str:
     return paths[answer]
 
 
-def require_read_side(store_db: str) -> None:
-    """Skip a PostgreSQL case that reads through the read models until their PostgreSQL side (branch
-    pg-read: ``store.pg.open_pg_reader``) is merged."""
-    import importlib
-
-    import pytest
-
-    if store_db.startswith("postgresql://") and not hasattr(importlib.import_module("autopack.store.pg"),
-                                                            "open_pg_reader"):
-        pytest.skip("needs the read side on PostgreSQL (branch pg-read: store.pg.open_pg_reader)")
-
-
 @dataclass
 class Workbench:
     """A repository, a plans directory and a state database, all under ``root``."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conftest import git
-from drainkit import PhaseScript, Workbench, require_read_side
+from drainkit import PhaseScript, Workbench
 
 RUNS, PHASES_PER_RUN, PROCESSES = 20, 10, 8
 
@@ -40,7 +40,6 @@ def children_cpu_s() -> float:
 
 
 def test_eight_drains_started_together_complete_every_phase_exactly_once(tmp_path: Path, store_db: str) -> None:
-    require_read_side(store_db)
     wb = Workbench(tmp_path, store_db=store_db)
     wb.queue_many({f"run{r:02d}": [PhaseScript(f"p{n}") for n in range(PHASES_PER_RUN)] for r in range(RUNS)})
 
@@ -104,7 +103,6 @@ def test_a_drain_killed_mid_suite_is_rescued_by_the_next_drain_once_its_lease_ex
                                                                                       store_db: str) -> None:
     from autopack.store.drains import stale_claims
 
-    require_read_side(store_db)
     wb = Workbench(tmp_path, settings={"AUTOPACK_LEASE_S": "2", "AUTOPACK_HEARTBEAT_S": "1"}, store_db=store_db)
     kill_a_drain_mid_suite(wb)
     with wb.open_store() as store:
@@ -116,7 +114,6 @@ def test_a_drain_killed_mid_suite_is_rescued_by_the_next_drain_once_its_lease_ex
 
 
 def test_drain_run_id_rescues_a_killed_drains_phase_at_once(tmp_path: Path, store_db: str) -> None:
-    require_read_side(store_db)
     wb = Workbench(tmp_path, store_db=store_db)  # the default lease (minutes) has not expired: the free lock proves the death
     kill_a_drain_mid_suite(wb)
 
@@ -205,7 +202,6 @@ def test_stale_claims_and_their_rescue_follow_the_injected_clock(tmp_path: Path)
 
 
 def test_workers_share_a_drain_and_run_id_drains_in_one_process(tmp_path: Path, store_db: str) -> None:
-    require_read_side(store_db)
     wb = Workbench(tmp_path, store_db=store_db)
     wb.queue_many({"ci": [PhaseScript("a")], **{f"w{n}": [PhaseScript("a"), PhaseScript("b")] for n in range(3)}})
 

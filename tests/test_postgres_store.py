@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import git, rows
-from drainkit import PhaseScript, Workbench, require_read_side
+from drainkit import PhaseScript, Workbench
 
 from autopack.errors import Busy, EnvironmentProblem
 from autopack.lock import PgRunLock
@@ -165,7 +165,6 @@ def test_without_psycopg_a_postgresql_store_says_what_to_install(tmp_path: Path,
 
 
 def test_the_example_runs_end_to_end_on_postgresql(pg_url: str, calc_project: Path, autopack) -> None:
-    require_read_side(pg_url)
     done = autopack("run", "plan.toml", "--db", pg_url, cwd=calc_project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "run calc-demo finished: 3 complete" in done.stdout
