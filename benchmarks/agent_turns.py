@@ -86,7 +86,7 @@ def script(turns: int, test_every: int = 20) -> list[list[tuple[str, dict]]]:
 def run_attempt_scripted(root: Path, turns: int, *, cache: bool = True, keep_requests: bool = False) -> AttemptRecord:
     """One scripted attempt of ``turns`` turns through the runner, timed turn by turn."""
     from autopack.config import load_settings
-    from autopack.launch import check_new_run, record_run, state_dir
+    from autopack.launch import check_new_run, record_run
     from autopack.llm.scripted import ScriptedBuilder
     from autopack.plan import load_plan
     from autopack.runner import RunContext, run_attempt
@@ -109,7 +109,7 @@ def run_attempt_scripted(root: Path, turns: int, *, cache: bool = True, keep_req
         workspace = Workspace(Path(run.repo_root), Path(run.worktree), run.branch, run.subdir)
         workspace.ensure(run.base_commit)
         ctx = RunContext(store=store, run=run, plan=plan, workspace=workspace, builder=builder, settings=settings,
-                         executor_id="bench", artifacts=state_dir(settings) / "runs" / run.id,
+                         executor_id="bench", artifacts=settings.state_dir / "runs" / run.id,
                          builder_model="claude-sonnet-5-5")
         phase = store.claim_next(run.id, "bench", 600)
         run_attempt(ctx, phase, plan.phase("explore"), None)

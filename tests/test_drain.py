@@ -242,7 +242,8 @@ def test_the_time_budget_stops_a_drain_between_phases(wb: Workbench, monkeypatch
 # -- parking -----------------------------------------------------------------------------
 
 
-def test_identical_failures_park_a_phase_until_include_parked(wb: Workbench) -> None:
+def test_identical_failures_park_a_phase_until_include_parked(tmp_path: Path, store_db: str) -> None:
+    wb = Workbench(tmp_path, store_db=store_db)
     three_identical = ("outside", "outside", "outside", "ok")
     wb.queue("drained", [PhaseScript("stuck", three_identical, max_attempts=3)])
     ran = wb.cli("run", str(wb.add_run("ran", [PhaseScript("stuck", three_identical, max_attempts=3)])))

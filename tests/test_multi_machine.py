@@ -22,10 +22,10 @@ CHAIN = [PhaseScript("p1"), PhaseScript("p2", depends_on=("p1",)), PhaseScript("
 class Machines:
     """Machine A: the Workbench's repository (it records the run); machine B: a clone of the remote."""
 
-    def __init__(self, root: Path, settings: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, settings: dict[str, str] | None = None, store_db: str = "") -> None:
         self.a = Workbench(root / "a", {"AUTOPACK_REMOTE": "origin",
                                         "AUTOPACK_WORKTREES_DIR": str(root / "a" / "worktrees"),
-                                        **(settings or {})})
+                                        **(settings or {})}, store_db=store_db)
         self.remote = root / "remote.git"
         git(root, "clone", "-q", "--bare", str(self.a.repo), str(self.remote), env=self.a.env)
         git(self.remote, "config", "core.logAllRefUpdates", "always", env=self.a.env)  # a reflog to audit
@@ -50,21 +50,21 @@ class Machines:
         return subprocess.run([sys.executable, "-m", "autopack", *args], cwd=cwd, env=env, capture_output=True,
                               text=True, timeout=120, stdin=subprocess.DEVNULL)
 
-    def remote_head(self) -> str | None:
-        found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{BRANCH}"],
+    def remote_head(self, branch: str = BRANCH) -> str | None:
+        found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
                                cwd=self.remote, capture_output=True, text=True)
         return found.stdout.strip() or None
 
-    def remote_phases(self) -> list[tuple[str, str]]:
+    def remote_phases(self, branch: str = BRANCH) -> list[tuple[str, str]]:
         """(phase, attempt) of each commit on the remote's run branch, oldest first."""
         log = git(self.remote, "log", "--reverse", "--format=%(trailers:key=Autopack-Phase,valueonly)%x00"
-                  "%(trailers:key=Autopack-Attempt,valueonly)%x01", BRANCH, env=self.a.env)
+                  "%(trailers:key=Autopack-Attempt,valueonly)%x01", branch, env=self.a.env)
         pairs = [entry.split("\0") for entry in log.split("\x01") if entry.strip()]
         return [(phase.strip(), attempt.strip()) for phase, attempt in pairs if phase.strip()]
 
-    def remote_updates(self) -> list[tuple[str, str]]:
+    def remote_updates(self, branch: str = BRANCH) -> list[tuple[str, str]]:
         """(old, new) of every update of the remote's run branch, oldest first (from its reflog)."""
-        log = (self.remote / "logs" / "refs" / "heads" / BRANCH).read_text().splitlines()
+        log = (self.remote / "logs" / "refs" / "heads" / branch).read_text().splitlines()
         return [tuple(line.split()[:2]) for line in log]
 
     def fast_forwards_only(self) -> bool:
@@ -93,8 +93,8 @@ def _is_ancestor(repo: Path, older: str, newer: str) -> bool:
 
 
 @pytest.fixture
-def machines(tmp_path: Path) -> Machines:
-    m = Machines(tmp_path)
+def machines(tmp_path: Path, store_db: str) -> Machines:
+    m = Machines(tmp_path, store_db=store_db)
     m.a.queue(RUN, CHAIN)
     return m
 
@@ -151,7 +151,8 @@ def test_a_refused_push_fails_the_attempt_and_overwrites_nothing(machines: Machi
     assert git(machines.remote, "rev-parse", f"{foreign}^", env=machines.a.env) == p1
     assert machines.fast_forwards_only()
     assert git(machines.b_clone, "rev-parse", BRANCH, env=machines.a.env) == p1  # the local commit was undone
-    patches = list((machines.a.db.parent / "runs" / RUN / "patches").glob("p2-attempt-1.patch"))
+    state_dir = machines.a.db.parent if isinstance(machines.a.db, Path) else machines.b_clone / ".autopack"
+    patches = list((state_dir / "runs" / RUN / "patches").glob("p2-attempt-1.patch"))
     assert patches and "out/p2.txt" in patches[0].read_text()  # the attempt's change kept as a patch
 
     # the next take compares the remote with the record and refuses what is not autopack's
