@@ -213,6 +213,20 @@ def test_an_empty_postgresql_database_has_no_store_yet(pg_url: str) -> None:
     assert open_reader(PostgresUrl(pg_url)) is None
 
 
+@pytest.mark.parametrize("sql, params", [("SELECT nonsense FROM", ()), ("SELECT 1", (1,))],
+                         ids=["refused by the server", "refused by the driver"])
+def test_sql_postgresql_refuses_is_reported_as_autopack_s_bug(pg_url: str, sql: str, params: tuple) -> None:
+    from autopack.errors import AutopackError
+    from autopack.store.pg_connect import translate_pg_errors
+
+    url = PostgresUrl(pg_url)
+    with PgReader.open(url) as reader, pytest.raises(AutopackError) as refused:
+        with translate_pg_errors(url):
+            reader.connection.execute(sql, params)
+    assert "this is a bug in autopack" in str(refused.value) and "autopack database" not in str(refused.value)
+    assert not isinstance(refused.value, EnvironmentProblem)
+
+
 def test_a_database_of_something_else_is_refused(pg_url: str) -> None:
     import psycopg
 

@@ -87,6 +87,8 @@ def pg_error(url: PostgresUrl | str, error: Exception) -> AutopackError:
                                   "`autopack migrate --db URL` creates or upgrades its schema")
     if isinstance(error, pe.InsufficientPrivilege):
         return EnvironmentProblem(f"{url}: {reason}; grant the user access to autopack's tables")
+    if isinstance(error, pe.ProgrammingError):  # SQL the server or the driver refused: autopack's own
+        return AutopackError(f"{url}: a statement was refused ({reason}); this is a bug in autopack, please report it")
     if isinstance(error, (pe.OperationalError, pe.InterfaceError)):
         return EnvironmentProblem(f"{url}: cannot use the PostgreSQL server: {reason}; check that it runs and "
                                   "that the URL's host, port, user, password and database are right (--db, the "
