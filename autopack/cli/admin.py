@@ -29,7 +29,9 @@ def migrate(
             print(to_json({"db": str(settings.db), "applied": list(status.applied),
                               "pending": list(status.pending), "unknown": list(status.unknown)}))
         else:
-            print(f"database: {settings.db}{'' if status.exists else ' (does not exist yet)'}")
+            state = (" (does not exist yet)" if not status.exists
+                     else " (no schema yet)" if status.fresh and not status.unknown else "")
+            print(f"database: {settings.db}{state}")
             for name in status.applied:
                 print(f"  applied  {name}")
             for name in status.pending:
