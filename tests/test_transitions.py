@@ -4,7 +4,9 @@ and a SIGKILL inside the end of an attempt (one commit) leaves what the next com
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -13,11 +15,13 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import chosen_seed, rows as stored
 from drainkit import PhaseScript, Workbench
+from pgserver import database_url
 
 from autopack.domain.lifecycle import (
     FINISH,
@@ -65,18 +69,65 @@ def test_the_transition_tables_cover_every_state() -> None:
 # -- the matrix: every transition from every state ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A database holding run r: phase "dep", then "p" depending on it, with one attempt at p."""
-    wb = Workbench(tmp_path_factory.mktemp("template"))
+class Template:
+    """Run r in a store: phase "dep", then "p" depending on it, with one attempt at p; ``copy()`` gives
+    a fresh store holding the same (a copied SQLite file, or a PostgreSQL database made from it)."""
+
+    def __init__(self, db: Path | str, server: str | None = None):
+        self.db, self.server = db, server
+        self._copies = itertools.count(1)
+        self._live: list[str] = []
+
+    def copy(self, tmp_path: Path, name: str) -> Path | str:
+        if self.server is None:
+            target = tmp_path / f"{name}.db"
+            shutil.copy(self.db, target)
+            return target
+        import psycopg
+
+        name = urlsplit(self.db).path.lstrip("/")
+        copy = f"{name}_{next(self._copies)}"
+        with psycopg.connect(self.server, autocommit=True) as admin:
+            for old in self._live:  # one copy at a time: the previous case is over
+                admin.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+            self._live = [copy]
+            admin.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
+        return database_url(self.server, copy)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def template(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Template:
+    server = None
+    if request.param == "postgresql":
+        import psycopg
+
+        server = request.getfixturevalue("pg_server")
+        name = f"transitions_{os.getpid()}"
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        wb = Workbench(tmp_path_factory.mktemp("template"), store_db=database_url(server, name))
+    else:
+        wb = Workbench(tmp_path_factory.mktemp("template"))
     wb.queue("r", [PhaseScript("dep"), PhaseScript("p", depends_on=("dep",))])
     with wb.open_store() as store:
         p = store.phase("r", "p")
         store.start_attempt(p.pk, "executor", "model")
-    return wb.db
+    return Template(wb.db, server)
 
 
-def dump(db: Path) -> str:
+def open_copy(db: Path | str) -> Any:
+    from autopack.store import open_store
+    from autopack.store.location import parse_location
+
+    return open_store(parse_location(db), create=False)
+
+
+def dump(db: Path | str) -> str:
+    """Everything the store holds, to compare before and after."""
+    if not isinstance(db, Path):
+        tables = [t for (t,) in stored(db, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                                           "ORDER BY tablename")]
+        return "\n".join(f"{t}: {sorted(map(repr, stored(db, f'SELECT * FROM {t}')))}" for t in tables)
     conn = sqlite3.connect(db)
     try:
         return "\n".join(conn.iterdump())
@@ -84,13 +135,10 @@ def dump(db: Path) -> str:
         conn.close()
 
 
-def set_states(db: Path, p: str, dep: str, attempt: str = "running") -> None:
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("UPDATE phases SET state = ? WHERE phase_id = 'p'", (p,))
-        conn.execute("UPDATE phases SET state = ? WHERE phase_id = 'dep'", (dep,))
-        conn.execute("UPDATE attempts SET state = ?", (attempt,))
-    conn.close()
+def set_states(db: Path | str, p: str, dep: str, attempt: str = "running") -> None:
+    write(db, "UPDATE phases SET state = ? WHERE phase_id = 'p'", (p,))
+    write(db, "UPDATE phases SET state = ? WHERE phase_id = 'dep'", (dep,))
+    write(db, "UPDATE attempts SET state = ?", (attempt,))
 
 
 def perform(store: Any, transition: PhaseTransition, pk: int, attempt_id: int) -> Any:
@@ -128,18 +176,15 @@ REFUSING = {PhaseTransition.RUN_TESTS, PhaseTransition.GATE, PhaseTransition.ATT
 
 @pytest.mark.parametrize("transition", list(PhaseTransition))
 def test_each_phase_transition_works_from_its_states_and_is_refused_from_every_other(
-        template: Path, tmp_path: Path, transition: PhaseTransition) -> None:
-    from autopack.store import open_store
-
+        template: Template, tmp_path: Path, transition: PhaseTransition) -> None:
     for state in PhaseState:
-        db = tmp_path / f"{state}.db"
-        shutil.copy(template, db)
+        db = template.copy(tmp_path, str(state))
         # A failed dependency blocks p (SKIP); and keeps REQUEUE's trailing unskip from taking a skipped p.
         blocked = transition in (PhaseTransition.SKIP, PhaseTransition.REQUEUE)
         dep = PhaseState.FAILED if blocked else PhaseState.COMPLETE
         set_states(db, state, dep)
         before = dump(db)
-        with open_store(db, create=False) as store:
+        with open_copy(db) as store:
             p = store.phase("r", "p")
             attempt = store.attempts(p.pk)[0]
             if state in transition.sources:
@@ -156,19 +201,13 @@ def test_each_phase_transition_works_from_its_states_and_is_refused_from_every_o
 
 @pytest.mark.parametrize("transition", [t for t in PhaseTransition
                                         if t.target in (PhaseState.QUEUED, PhaseState.EXECUTING)])
-def test_leaving_a_finished_pass_starts_a_new_one_and_nothing_else_does(template: Path, tmp_path: Path,
+def test_leaving_a_finished_pass_starts_a_new_one_and_nothing_else_does(template: Template, tmp_path: Path,
                                                                         transition: PhaseTransition) -> None:
-    from autopack.store import open_store
-
     for state in transition.sources:
-        db = tmp_path / f"{state}.db"
-        shutil.copy(template, db)
+        db = template.copy(tmp_path, str(state))
         set_states(db, state, PhaseState.FAILED if transition is PhaseTransition.REQUEUE else PhaseState.COMPLETE)
-        conn = sqlite3.connect(db)
-        with conn:
-            conn.execute("UPDATE phases SET pass_attempts = 2, parked_reason = 'stuck' WHERE phase_id = 'p'")
-        conn.close()
-        with open_store(db, create=False) as store:
+        write(db, "UPDATE phases SET pass_attempts = 2, parked_reason = 'stuck' WHERE phase_id = 'p'")
+        with open_copy(db) as store:
             p = store.phase("r", "p")
             perform(store, transition, p.pk, store.attempts(p.pk)[0].id)
             after = store.phase("r", "p")
@@ -178,15 +217,12 @@ def test_leaving_a_finished_pass_starts_a_new_one_and_nothing_else_does(template
 
 @pytest.mark.parametrize("transition", list(AttemptTransition))
 def test_each_attempt_transition_works_from_its_states_and_is_refused_from_every_other(
-        template: Path, tmp_path: Path, transition: AttemptTransition) -> None:
-    from autopack.store import open_store
-
+        template: Template, tmp_path: Path, transition: AttemptTransition) -> None:
     for state in AttemptState:
-        db = tmp_path / f"{state}.db"
-        shutil.copy(template, db)
+        db = template.copy(tmp_path, str(state))
         set_states(db, PhaseState.GATE, PhaseState.COMPLETE, attempt=state)
         before = dump(db)
-        with open_store(db, create=False) as store:
+        with open_copy(db) as store:
             pk = store.phase("r", "p").pk
             attempt_id = store.attempts(pk)[0].id
 
@@ -211,14 +247,11 @@ def test_each_attempt_transition_works_from_its_states_and_is_refused_from_every
         assert dump(db) == before, f"{transition} from {state} changed the database"
 
 
-def test_atomic_blocks_commit_as_one_and_a_nested_block_rolls_back_alone(template: Path, tmp_path: Path) -> None:
-    from autopack.store import open_store
-
-    db = tmp_path / "atomic.db"
-    shutil.copy(template, db)
+def test_atomic_blocks_commit_as_one_and_a_nested_block_rolls_back_alone(template: Template, tmp_path: Path) -> None:
+    db = template.copy(tmp_path, "atomic")
     set_states(db, PhaseState.GATE, PhaseState.COMPLETE)
     before = dump(db)
-    with open_store(db, create=False) as store:
+    with open_copy(db) as store:
         pk = store.phase("r", "p").pk
         attempt_id = store.attempts(pk)[0].id
         with pytest.raises(TransitionRefused):
@@ -236,10 +269,8 @@ def test_atomic_blocks_commit_as_one_and_a_nested_block_rolls_back_alone(templat
                     store.fail_phase(pk, state=PhaseState.QUEUED, kind="interrupted", message="m",
                                      fingerprint=None, decision=None)  # queued now: refused
             store.complete_phase(pk, COMMIT, {"verdict": "complete"})  # the savepoint undid the first STOP
-    conn = sqlite3.connect(db)
-    events = [kind for (kind,) in conn.execute("SELECT kind FROM events ORDER BY id")]
-    state = conn.execute("SELECT state FROM phases WHERE phase_id = 'p'").fetchone()[0]
-    conn.close()
+    events = [kind for (kind,) in stored(db, "SELECT kind FROM events ORDER BY id")]
+    [(state,)] = stored(db, "SELECT state FROM phases WHERE phase_id = 'p'")
     assert (events, state) == (["kept"], "complete")
 
 
