@@ -73,7 +73,6 @@ class Bench:
     run: Any
 
     def context(self, builder: Any, caps: tuple = ()) -> Any:
-        from autopack.launch import state_dir
         from autopack.runner import RunContext
         from autopack.workspace import Workspace
 
@@ -82,7 +81,7 @@ class Bench:
         workspace.ensure(run.base_commit)
         return RunContext(store=self.store, run=run, plan=self.plan, workspace=workspace, builder=builder,
                           settings=self.settings, executor_id="test-executor",
-                          artifacts=state_dir(self.settings) / "runs" / run.id, builder_model=MODEL,
+                          artifacts=self.settings.state_dir / "runs" / run.id, builder_model=MODEL,
                           cost_caps=caps)
 
     def phase(self, phase_id: str) -> Any:
