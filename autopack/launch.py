@@ -256,7 +256,7 @@ def open_run(store: Any, settings: Any, plan: PlanSpec, run: Any, clients: Model
         start = branch.take()
     workspace.ensure(start)
     if branch is not None:
-        branch.align_local(start)
+        branch.align_local(start, workspace.branch_commit())
     recover(store, run, workspace, observer)
     caps = tuple(extra_caps)
     if plan.run.limits.get("max_cost_usd"):

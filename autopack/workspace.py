@@ -332,7 +332,7 @@ class Workspace:
         """Remember the git state that the project's tests must not change (see ``check_seal``)."""
         names = self._in_worktree("rev-parse", *(arg for name in _CONTROL_FILES for arg in ("--git-path", name)))
         paths = [self.worktree / line.strip() for line in names.stdout.splitlines() if line.strip()]
-        self._seal = _Seal(self._branch_commit(), self._replace_refs(),
+        self._seal = _Seal(self.branch_commit(), self._replace_refs(),
                            tuple((path, _read_or_none(path)) for path in paths))
 
     def check_seal(self, staged_tree: str | None = None) -> None:
@@ -344,7 +344,7 @@ class Workspace:
         if seal is None:
             return
         problems = []
-        commit = self._branch_commit()
+        commit = self.branch_commit()
         if commit != seal.branch_commit:
             problems.append(f"branch {self.branch} moved from {str(seal.branch_commit)[:10]} to "
                             f"{commit[:10] if commit else 'nowhere (deleted)'}")
@@ -377,7 +377,8 @@ class Workspace:
         if seal.branch_commit is not None:
             self._in_toplevel("update-ref", f"refs/heads/{self.branch}", seal.branch_commit)
 
-    def _branch_commit(self) -> str | None:
+    def branch_commit(self) -> str | None:
+        """The commit the run branch points at; None when it does not exist."""
         found = _git(self.toplevel, "rev-parse", "--verify", "--quiet", f"refs/heads/{self.branch}", check=False)
         return found.stdout.strip() or None if found.status == 0 else None
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from autopack.adapters.git.remote import RemoteBranch, commits_between, has_commit, is_ancestor, remote_names
-from autopack.domain.lifecycle import PhaseState
 from autopack.errors import AutopackError, EnvironmentProblem, PlanError, UsageError
 from autopack.events import Recovered
 
@@ -83,14 +82,9 @@ def local_checkout(settings: Any, run: Any, name: str) -> tuple[Path, Path]:
 
 def recorded_head(store: Any, run: Any) -> str:
     """The commit the store records the run branch at: its last completed attempt's, else the base."""
-    best: tuple[int, str] | None = None
-    for phase in store.phases(run.id):
-        if phase.state != PhaseState.COMPLETE or not phase.commit:
-            continue
-        number = max((a.id for a in store.attempts(phase.pk) if a.commit == phase.commit), default=0)
-        if best is None or number > best[0]:
-            best = (number, phase.commit)
-    return best[1] if best else run.base_commit
+    from autopack.store.queries import recorded_head as last_recorded
+
+    return last_recorded(store, run.id) or run.base_commit
 
 
 class RunBranch:
@@ -126,11 +120,11 @@ class RunBranch:
         self.stale = False
         return recorded
 
-    def align_local(self, recorded: str) -> None:
-        """Put the local branch at the record: drop unrecorded commits of this run, refuse anything else."""
+    def align_local(self, recorded: str, local: str | None) -> None:
+        """Put the local branch (at ``local``; None: absent) at the record: drop unrecorded commits of this
+        run, refuse anything else."""
         from autopack.adapters.git.remote import move_branch
 
-        local = _branch_commit(self._top, self.run.branch)
         if local is None or local == recorded:
             return
         if not is_ancestor(self._top, local, recorded) and not (
@@ -185,9 +179,3 @@ class RunBranch:
     def _recovered(self, what: str) -> None:
         self.observer.notify(Recovered(run_id=self.run.id, phase_id=None, what=what))
 
-
-def _branch_commit(toplevel: Path, branch: str) -> str | None:
-    from autopack.adapters.git.calls import _git
-
-    found = _git(toplevel, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}", check=False)
-    return found.stdout.strip() or None if found.status == 0 else None

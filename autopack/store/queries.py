@@ -133,3 +133,14 @@ def _phase_dict(row: tuple, completed_by: str | None, transcripts: list[dict[str
         "updated_at": _iso(py_time(updated)),
         "transcripts": transcripts,
     }
+
+
+def recorded_head(db: Readable, run_id: str) -> str | None:
+    """The commit the store records a run's branch at: that of its last completed attempt whose commit is
+    still its phase's; None before any (the branch is then at the run's base commit)."""
+    with db.read() as conn:
+        found = conn.execute(
+            'SELECT a."commit" FROM attempts a JOIN phases p ON p.pk = a.phase_pk WHERE a.run_id = ? '
+            'AND p.state = ? AND a."commit" = p."commit" ORDER BY a.id DESC LIMIT 1',
+            (run_id, PhaseState.COMPLETE)).fetchone()
+    return found[0] if found else None
