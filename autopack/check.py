@@ -129,6 +129,7 @@ def _program(command: str) -> str | None:
 def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) -> Finding:
     from autopack.testrun import run_tests
     from autopack.adapters.git.calls import git_in
+    from autopack.adapters.git.worktree_lock import worktree_lock
 
     if command is None:
         return Finding("suite", "problem", "not run: no usable test command", "fix the test command first")
@@ -136,7 +137,8 @@ def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) 
     scratch = Path(tempfile.mkdtemp(prefix="autopack-check-"))
     worktree = scratch / "worktree"
     try:
-        git_in(toplevel, "worktree", "add", "--detach", "--quiet", str(worktree), repo.data["commit"])
+        with worktree_lock(toplevel):
+            git_in(toplevel, "worktree", "add", "--detach", "--quiet", str(worktree), repo.data["commit"])
         root = worktree / Path(repo.data["project"]).relative_to(toplevel)
         timeout = float((plan.run.limits.get("phase_timeout_s") if plan else None) or settings.phase_timeout_s)
         report = run_tests(command.command, root, timeout_s=timeout, log_path=scratch / "logs" / "suite.log",
@@ -148,7 +150,8 @@ def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) 
         return Finding("suite", "problem", f"the suite could not run: {error}", "fix the test command")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        git_in(toplevel, "worktree", "prune", check=False)
+        with worktree_lock(toplevel):
+            git_in(toplevel, "worktree", "prune", check=False)
     counts = report.counts()
     data = {"exit_code": report.exit_code, "timed_out": report.timed_out, "duration_s": round(report.duration_s, 3),
             "counts": counts, "junit_error": report.junit_error, "sandboxed": sandbox is not None}

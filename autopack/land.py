@@ -20,6 +20,7 @@ from typing import Any, Callable
 from autopack.domain.lifecycle import PhaseState
 from autopack.errors import AutopackError, NoSuchRun, UsageError
 from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, git_in
+from autopack.adapters.git.worktree_lock import worktree_lock
 
 METHODS = ("fast-forward", "merge", "rebase")
 SHOWN_COMMITS = 5
@@ -170,7 +171,8 @@ def _run_commits(repo: Path, run: Any) -> list[tuple[str, str]]:
 
 def _checkout_of(repo: Path, branch: str) -> Path | None:
     """The worktree (the user's checkout, usually) where ``branch`` is checked out; refused when it is dirty."""
-    listing = _git(repo, "worktree", "list", "--porcelain")
+    with worktree_lock(repo, shared=True):
+        listing = _git(repo, "worktree", "list", "--porcelain")
     for block in listing.split("\n\n"):
         fields = dict(line.partition(" ")[::2] for line in block.splitlines())
         if fields.get("branch") == f"refs/heads/{branch}":
@@ -260,11 +262,13 @@ def scratch_worktree(repo: Path, commit: str, state_dir: Path) -> tuple[Path, Ca
     """A detached worktree at ``commit`` under the state directory, and the function that removes it."""
     path = Path(tempfile.mkdtemp(prefix="land-", dir=state_dir))
     path.rmdir()
-    _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
+    with worktree_lock(repo):
+        _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
 
     def remove() -> None:
-        git_in(repo, "worktree", "remove", "--force", str(path), check=False)
-        shutil.rmtree(path, ignore_errors=True)
-        git_in(repo, "worktree", "prune", check=False)
+        with worktree_lock(repo):
+            git_in(repo, "worktree", "remove", "--force", str(path), check=False)
+            shutil.rmtree(path, ignore_errors=True)
+            git_in(repo, "worktree", "prune", check=False)
 
     return path, remove

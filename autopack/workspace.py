@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, _git, _GitResult
+from autopack.adapters.git.worktree_lock import worktree_lock
 from autopack.errors import AutopackError, UsageError
 
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*\Z")
@@ -130,6 +131,10 @@ class Workspace:
         Idempotent; recreates a worktree whose directory was deleted. Never touches
         the main checkout's working tree or its current branch.
         """
+        with worktree_lock(self.toplevel):  # another process's `worktree add` breaks our `list` and `add`
+            self._ensure(base_commit)
+
+    def _ensure(self, base_commit: str) -> None:
         if not self.branch_exists():
             self._in_toplevel("branch", "--no-track", self.branch, base_commit)
         ref = f"refs/heads/{self.branch}"

@@ -51,7 +51,7 @@ def test_eight_drains_started_together_complete_every_phase_exactly_once(tmp_pat
     summaries = []
     for proc, (out, err) in zip(drains, outputs):
         assert "database is locked" not in out + err
-        assert proc.returncode == 0, err
+        assert proc.returncode == 0, f"{err}\n{out}"  # the summary names the failed phase or the run not entered
         summaries.append(json.loads(out))
     processed = [s["processed"] for s in summaries]
     print(f"\n{PROCESSES} drains over {RUNS * PHASES_PER_RUN} phases in {RUNS} runs took {elapsed:.1f} s "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopack.adapters.git.calls import _git
+from autopack.adapters.git.worktree_lock import worktree_lock
 from autopack.errors import EnvironmentProblem
 
 NO_PROMPT_ENV = {"GIT_TERMINAL_PROMPT": "0"}
@@ -67,8 +68,9 @@ class RemoteBranch:
 
     def fetch(self) -> str | None:
         """Fetch the branch; its head on the remote, or None when the remote has no such branch."""
-        fetched = _git(self.toplevel, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote,
-                       f"+{self.ref}:{self.tracking_ref}", env=NO_PROMPT_ENV, check=False)
+        with worktree_lock(self.toplevel, shared=True):  # fetch walks every worktree's HEAD
+            fetched = _git(self.toplevel, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.remote,
+                           f"+{self.ref}:{self.tracking_ref}", env=NO_PROMPT_ENV, check=False)
         if fetched.status == 0:
             return _git(self.toplevel, "rev-parse", "--verify", self.tracking_ref).stdout.strip()
         listed = _git(self.toplevel, "ls-remote", "--exit-code", self.remote, self.ref, env=NO_PROMPT_ENV,
