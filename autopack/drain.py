@@ -27,6 +27,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, Callable
 
 from autopack.caps import CostCap, CostCapReached
@@ -36,7 +37,7 @@ from autopack.events import Parked, Recovered, RunBusy, RunUnavailable
 
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, like the DrainablePhase it holds: one per drainable phase
 class Candidate:
     phase: Any  # store.drains.DrainablePhase
     rank: int
@@ -49,23 +50,24 @@ class Candidate:
 
 def prioritise(phases: list[Any]) -> list[Candidate]:
     """Order drainable phases by the documented priority, each with the reason for its place."""
-    candidates = []
+    failed, far_future = PhaseState.FAILED.value, 1e18
+    keyed = []
     for p in phases:
-        if p.state == PhaseState.FAILED or p.failure_kind:
+        is_failed = p.state == failed
+        if is_failed or p.failure_kind:
             kind = p.failure_kind or "unknown"
             rank = drain_rank(p.failure_kind)
-            how = "failed with" if p.state == PhaseState.FAILED else "queued again after"
+            how = "failed with" if is_failed else "queued again after"
             reason = f"{RANK_LABELS[rank]}: {how} {kind}"
             if p.parked_reason:
                 reason += f" (parked: {p.parked_reason})"
         else:
             rank, reason = NEEDS_PLAN_CHANGE, "queued, not attempted in this pass yet"
-        candidates.append(Candidate(p, rank, reason))
-    far_future = 1e18
-    return sorted(candidates, key=lambda c: (
-        c.rank, c.phase.state != PhaseState.FAILED,
-        c.phase.failed_at.timestamp() if c.phase.failed_at else far_future,
-        c.phase.run_created_at.timestamp(), c.phase.run_id, c.phase.position))
+        key = (rank, not is_failed, p.failed_at.timestamp() if p.failed_at else far_future,
+               p.run_created_at.timestamp(), p.run_id, p.position)
+        keyed.append((key, Candidate(p, rank, reason)))
+    keyed.sort(key=itemgetter(0))
+    return [candidate for _, candidate in keyed]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from autopack.domain.lifecycle import AttemptState, PhaseState
 from autopack.store.sql import SUM_DIGITS, Readable, ReadConn, chunks, json_field, marks, py_time
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: `drain --dry-run` builds one per drainable phase, and frozen costs 4x
 class DrainablePhase:
     run_id: str
     phase_id: str
@@ -60,12 +60,14 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
         rows = conn.execute(query, () if run_id is None else (run_id, run_id)).fetchall()
         runs = _runs(conn, sorted({r[0] for r in rows}))
         stuck = stuck_reasons(conn, [(r[2], r[4], r[10]) for r in rows if r[3] == PhaseState.FAILED and not r[7]], rule)
-        phases = [
-            DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or r[3] == PhaseState.FAILED else None, r[6],
-                           runs[r[0]][0], (r[7] or stuck.get(r[2])) if r[3] == PhaseState.FAILED else None, r[8],
-                           runs[r[0]][1], r[9], r[10])
-            for r in rows
-        ]
+        failed = PhaseState.FAILED.value
+        phases = []
+        for r in rows:
+            created, run_type = runs[r[0]]
+            is_failed = r[3] == failed
+            phases.append(DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or is_failed else None,
+                                         r[6], created, (r[7] or stuck.get(r[2])) if is_failed else None, r[8],
+                                         run_type, r[9], r[10]))
     return [p for p in phases if include_parked or not p.parked_reason]
 
 
