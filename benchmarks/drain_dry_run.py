@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from benchmarks.store_builder import CACHE_DIR, Scale, _Generator, build_store
 from benchmarks.timing import autopack_argv, autopack_env, run_once
