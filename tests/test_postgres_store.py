@@ -147,6 +147,40 @@ def test_the_run_lock_names_its_holder_and_is_released_when_the_holder_is_sigkil
     assert _advisory_locks(pg_url) == 0  # released, not left on a pooled connection
 
 
+HUNG_HOLDER = textwrap.dedent("""
+    import sys, time
+    from autopack.lock import PgRunLock
+    from autopack.store.location import PostgresUrl
+
+    PgRunLock.IDLE_SESSION_S, PgRunLock.PING_S = 3, 0.5
+    lock = PgRunLock(PostgresUrl(sys.argv[1]), "calc-demo")
+    lock.acquire()
+    print("held", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_a_live_holder_keeps_the_run_lock_and_a_hung_one_loses_it_after_the_idle_session_timeout(pg_url: str) -> None:
+    """A SIGSTOPped holder (a hung process, a laptop lid closed) must not block its run forever."""
+    holder = subprocess.Popen([sys.executable, "-c", HUNG_HOLDER, pg_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        alive_until = time.monotonic() + 2 * 3  # twice the idle timeout: its pings keep the session
+        while time.monotonic() < alive_until:
+            with pytest.raises(Busy):
+                PgRunLock(PostgresUrl(pg_url), "calc-demo").acquire()
+            time.sleep(0.5)
+        holder.send_signal(signal.SIGSTOP)
+        freed_s = wait_for_no_advisory_lock(pg_url)
+        print(f"\nthe lock of a SIGSTOPped holder was free {freed_s:.1f} s later (idle_session_timeout 3 s)")
+        with PgRunLock(PostgresUrl(pg_url), "calc-demo"):
+            assert _advisory_locks(pg_url) == 1
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.send_signal(signal.SIGCONT)
+        holder.wait()
+
+
 def test_an_unreachable_server_is_one_line_exit_4_without_the_password(tmp_path: Path, autopack) -> None:
     url = "postgresql://autopack:s3cret@/autopack?host=/nonexistent"
     for command in (["migrate"], ["run", "--run-id", "calc-demo"]):

@@ -18,8 +18,10 @@ from autopack.store.location import PostgresUrl
 from autopack.store.sql import CorruptValue, first_line
 
 INSTALL = "install autopack[postgresql] (pip install 'autopack[postgresql]')"
-# A dead peer is noticed within ~idle + interval * count seconds
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+# A silent peer is noticed within ~idle + interval * count seconds (keepalives unanswered), or when data
+# sent to it stays unacknowledged for tcp_user_timeout ms (keepalives alone do not end a blocked send)
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+              "tcp_user_timeout": 25_000}
 CONNECT_TIMEOUT_S = 10  # unless the URL sets connect_timeout
 
 
