@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from autopack.domain.evidence import (Change, Layout, RunRecord, Rules, belongs_to, has_inline_tests, is_test_file,
-                                      judge, touched_tests)
+from autopack.domain.evidence import RunRecord, Rules, judge
+from autopack.domain.test_files import Change, Layout, belongs_to, has_inline_tests, is_test_file, touched_tests
 from autopack.junit import TestOutcome
 from autopack.testrun import TestReport
 

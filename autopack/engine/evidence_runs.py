@@ -8,8 +8,9 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from autopack.domain.evidence import (GO_TEST_FUNCTION, Evidence, Layout, RunRecord, Rules, has_inline_tests,
-                                      is_python_test_module, is_test_file, judge, project_path, touched_tests)
+from autopack.domain.evidence import Evidence, RunRecord, Rules, judge
+from autopack.domain.test_files import (GO_TEST_FUNCTION, Layout, has_inline_tests, is_python_test_module, is_test_file,
+                                        project_path, touched_tests)
 from autopack.testcommand import is_pytest
 from autopack.testrun import TestReport
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from autopack.domain.evidence import Change
+from autopack.domain.test_files import Change
 from autopack.adapters.git.calls import _git
 from autopack.adapters.git.worktree_lock import worktree_lock
 from autopack.workspace import Workspace
