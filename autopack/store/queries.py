@@ -8,7 +8,7 @@ from typing import Any
 
 from autopack.domain.lifecycle import ACTIVE_STATES, AttemptState, PhaseState, RunState
 from autopack.store import STATUS_SCHEMA
-from autopack.store.sql import Readable, py_time, stored_json
+from autopack.store.sql import Readable, chunks, marks, py_time, stored_json
 from autopack.store.transcripts import transcript_counts
 
 # usage totals of a set of ledger rows (read from the covering index ix_llm_calls_run_role_usage)
@@ -56,22 +56,25 @@ def run_exists(db: Readable, run_id: str) -> bool:
 
 def list_runs(db: Readable, limit: int | None = None) -> list[dict[str, Any]]:
     """The newest ``limit`` runs (None: every run), newest first, with phases counted by state,
-    usage and last update. Only the listed runs' phases and ledger rows are aggregated."""
-    listed, where, params = "", "", ()
-    if limit is not None:
-        listed, params = " LIMIT ?", (limit,)
-        where = f"WHERE run_id IN (SELECT id FROM runs {_NEWEST_FIRST} LIMIT ?)"
+    usage and last update. Only the listed runs' phases and ledger rows are aggregated, named by their
+    ids (PostgreSQL reads a list of ids through the indexes; given a subquery it scans the whole ledger)."""
+    listed = "" if limit is None else " LIMIT ?"
     with db.read() as conn:
-        runs = conn.execute(f"SELECT id, goal, branch, created_at FROM runs {_NEWEST_FIRST}{listed}", params).fetchall()
+        runs = conn.execute(f"SELECT id, goal, branch, created_at FROM runs {_NEWEST_FIRST}{listed}",
+                            () if limit is None else (limit,)).fetchall()
+        scopes = [("", [])] if limit is None else [
+            (f"WHERE run_id IN ({marks(ids)})", ids) for ids in chunks([run[0] for run in runs])]
         counts: dict[str, dict[str, int]] = defaultdict(dict)
         updated: dict[str, str] = {}
-        for run_id, state, n, last in conn.execute(
-                f"SELECT run_id, state, count(*), max(updated_at) FROM phases {where} GROUP BY run_id, state", params):
-            counts[run_id][state] = n
-            if last and (run_id not in updated or last > updated[run_id]):  # stored text sorts as time does
-                updated[run_id] = last
-        usage = {row[0]: usage_dict(row[1:]) for row in conn.execute(
-            f"SELECT run_id, {USAGE_SUMS} FROM llm_calls {where} GROUP BY run_id", params)}
+        usage: dict[str, dict[str, Any]] = {}
+        for where, ids in scopes:
+            for run_id, state, n, last in conn.execute(
+                    f"SELECT run_id, state, count(*), max(updated_at) FROM phases {where} GROUP BY run_id, state", ids):
+                counts[run_id][state] = n
+                if last and (run_id not in updated or last > updated[run_id]):  # stored text sorts as time does
+                    updated[run_id] = last
+            usage.update((row[0], usage_dict(row[1:])) for row in conn.execute(
+                f"SELECT run_id, {USAGE_SUMS} FROM llm_calls {where} GROUP BY run_id", ids))
         empty = usage_dict((0, 0, 0, 0, 0.0, 0))
         return [
             {"id": run_id, "goal": goal, "state": derive_run_state(counts[run_id]), "branch": branch,
