@@ -128,8 +128,7 @@ def _program(command: str) -> str | None:
 
 def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) -> Finding:
     from autopack.testrun import run_tests
-    from autopack.adapters.git.calls import git_in
-    from autopack.adapters.git.worktree_lock import worktree_lock
+    from autopack.adapters.git.worktree_lock import add_detached_worktree, remove_worktree
 
     if command is None:
         return Finding("suite", "problem", "not run: no usable test command", "fix the test command first")
@@ -137,8 +136,7 @@ def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) 
     scratch = Path(tempfile.mkdtemp(prefix="autopack-check-"))
     worktree = scratch / "worktree"
     try:
-        with worktree_lock(toplevel):
-            git_in(toplevel, "worktree", "add", "--detach", "--quiet", str(worktree), repo.data["commit"])
+        add_detached_worktree(toplevel, worktree, repo.data["commit"])
         root = worktree / Path(repo.data["project"]).relative_to(toplevel)
         timeout = float((plan.run.limits.get("phase_timeout_s") if plan else None) or settings.phase_timeout_s)
         report = run_tests(command.command, root, timeout_s=timeout, log_path=scratch / "logs" / "suite.log",
@@ -149,9 +147,8 @@ def _suite(settings: Any, repo: Finding, command: Any, sandbox: Any, plan: Any) 
     except AutopackError as error:
         return Finding("suite", "problem", f"the suite could not run: {error}", "fix the test command")
     finally:
+        remove_worktree(toplevel, worktree)
         shutil.rmtree(scratch, ignore_errors=True)
-        with worktree_lock(toplevel):
-            git_in(toplevel, "worktree", "prune", check=False)
     counts = report.counts()
     data = {"exit_code": report.exit_code, "timed_out": report.timed_out, "duration_s": round(report.duration_s, 3),
             "counts": counts, "junit_error": report.junit_error, "sandboxed": sandbox is not None}

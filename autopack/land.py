@@ -11,7 +11,6 @@ complete phases. Every landing is recorded (``landings``).
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Callable
 from autopack.domain.lifecycle import PhaseState
 from autopack.errors import AutopackError, NoSuchRun, UsageError
 from autopack.adapters.git.calls import COMMIT_IDENTITY_ENV, git_in
-from autopack.adapters.git.worktree_lock import worktree_lock
+from autopack.adapters.git.worktree_lock import add_detached_worktree, remove_worktree, worktree_lock
 
 METHODS = ("fast-forward", "merge", "rebase")
 SHOWN_COMMITS = 5
@@ -262,13 +261,5 @@ def scratch_worktree(repo: Path, commit: str, state_dir: Path) -> tuple[Path, Ca
     """A detached worktree at ``commit`` under the state directory, and the function that removes it."""
     path = Path(tempfile.mkdtemp(prefix="land-", dir=state_dir))
     path.rmdir()
-    with worktree_lock(repo):
-        _git(repo, "worktree", "add", "--detach", "--quiet", str(path), commit)
-
-    def remove() -> None:
-        with worktree_lock(repo):
-            git_in(repo, "worktree", "remove", "--force", str(path), check=False)
-            shutil.rmtree(path, ignore_errors=True)
-            git_in(repo, "worktree", "prune", check=False)
-
-    return path, remove
+    add_detached_worktree(repo, path, commit)
+    return path, lambda: remove_worktree(repo, path)

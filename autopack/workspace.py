@@ -266,8 +266,7 @@ class Workspace:
 
     def branch_exists(self) -> bool:
         """Whether the run branch exists in the repository."""
-        ref = f"refs/heads/{self.branch}"
-        return _git(self.toplevel, "rev-parse", "--verify", "--quiet", ref, check=False).status == 0
+        return self.branch_commit() is not None
 
     def reset_clean(self) -> None:
         """Discard every change and untracked file in the worktree; keep ignored files."""

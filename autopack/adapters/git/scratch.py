@@ -15,7 +15,7 @@ from pathlib import Path
 
 from autopack.domain.test_files import Change
 from autopack.adapters.git.calls import _git
-from autopack.adapters.git.worktree_lock import worktree_lock
+from autopack.adapters.git.worktree_lock import add_detached_worktree, remove_worktree
 from autopack.workspace import Workspace
 
 DIFF_MAX_CHARS = 4000
@@ -78,10 +78,7 @@ class ScratchTree:
     def remove(self) -> None:
         """Remove the worktree, if there is one (a run's executor leaves none behind)."""
         if self.path.exists():
-            with worktree_lock(self.workspace.toplevel):
-                _git(self.workspace.toplevel, "worktree", "remove", "--force", str(self.path), check=False)
-                shutil.rmtree(self.path, ignore_errors=True)
-                _git(self.workspace.toplevel, "worktree", "prune", check=False)
+            remove_worktree(self.workspace.toplevel, self.path)
 
     def _intact(self) -> bool:
         """Whether the directory is a worktree of the run's repository, read from the files git
@@ -93,14 +90,10 @@ class ScratchTree:
 
     def _ensure(self) -> None:
         """Make the worktree usable: reuse it when it is ours and intact, else recreate it."""
-        toplevel = self.workspace.toplevel
         if self._intact():
             return
         shutil.rmtree(self.path, ignore_errors=True)
-        with worktree_lock(toplevel):
-            _git(toplevel, "worktree", "prune")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _git(toplevel, "worktree", "add", "--detach", "--quiet", str(self.path), self.workspace.head())
+        add_detached_worktree(self.workspace.toplevel, self.path, self.workspace.head())
 
 
 def _linked(worktree: Path) -> tuple[Path, Path] | None:

@@ -1,4 +1,5 @@
-"""The repository's worktree lock: git's worktree registrations are changed by one process at a time.
+"""The repository's worktree lock: git's worktree registrations are changed by one process at a time;
+and the detached worktrees autopack adds and removes under it.
 
 `git worktree add` writes a new worktree's registration (``.git/worktrees/<name>/``) file by file.
 Meanwhile every git command that lists the worktrees in another process -- ``worktree add``, ``list``
@@ -10,12 +11,14 @@ and lists them under a shared one; the kernel releases it when a holder dies.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
+from autopack.adapters.git.calls import _git
 from autopack.errors import EnvironmentProblem
 
 LOCK_NAME = "autopack-worktrees.lock"
@@ -27,8 +30,6 @@ _held: dict[Path, tuple[bool, int]] = {}  # lock file -> (shared, depth) for thi
 @lru_cache(maxsize=64)
 def lock_path(toplevel: Path) -> Path:
     """The lock file in the repository's common git directory (shared by all its worktrees)."""
-    from autopack.adapters.git.calls import _git
-
     common = Path(_git(toplevel, "rev-parse", "--git-common-dir").stdout.strip())
     return (common if common.is_absolute() else toplevel / common).resolve() / LOCK_NAME
 
@@ -77,3 +78,20 @@ def worktree_lock(toplevel: Path, *, shared: bool = False, wait_s: float | None 
             portalocker.unlock(handle)
     finally:
         handle.close()
+
+
+def add_detached_worktree(toplevel: Path, path: Path, commit: str) -> None:
+    """A detached worktree at ``commit`` in ``path`` (absent), under the lock. Registrations whose
+    directory is gone are pruned first: one left at ``path`` would refuse the add."""
+    with worktree_lock(toplevel):
+        _git(toplevel, "worktree", "prune")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _git(toplevel, "worktree", "add", "--detach", "--quiet", str(path), commit)
+
+
+def remove_worktree(toplevel: Path, path: Path) -> None:
+    """The worktree at ``path`` deleted and unregistered, under the lock; whatever is left of it."""
+    with worktree_lock(toplevel):
+        _git(toplevel, "worktree", "remove", "--force", str(path), check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        _git(toplevel, "worktree", "prune", check=False)
