@@ -104,16 +104,21 @@ def junit_document(outcomes: Sequence[TestOutcome], *, suite: str) -> bytes:
 
 
 def junit_files(root: Path, pattern: str | None) -> list[Path]:
-    """The files ``pattern`` names under ``root``: a file, a directory of *.xml, or a glob."""
+    """The files ``pattern`` names under ``root``: a file, a directory of *.xml, or a glob; only
+    those that are inside ``root`` once symlinks are followed (a suite's symlink to a directory
+    elsewhere must not have autopack read, or delete as stale, the files there)."""
     if not pattern:
         return []
     target = root / pattern
     if target.is_dir():
-        return sorted(path for path in target.glob("*.xml") if path.is_file())
-    if glob.has_magic(pattern):
-        matches = glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)
-        return sorted(Path(path) for path in matches if Path(path).is_file())
-    return [target] if target.is_file() else []
+        found = [path for path in target.glob("*.xml") if path.is_file()]
+    elif glob.has_magic(pattern):
+        found = [Path(path) for path in glob.glob(os.path.join(glob.escape(str(root)), pattern), recursive=True)
+                 if Path(path).is_file()]
+    else:
+        found = [target] if target.is_file() else []
+    inside = Path(root).resolve()
+    return sorted(path for path in found if path.resolve().is_relative_to(inside))
 
 
 def check_inside(junit_xml: str) -> None:

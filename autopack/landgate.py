@@ -25,6 +25,7 @@ def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: 
     """The rebased head and the decision that passed it; LandingRefused on a conflict or a failed verdict."""
     from autopack.plan import plan_from_dict
     from autopack.sandbox import sandbox_for
+    from autopack.test_logs import files_to_store
     from autopack.toolchains import baseline_key, resolve_test_command
 
     repo = Path(run.repo_root)
@@ -39,13 +40,14 @@ def rebase_and_judge(store: Any, settings: Any, run: Any, base: str, base_head: 
         timeout = float(plan.run.limits.get("phase_timeout_s") or settings.phase_timeout_s)
 
         def suite(kind: str, select: tuple[str, ...] = ()) -> TestReport:
-            report = run_tests(test.command, root, timeout_s=timeout, log_path=artifacts / "logs" / f"{kind}.log",
-                               junit_path=artifacts / "junit" / f"{kind}.xml", junit_xml=test.junit_xml,
+            log_path, junit_path = artifacts / "logs" / f"{kind}.log", artifacts / "junit" / f"{kind}.xml"
+            report = run_tests(test.command, root, timeout_s=timeout, log_path=log_path,
+                               junit_path=junit_path, junit_xml=test.junit_xml,
                                select=select, converter=test.converter, ecosystem=test.ecosystem,
                                output_cap_bytes=settings.max_output_bytes, env_allow=settings.env_allow,
                                sandbox=sandbox)
             tree = git_in(worktree, "rev-parse", "HEAD^{tree}").stdout.strip()
-            store.record_test_run(run.id, None, kind, tree, report, artifacts / "logs" / f"{kind}.log")
+            store.record_test_run(run.id, None, kind, tree, report, log_path, files_to_store(log_path, junit_path))
             git_in(worktree, "reset", "--hard", "--quiet")
             git_in(worktree, "clean", "-fdq")
             return report

@@ -270,6 +270,23 @@ def print_candidates(candidates: list[Any], shown: int) -> None:
         out.print(f"{len(candidates) - shown:,} more drainable phase(s) after these; `--json` lists them all")
 
 
+def print_test_runs(run_id: str, test_runs: list[dict[str, Any]]) -> None:
+    """`autopack logs RUN`: each test run, its outcome and where its log can be read."""
+    out = console()
+    if not test_runs:
+        out.print(f"run {run_id} has no test runs yet")
+        return
+    table = Table(_id_column("phase", [e["phase"] or "(land)" for e in test_runs]), "attempt",
+                  _id_column("kind", [e["kind"] for e in test_runs]), "exit", "tests", "log", "junit")
+    for e in test_runs:
+        counts = ", ".join(f"{n} {'error' if n == 1 else 'errors'}" if what == "errors" else f"{n} {what}"
+                           for what, n in e["counts"].items() if n and what != "total") or "none"
+        table.add_row(e["phase"] or "(land)", str(e["attempt"] or "-"), e["kind"],
+                      "timed out" if e["timed_out"] else str(e["exit_code"]), counts, e["log"], e["junit"])
+    out.print(table)
+    out.print(f"print one: autopack logs {run_id} PHASE [--attempt N] [--kind KIND]")
+
+
 def print_drain_summary(summary: dict[str, Any], stderr: bool = False) -> None:
     out = console(stderr)
     if summary["phases"]:

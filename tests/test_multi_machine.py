@@ -3,7 +3,9 @@ its own worktrees, one shared store and one bare repository as the remote of the
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,7 +40,10 @@ class Machines:
         return self._cli(self.a.root, self.a.env, "drain", *args)
 
     def drain_b(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self._cli(self.b_clone, self.b_env, "drain", *args)
+        return self.cli_b("drain", *args)
+
+    def cli_b(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self._cli(self.b_clone, self.b_env, *args)
 
     def spawn_b(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "autopack", "drain", *args], cwd=self.b_clone,
@@ -125,6 +130,27 @@ def test_machines_take_turns_and_each_continues_from_the_recorded_commit(machine
     assert not (machines.b_clone.parent / "worktrees" / RUN / "out" / "p3.txt").exists()
     assert (machines.a.root / "worktrees" / RUN / "out" / "p3.txt").is_file()
     assert git(machines.a.repo, "rev-parse", BRANCH, env=machines.a.env) == recorded["p3"][1]
+
+
+def test_a_phase_s_test_logs_are_read_on_a_machine_that_did_not_run_it(machines: Machines):
+    """B reads the logs of A's attempt from the store once A's state directory is gone (issue 17 part 5)."""
+    assert machines.drain_a("--batch-size", "1").returncode == 0
+    state_dir = machines.a.db.parent if isinstance(machines.a.db, Path) else machines.a.root / ".autopack"
+    logs_dir = state_dir / "runs" / RUN / "logs"
+    originals = {path.name: path.read_text() for path in logs_dir.glob("*.log")}
+    assert originals
+    shutil.rmtree(state_dir / "runs")
+
+    listed = machines.cli_b("logs", RUN, "--json")
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)["test_runs"]
+    assert {(e["phase"], e["log"], e["junit"]) for e in entries} == {("p1", "stored", "stored")}
+    for entry in entries:
+        done = machines.cli_b("logs", RUN, "p1", "--kind", entry["kind"])
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == originals[Path(entry["log_path"]).name]
+    done = machines.cli_b("logs", RUN, "p1", "--kind", "attempt", "--junit")
+    assert done.returncode == 0 and "<testcase" in done.stdout, done.stderr
 
 
 def test_a_refused_push_fails_the_attempt_and_overwrites_nothing(machines: Machines):

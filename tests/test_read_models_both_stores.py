@@ -1,7 +1,7 @@
 """Every read model answers the same on SQLite and on PostgreSQL, over the same rows.
 
 A realistic store (the benchmarks' generator at tiny scale, plus live and silent executors,
-agent transcripts, doctor skips, goal-evidence test runs) is built on SQLite, copied into a
+agent transcripts, doctor skips, goal-evidence test runs, stored logs) is built on SQLite, copied into a
 fresh PostgreSQL database (tests/storecopy.py), and each read model runs on ``Reader`` and on
 ``PgReader``: the results must be equal, value for value. Then what ``open_reader`` does with a
 PostgreSQL database that is empty, foreign, behind or ahead, or unreachable.
@@ -10,6 +10,7 @@ PostgreSQL database that is empty, foreign, behind or ahead, or unreachable.
 from __future__ import annotations
 
 import sys
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +29,7 @@ from autopack.store import open_reader  # noqa: E402
 from autopack.store.location import PostgresUrl  # noqa: E402
 from autopack.store.pg import PgReader  # noqa: E402
 from autopack.store.sql import Reader  # noqa: E402
+from autopack.test_logs import STORED_LOG_BYTES  # noqa: E402
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 RUNS = [f"bench-{n:05d}" for n in range(SCALES["tiny"].runs)]
@@ -35,7 +37,7 @@ RUNS = [f"bench-{n:05d}" for n in range(SCALES["tiny"].runs)]
 
 def _add_live_rows(path: Path, sample_run: str) -> None:
     """What the generator does not write: executors at work and gone silent, agent attempts with
-    transcripts, doctor skips with reasons, goal-evidence and confirmed test runs."""
+    transcripts, doctor skips with reasons, goal-evidence and confirmed test runs, stored logs (one cut) and JUnit XML."""
     from sqlalchemy import create_engine, select, update
 
     from autopack.store import models
@@ -86,6 +88,15 @@ def _add_live_rows(path: Path, sample_run: str) -> None:
              "junit_error": None, "output_tail": f"tail {n}", "output_bytes": 10, "output_truncated": n == 1,
              "log_path": None, "created_at": NOW - timedelta(minutes=n)}
             for n, kind in enumerate(("f2p", "old_tests", "f2p", "confirmed", "attempt"))])
+        logged = conn.execute(select(test_runs.c.id).where(test_runs.c.run_id.in_(RUNS[:4]))
+                              .order_by(test_runs.c.id).limit(4)).scalars().all()
+        long_log = b"".join(b"line %d of a long log\n" % n for n in range(60_000))  # over STORED_LOG_BYTES
+        logs = [b"1 passed\n", "caf\u00e9 \u2713 2 failed\n".encode(), long_log, b""]
+        conn.execute(models.SuiteRunFiles.__table__.insert(), [
+            {"test_run_id": test_run_id, "log": zlib.compress(log[:STORED_LOG_BYTES]), "log_bytes": len(log),
+             "junit": zlib.compress(b"<testsuite tests='%d'/>" % n) if n % 2 == 0 else None,
+             "junit_bytes": 24 if n % 2 == 0 else 5_000_000}
+            for n, (test_run_id, log) in enumerate(zip(logged, logs))])
     engine.dispose()
 
 
@@ -113,6 +124,7 @@ def _models(built: Any) -> dict[str, Callable[[Any], Any]]:
     from autopack.abtest_pairs import pairs_from_arms
     from autopack.drain import DrainOptions, plan_candidates
     from autopack.picker import score_runs
+    from autopack.report import logs
     from autopack.report.story import run_story
     from autopack.store import activity, drainable, metrics, queries, stats, transcripts
 
@@ -145,6 +157,9 @@ def _models(built: Any) -> dict[str, Callable[[Any], Any]]:
         "drain --dry-run candidates": lambda db: [(c.phase, c.rank, c.reason) for c in
                                                   plan_candidates(db, settings, DrainOptions(include_parked=True))],
         "ab-test": lambda db: abtest.compare(db, pairs, seed=7, resamples=200),
+        "logs: test runs": lambda db: [logs.test_runs(db, run) for run in RUNS[:4] + ["nope"]],
+        "logs: stored log and JUnit": lambda db: [(logs.log_text(db, entry), logs.junit_text(db, entry))
+                                                   for run in RUNS[:4] for entry in logs.test_runs(db, run)],
     }
 
 
@@ -178,6 +193,18 @@ def test_the_copy_holds_what_the_read_models_are_compared_on(stores: Any) -> Non
         from autopack.store.drainable import drainable_phases
 
         assert {p.run_type for p in drainable_phases(reader)} - {None}
+    from autopack.report import logs
+
+    with PgReader.open(url) as reader:
+        listed = [entry for run in RUNS[:4] for entry in logs.test_runs(reader, run)]
+        stored = [(entry["log"], logs.log_text(reader, entry)) for entry in listed]
+        junit = [logs.junit_text(reader, entry) for entry in listed]
+    [(cut, _)] = [found for place, found in stored if place == "stored, cut"]
+    assert cut.startswith("line 0 of a long log\n")  # bytea read back as bytes
+    assert "the store keeps the log's first 1,048,576 of 1,488,890 bytes" in cut
+    assert ("stored", ("caf\u00e9 \u2713 2 failed\n", "the store")) in stored
+    assert "<testsuite tests='0'/>" in junit and {e["junit"] for e in listed} >= {
+        "stored", "not stored: 5,000,000 bytes, over 1,048,576", "none"}
 
 
 def test_status_of_a_run_through_the_command_s_code_is_the_same_on_both(stores: Any) -> None:

@@ -66,11 +66,21 @@ def test_an_m007_database_is_refused_until_migrated_then_matches_a_fresh_one(pg_
         conn.execute(SCHEMA_M007.read_text())
     migrate(PostgresUrl(another_database))
     fresh = schema(another_database)
-    assert differences(schema(pg_url), fresh) == [  # what m008 and m009 add: the comparison sees them
+    assert differences(schema(pg_url), fresh) == [  # what m008-m010 add: the comparison sees them
         "columns: fresh only ('attempts', 'patch', 'character varying', 'YES', None)",
         "columns: fresh only ('attempts', 'patch_bytes', 'integer', 'YES', None)",
+        "columns: fresh only ('test_run_files', 'junit', 'bytea', 'YES', None)",
+        "columns: fresh only ('test_run_files', 'junit_bytes', 'integer', 'NO', None)",
+        "columns: fresh only ('test_run_files', 'log', 'bytea', 'YES', None)",
+        "columns: fresh only ('test_run_files', 'log_bytes', 'integer', 'NO', None)",
+        "columns: fresh only ('test_run_files', 'test_run_id', 'integer', 'NO', None)",
+        "constraints: fresh only ('test_run_files', 'test_run_files_pkey', 'PRIMARY KEY (test_run_id)')",
+        "constraints: fresh only ('test_run_files', 'test_run_files_test_run_id_fkey', "
+        "'FOREIGN KEY (test_run_id) REFERENCES test_runs(id)')",
         "indexes: fresh only ('executors', 'ix_executors_live', 'CREATE INDEX ix_executors_live ON "
-        "public.executors USING btree (run_id, started_at) WHERE (stopped_at IS NULL)')"]
+        "public.executors USING btree (run_id, started_at) WHERE (stopped_at IS NULL)')",
+        "indexes: fresh only ('test_run_files', 'test_run_files_pkey', 'CREATE UNIQUE INDEX test_run_files_pkey ON "
+        "public.test_run_files USING btree (test_run_id)')"]
     with pytest.raises(MigrationNeeded, match="autopack migrate"):
         open_store(PostgresUrl(pg_url))
 

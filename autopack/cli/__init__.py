@@ -44,6 +44,7 @@ from autopack.cli import admin, drain, run, status  # noqa: E402  (registers the
 from autopack.cli import abtest  # noqa: E402,F401  (registers ab-test)
 from autopack.cli import plan  # noqa: E402,F401  (registers plan)
 from autopack.cli import show  # noqa: E402,F401  (registers show and report)
+from autopack.cli import logs  # noqa: E402,F401  (registers logs)
 from autopack.cli import land  # noqa: E402,F401  (registers land)
 from autopack.cli import check  # noqa: E402,F401  (registers check)
 
@@ -96,4 +97,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INTERNAL_ERROR)
 
 
-__all__ = ["app", "main", "admin", "check", "land", "plan", "run", "show", "status"]
+__all__ = ["app", "main", "admin", "check", "land", "logs", "plan", "run", "show", "status"]

@@ -11,6 +11,7 @@ from autopack.confirm import Reruns, record_confirmed, rerun_suspects
 from autopack.errors import writing
 from autopack.events import TestsRan
 from autopack.finalizer import new_failures_to_confirm
+from autopack.test_logs import files_to_store
 from autopack.testrun import TestReport, is_pytest
 
 if TYPE_CHECKING:
@@ -38,13 +39,15 @@ def run_suite(ctx: RunContext, attempt_id: int, kind: str, tree_sha: str | None,
                ) -> tuple[TestReport, int]:
     """Run the test command (in the run's project root, or ``cwd``: the evidence worktree) and record it."""
     log_path = ctx.artifacts / "logs" / f"attempt-{attempt_id}-{kind}.log"
+    junit_path = ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml"
     with writing(log_path.parent, "the test logs"):
         log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     report = ctx.run_tests(cwd or ctx.workspace.project_root, log_path=log_path, select=select,
-                           junit_path=ctx.artifacts / "junit" / f"attempt-{attempt_id}-{kind}.xml")
+                           junit_path=junit_path)
     timings["tests_ms"] += int((time.monotonic() - t0) * 1000)
-    test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path)
+    test_run_id = ctx.store.record_test_run(ctx.run.id, attempt_id, kind, tree_sha, report, log_path,
+                                            files_to_store(log_path, junit_path))
     ctx.workspace.check_seal()
     phase_id, number = ctx.current or (None, None)
     ctx.observer.notify(TestsRan(run_id=ctx.run.id, phase_id=phase_id, attempt=number, kind=kind,

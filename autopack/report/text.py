@@ -165,12 +165,13 @@ def render_show(story: dict[str, Any], *, color: bool = False) -> str:
             out.add("no attempts yet", "  ", "dim")
         previous = None
         for attempt in phase["attempt_list"]:
-            _attempt(out, attempt, told_above=previous == attempt["number"] - 1)
+            logs = f"autopack logs {run['id']} {phase['id']} --attempt {attempt['number']}"
+            _attempt(out, attempt, told_above=previous == attempt["number"] - 1, logs=logs)
             previous = attempt["number"]
     return "\n".join(out.lines) + "\n"
 
 
-def _attempt(out: _Out, attempt: dict[str, Any], told_above: bool) -> None:
+def _attempt(out: _Out, attempt: dict[str, Any], told_above: bool, logs: str) -> None:
     out.add("")
     out.add(f"attempt {attempt['number']}: {attempt_outcome(attempt)}", "  ",
             attempt["state"] if attempt["state"] in _STYLE else "head")
@@ -202,7 +203,7 @@ def _attempt(out: _Out, attempt: dict[str, Any], told_above: bool) -> None:
     for run in attempt["test_runs"]:
         if "output_tail" in run:
             cut = " (its end: the output was cut)" if run["output_truncated"] else ""
-            out.add(f"test output, {run['kind']}{cut}; full log {run['log_path'] or '-'}:", pad)
+            out.add(f"test output, {run['kind']}{cut}; the whole log: {logs} --kind {run['kind']}", pad)
             out.block(run["output_tail"], pad)
     if "transcript" in attempt:
         _transcript(out, attempt["transcript"], pad)

@@ -125,6 +125,17 @@ def m009_live_executors_index(conn: Connection) -> None:
                          "WHERE stopped_at IS NULL")
 
 
+
+@migration
+def m010_test_logs_in_the_store(conn: Connection) -> None:
+    """Each test run's log and JUnit XML (capped, compressed) in the store, for `autopack logs` on a
+    machine other than the one that ran the tests, or after its state directory is gone."""
+    blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    conn.exec_driver_sql(
+        f"CREATE TABLE IF NOT EXISTS test_run_files (test_run_id INTEGER NOT NULL, log {blob}, "
+        f"log_bytes INTEGER NOT NULL, junit {blob}, junit_bytes INTEGER NOT NULL, PRIMARY KEY (test_run_id), "
+        "FOREIGN KEY(test_run_id) REFERENCES test_runs (id))")
+
 @dataclass(frozen=True)
 class MigrationStatus:
     exists: bool

@@ -194,6 +194,19 @@ class SuiteRun(SQLModel, table=True):
     created_at: datetime = _when()
 
 
+class SuiteRunFiles(SQLModel, table=True):
+    """A test run's log and JUnit XML, zlib-compressed and capped (autopack.test_logs), so
+    `autopack logs` shows them on every machine that shares the store, not only where they ran."""
+
+    __tablename__ = "test_run_files"
+
+    test_run_id: int = Field(foreign_key="test_runs.id", primary_key=True)
+    log: Optional[bytes] = None  # the log file's first bytes, compressed
+    log_bytes: int = 0  # the whole log file's size; more than ``log`` holds: the stored copy was cut
+    junit: Optional[bytes] = None  # the JUnit XML, compressed; None: none was written, or it was too big
+    junit_bytes: int = 0
+
+
 class SuiteOutcome(SQLModel, table=True):
     """The outcome of one test in one test run."""
 

@@ -10,7 +10,7 @@ import hashlib
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from sqlalchemy import update
 from sqlmodel import select
@@ -30,12 +30,16 @@ from autopack.store.models import (
     Run,
     SuiteOutcome,
     SuiteRun,
+    SuiteRunFiles,
     TranscriptTurn,
     utcnow,
 )
 from autopack.store.location import PostgresUrl, StoreLocation
 from autopack.store.sql import translate_sqlite_errors
 from autopack.store.transitions import Lifecycle
+
+if TYPE_CHECKING:
+    from autopack.test_logs import StoredFiles
 
 
 def command_hash(command: str) -> str:
@@ -188,8 +192,9 @@ class Store(Lifecycle):
 
     # -- test runs and baselines ------------------------------------------------------
 
-    def record_test_run(self, run_id: str, attempt_id: int | None, kind: str,
-                        tree_sha: str | None, report: Any, log_path: Path | None) -> int:
+    def record_test_run(self, run_id: str, attempt_id: int | None, kind: str, tree_sha: str | None,
+                        report: Any, log_path: Path | None, files: StoredFiles | None = None) -> int:
+        """The test run, its outcomes and the stored copies of its log and JUnit XML, in one transaction."""
         counts = report.counts()
         with self.transactions.atomic() as session:
             row = SuiteRun(
@@ -208,6 +213,9 @@ class Store(Lifecycle):
                              message=o.message, duration_s=o.duration_s, collection_error=o.collection_error)
                 for o in report.outcomes
             )
+            if files is not None:
+                session.add(SuiteRunFiles(test_run_id=row.id, log=files.log, log_bytes=files.log_bytes,
+                                          junit=files.junit, junit_bytes=files.junit_bytes))
             return row.id
 
     def test_report(self, test_run_id: int) -> Any:
