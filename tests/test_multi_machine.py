@@ -202,9 +202,15 @@ def test_a_machine_that_pushed_but_died_before_recording_has_its_phase_redone(ma
     unrecorded = git(worktree, "rev-parse", "HEAD", env=machines.a.env)
     git(worktree, "push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}", env=machines.a.env)
 
-    done = machines.drain_b()
+    done = machines.drain_b("--batch-size", "1")  # B redoes p2 on top of p1 and replaces the unrecorded commit
     assert done.returncode == 0, done.stderr
     assert "never recorded" in done.stdout + done.stderr
+    # the machine that died comes back with its local branch still at its unrecorded p2: the record went on
+    # without that commit, so A moves its branch to the record and continues (it refused, once)
+    assert git(machines.a.repo, "rev-parse", BRANCH, env=machines.a.env) == unrecorded
+    done = machines.drain_a()
+    assert done.returncode == 0, done.stderr
+    assert "went on without them" in done.stdout + done.stderr
     recorded = machines.recorded()
     assert all(state == "complete" for state, _ in recorded.values()), recorded
     assert machines.remote_phases() == [("p1", "1"), ("p2", "1"), ("p3", "1")]

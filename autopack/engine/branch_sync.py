@@ -14,7 +14,8 @@ compares the remote's head with that record:
 - anything else (someone else's commits, a history that diverged): refuse, naming both commits.
 
 The local branch is then put at the record the same way: unrecorded commits of this run are
-dropped, anything else is refused. A completed attempt is pushed (``publish``) before its
+dropped (also when the record went on without them: this machine died after pushing a phase that
+another machine then redid), anything else is refused. A completed attempt is pushed (``publish``) before its
 completion is recorded; a refused push undoes the local commit and fails the attempt as
 ``push_rejected``, and the run is taken afresh (fetched, compared) before its next phase.
 """
@@ -127,13 +128,19 @@ class RunBranch:
 
         if local is None or local == recorded:
             return
-        if not is_ancestor(self._top, local, recorded) and not (
-                is_ancestor(self._top, recorded, local) and self._ours(recorded, local)):
+        behind = is_ancestor(self._top, local, recorded)
+        if not behind and not self._ours(recorded, local):
             raise RemoteDiverged(self._diverged(f"the local branch {self.run.branch}", local, recorded))
         move_branch(self._top, self.run.branch, recorded)
-        if not is_ancestor(self._top, local, recorded):
+        if behind:
+            return
+        if is_ancestor(self._top, recorded, local):
             self._recovered(f"local {self.run.branch} at {local[:10]} was ahead of the recorded {recorded[:10]} "
-                            "by commits never recorded or pushed; they are redone")
+                            "by commits never recorded; they are redone")
+        else:
+            self._recovered(f"local {self.run.branch} at {local[:10]} held commits never recorded, and the run "
+                            f"went on without them (another machine redid their phase); moved to the recorded "
+                            f"{recorded[:10]}")
 
     def publish(self, commit: str, parent: str) -> None:
         """Push a completed attempt's commit before it is recorded; PushRejected (the local commit undone)
