@@ -128,6 +128,20 @@ def autopack(base_env: dict[str, str]) -> Callable[..., subprocess.CompletedProc
     return run
 
 
+@pytest.fixture(scope="session")
+def ran_calc_example(make_calc_project: Callable[[Path], Path],
+                     autopack: Callable[..., subprocess.CompletedProcess[str]]) -> Callable[[Path], Path]:
+    """Make the calc example under ``parent`` and run its plan to the end (asserted); returns the project."""
+
+    def make(parent: Path) -> Path:
+        project = make_calc_project(parent)
+        done = autopack("run", "plan.toml", cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return project
+
+    return make
+
+
 def git_killed_at(step: str, directory: Path, kill: str = "$PPID") -> dict[str, str]:
     """Environment variables that make git SIGKILL ``kill`` (a pid; "0": the whole process group)
     the moment it starts its sub-command ``step`` (e.g. ``git worktree add`` runs ``symbolic-ref``

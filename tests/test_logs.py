@@ -23,11 +23,8 @@ RUN = "calc-demo"
 
 
 @pytest.fixture(scope="module")
-def calc(tmp_path_factory, make_calc_project, autopack) -> Path:
-    project = make_calc_project(tmp_path_factory.mktemp("logs"))
-    done = autopack("run", "plan.toml", cwd=project)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return project
+def calc(tmp_path_factory, ran_calc_example) -> Path:
+    return ran_calc_example(tmp_path_factory.mktemp("logs"))
 
 
 @pytest.fixture

@@ -31,11 +31,8 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 @pytest.fixture(scope="module")
-def calc(tmp_path_factory, make_calc_project, autopack) -> Path:
-    project = make_calc_project(tmp_path_factory.mktemp("show"))
-    done = autopack("run", "plan.toml", cwd=project)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return project
+def calc(tmp_path_factory, ran_calc_example) -> Path:
+    return ran_calc_example(tmp_path_factory.mktemp("show"))
 
 
 def show_json(autopack, project: Path, *args: str) -> dict[str, Any]:
