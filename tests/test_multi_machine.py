@@ -206,7 +206,7 @@ def test_a_machine_that_pushed_but_died_before_recording_has_its_phase_redone(ma
     assert done.returncode == 0, done.stderr
     assert "never recorded" in done.stdout + done.stderr
     # the machine that died comes back with its local branch still at its unrecorded p2: the record went on
-    # without that commit, so A moves its branch to the record and continues (it refused, once)
+    # without that commit, so A moves its branch to the record and continues (it used to refuse the run)
     assert git(machines.a.repo, "rev-parse", BRANCH, env=machines.a.env) == unrecorded
     done = machines.drain_a()
     assert done.returncode == 0, done.stderr

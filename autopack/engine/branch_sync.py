@@ -15,8 +15,8 @@ compares the remote's head with that record:
 
 The local branch is then put at the record the same way: unrecorded commits of this run are
 dropped (also when the record went on without them: this machine died after pushing a phase that
-another machine then redid), anything else is refused. A completed attempt is pushed (``publish``) before its
-completion is recorded; a refused push undoes the local commit and fails the attempt as
+another machine then redid), anything else is refused. A completed attempt is pushed (``publish``)
+before its completion is recorded; a refused push undoes the local commit and fails the attempt as
 ``push_rejected``, and the run is taken afresh (fetched, compared) before its next phase.
 """
 
