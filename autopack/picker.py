@@ -39,18 +39,19 @@ class RunScore:
                 "weights": WEIGHTS}
 
 
-def score_runs(db: Any, rule: Any, now: datetime | None = None) -> list[RunScore]:
-    """Every run with drainable work (parking by ``rule``, a store.drainable.ParkRule), best first.
+def score_runs(db: Any, rule: Any, now: datetime | None = None, limit: int | None = None) -> list[RunScore]:
+    """Every run with drainable work (parking by ``rule``, a store.drainable.ParkRule), best first; only
+    the best ``limit`` of them when given (their types are read from the JSON of those runs only).
 
     ``db`` is a store.sql.Readable: a Reader, or a Store."""
-    from autopack.store.drainable import drainable_phases, run_costs
+    from autopack.store.drainable import drainable_phases, phase_categories, run_costs, run_types
 
     now = now or datetime.now(timezone.utc)
     by_run: dict[str, list[Any]] = defaultdict(list)
     for phase in drainable_phases(db, rule=rule):
         by_run[phase.run_id].append(phase)
     costs = run_costs(db, sorted(by_run))
-    scores = []
+    scored = []
     for run_id, phases in by_run.items():
         oldest = min(p.failed_at or p.run_created_at for p in phases)
         components = {
@@ -60,12 +61,19 @@ def score_runs(db: Any, rule: Any, now: datetime | None = None) -> list[RunScore
             "age_hours": min(AGE_CAP_HOURS, max(0.0, (now - oldest).total_seconds() / 3600)),
             "cost_usd": costs.get(run_id, 0.0),
         }
-        score = sum(WEIGHTS[k] * v for k, v in components.items())
-        declared = phases[0].run_type
-        if declared:
-            run_type, source = declared, "plan"
+        scored.append((sum(WEIGHTS[k] * v for k, v in components.items()), components, run_id))
+    scored.sort(key=lambda s: (-round(s[0], 9), by_run[s[2]][0].run_created_at, s[2]))
+    best = scored if limit is None else scored[:limit]
+    declared = run_types(db, [run_id for _, _, run_id in best])
+    categories = phase_categories(db, [p.phase_pk for _, _, run_id in best if not declared.get(run_id)
+                                       for p in by_run[run_id]])
+    scores = []
+    for score, components, run_id in best:
+        phases = by_run[run_id]
+        if declared.get(run_id):
+            run_type, source = declared[run_id], "plan"
         else:
-            counts = Counter(p.category or "feature" for p in phases)
+            counts = Counter(categories.get(p.phase_pk) or "feature" for p in phases)
             run_type, source = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0][0], "inferred"
         scores.append(RunScore(run_id, run_type, source, score, components, phases[0].run_created_at))
-    return sorted(scores, key=lambda s: (-round(s.score, 9), s.created_at, s.run_id))
+    return scores

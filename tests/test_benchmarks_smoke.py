@@ -17,7 +17,7 @@ from benchmarks.timing import autopack_argv, autopack_env, time_process  # noqa:
 
 from autopack.plan import load_plan  # noqa: E402
 from autopack.store import open_store  # noqa: E402
-from autopack.store.drainable import drainable_phases  # noqa: E402
+from autopack.store.drainable import drainable_phases, phase_categories, run_types  # noqa: E402
 from autopack.store.queries import count_runs, list_runs, run_status  # noqa: E402
 
 
@@ -46,14 +46,16 @@ def test_listing_the_newest_runs_is_a_prefix_of_the_full_list(tiny):
         assert [run["id"] for run in everything] == sorted((run["id"] for run in everything), reverse=True)
 
 
-def test_drainable_phases_carry_run_type_and_category_from_the_json(tiny):
+def test_pick_next_reads_run_types_and_categories_from_the_json(tiny):
     with open_store(tiny.path, create=False) as store:
         phases = drainable_phases(store)
         specs = {(p.run_id, p.phase_id): p.spec for run_id in {d.run_id for d in phases}
                  for p in store.phases(run_id)}
+        categories = phase_categories(store, [p.phase_pk for p in phases])
+        types = run_types(store, sorted({p.run_id for p in phases}))
     assert phases and all(p.state in ("queued", "failed") for p in phases)
-    assert all(p.category == specs[(p.run_id, p.phase_id)]["category"] for p in phases)
-    assert all(p.run_type is None for p in phases)  # the generated plans declare no run.type
+    assert all(categories[p.phase_pk] == specs[(p.run_id, p.phase_id)]["category"] for p in phases)
+    assert types and set(types.values()) == {None}  # the generated plans declare no run.type
 
 
 def test_drain_memory_project_is_a_valid_plan_with_one_cassette_line_per_phase(tmp_path):

@@ -53,7 +53,7 @@ def test_prioritise_orders_by_rank_then_oldest_failure_then_run_then_plan_order(
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     template = DrainablePhase(run_id="r1", phase_id="x", phase_pk=0, state="failed", failure_kind=None,
                               failed_at=None, position=0, run_created_at=t0, parked_reason=None,
-                              escalated_budget=None, run_type=None, category=None, attempts=1)
+                              escalated_budget=None, attempts=1)
 
     def failed(phase_id: str, kind: str | None, minutes: int, position: int = 0, run_id: str = "r1"):
         return replace(template, phase_id=phase_id, failure_kind=kind, position=position, run_id=run_id,
@@ -165,7 +165,7 @@ def test_a_queued_phase_that_was_interrupted_ranks_as_a_transient_failure() -> N
     from autopack.store.drainable import DrainablePhase
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    fresh = DrainablePhase("r", "fresh", 1, "queued", None, None, 0, t0, None, None, None, None, 0)
+    fresh = DrainablePhase("r", "fresh", 1, "queued", None, None, 0, t0, None, None, 0)
     interrupted = replace(fresh, phase_id="interrupted", phase_pk=2, position=1, failure_kind="interrupted",
                           failed_at=t0, attempts=1)
     regression = replace(fresh, phase_id="regression", phase_pk=3, state="failed", failure_kind="regression",

@@ -154,6 +154,7 @@ def _models(built: Any) -> dict[str, Callable[[Any], Any]]:
                                           for run in RUNS[:4] for n in (None, 1, 2, 9)],
         "run_story": lambda db: [run_story(db, run, transcripts=True, logs=True) for run in RUNS[:6]],
         "pick-next scores": lambda db: [s.to_dict() for s in score_runs(db, drainable.ParkRule(), NOW)],
+        "pick-next top 1 of them": lambda db: _top_of_all(score_runs, db, 1),
         "drain --dry-run candidates": lambda db: [(c.phase, c.rank, c.reason) for c in
                                                   plan_candidates(db, settings, DrainOptions(include_parked=True))],
         "ab-test": lambda db: abtest.compare(db, pairs, seed=7, resamples=200),
@@ -161,6 +162,15 @@ def _models(built: Any) -> dict[str, Callable[[Any], Any]]:
         "logs: stored log and JUnit": lambda db: [(logs.log_text(db, entry), logs.junit_text(db, entry))
                                                    for run in RUNS[:4] for entry in logs.test_runs(db, run)],
     }
+
+
+def _top_of_all(score_runs: Any, db: Any, limit: int) -> list[dict[str, Any]]:
+    """The best ``limit`` scores, which must be the start of all of them (the types read for those alone)."""
+    from autopack.store.drainable import ParkRule
+
+    top = [s.to_dict() for s in score_runs(db, ParkRule(), NOW, limit=limit)]
+    assert len(top) == limit and top == [s.to_dict() for s in score_runs(db, ParkRule(), NOW)][:limit]
+    return top
 
 
 MODEL_NAMES = list(_models(SimpleNamespace(ab_pairs=[("a", "b")])))
@@ -190,9 +200,9 @@ def test_the_copy_holds_what_the_read_models_are_compared_on(stores: Any) -> Non
     assert stats["goal_evidence"]["runs"] == {"f2p": 2, "old_tests": 1}
     assert {row["complexity"] for row in stats["estimation_smape"]} == {"low", "medium", "high"}
     with PgReader.open(url) as reader:
-        from autopack.store.drainable import drainable_phases
+        from autopack.store.drainable import drainable_phases, run_types
 
-        assert {p.run_type for p in drainable_phases(reader)} - {None}
+        assert set(run_types(reader, sorted({p.run_id for p in drainable_phases(reader)})).values()) - {None}
     from autopack.report import logs
 
     with PgReader.open(url) as reader:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # The rows `drain --dry-run` prints at least (more with a larger --batch-size); --json prints all.
 DRY_RUN_ROWS = 50
+EXPLAINED_RUNS = 5  # pick-next --explain: the top runs it shows
 WORKERS = Bounds(1, 64)
 
 
@@ -210,7 +211,7 @@ def drain_one(
 @app.command("pick-next")
 def pick_next(
     output_format: Annotated[str, typer.Option("--format", help="text: run_id<TAB>run_type; json: the choice and its score.")] = "text",
-    explain: Annotated[bool, typer.Option("--explain", help="Show each score component for the top 5 runs.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help=f"Show each score component for the top {EXPLAINED_RUNS} runs.")] = False,
     db: DbOption = None,
 ) -> None:
     """The run to drain next (deterministic). Nothing to drain: empty output, exit 0."""
@@ -226,17 +227,17 @@ def pick_next(
     scores = []
     if reader is not None:
         with reader:
-            scores = score_runs(reader, park_rule(settings))
+            scores = score_runs(reader, park_rule(settings), limit=EXPLAINED_RUNS)
     best = scores[0] if scores else None
     if output_format == "json":
         payload = {"schema": 1, "run_id": best.run_id if best else None, "run_type": best.run_type if best else None,
                    "score": round(best.score, 3) if best else None}
         if explain:
-            payload["top"] = [s.to_dict() for s in scores[:5]]
+            payload["top"] = [s.to_dict() for s in scores]
             payload["weights"] = WEIGHTS
         print(to_json(payload, indent=2))
         return
     if best:
         print(f"{best.run_id}\t{best.run_type}")
     if explain:
-        render.print_pick_explanation(scores[:5], WEIGHTS)
+        render.print_pick_explanation(scores, WEIGHTS)

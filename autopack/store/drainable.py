@@ -21,8 +21,6 @@ class DrainablePhase:
     run_created_at: datetime
     parked_reason: str | None  # recorded, or why it would be parked now
     escalated_budget: int | None
-    run_type: str | None
-    category: str | None
     attempts: int
 
 
@@ -34,7 +32,9 @@ class ParkRule:
     max_attempts: int = 12
 
 
-_COLUMNS = "run_id, phase_id, pk, state, failure_kind, updated_at, position, parked_reason, escalated_budget, {category}, attempts"
+# No JSON: a drain and `drain --dry-run` need none of the spec or the plan (pick-next reads what it needs:
+# run_types, phase_categories), and parsing it per row was most of their time on PostgreSQL.
+_COLUMNS = "run_id, phase_id, pk, state, failure_kind, updated_at, position, parked_reason, escalated_budget, attempts"
 # Two branches, not one OR: PostgreSQL turns only a NOT EXISTS of its own into an anti-join on the indexes.
 _DRAINABLE = f"""
 SELECT {_COLUMNS} FROM phases p WHERE p.state = '{PhaseState.QUEUED}' {{one_run}} AND NOT EXISTS (
@@ -54,32 +54,47 @@ def drainable_phases(db: Readable, run_id: str | None = None, include_parked: bo
     parked phases, with the reason.
     """
     with db.read() as conn:
-        query = _DRAINABLE.format(category=json_field(conn, "p.spec", "category"),
-                                  unparked="" if include_parked else "AND p.parked_reason IS NULL",
+        query = _DRAINABLE.format(unparked="" if include_parked else "AND p.parked_reason IS NULL",
                                   one_run="" if run_id is None else "AND p.run_id = ?")
         rows = conn.execute(query, () if run_id is None else (run_id, run_id)).fetchall()
-        runs = _runs(conn, sorted({r[0] for r in rows}))
-        stuck = stuck_reasons(conn, [(r[2], r[4], r[10]) for r in rows if r[3] == PhaseState.FAILED and not r[7]], rule)
+        created = _created_at(conn, sorted({r[0] for r in rows}))
+        stuck = stuck_reasons(conn, [(r[2], r[4], r[9]) for r in rows if r[3] == PhaseState.FAILED and not r[7]], rule)
         failed = PhaseState.FAILED.value
         phases = []
         for r in rows:
-            created, run_type = runs[r[0]]
             is_failed = r[3] == failed
             phases.append(DrainablePhase(r[0], r[1], r[2], r[3], r[4], py_time(r[5]) if r[4] or is_failed else None,
-                                         r[6], created, (r[7] or stuck.get(r[2])) if is_failed else None, r[8],
-                                         run_type, r[9], r[10]))
+                                         r[6], created[r[0]], (r[7] or stuck.get(r[2])) if is_failed else None, r[8],
+                                         r[9]))
     return [p for p in phases if include_parked or not p.parked_reason]
 
 
-def _runs(conn: ReadConn, run_ids: list[str]) -> dict[str, tuple[datetime, str | None]]:
-    """run id -> (created at, the plan's run.type): once per run (a plan is large: on PostgreSQL its JSON
-    is stored compressed apart from the row), not once per phase."""
-    found: dict[str, tuple[datetime, str | None]] = {}
+def _created_at(conn: ReadConn, run_ids: list[str]) -> dict[str, datetime]:
+    found: dict[str, datetime] = {}
     for chunk in chunks(run_ids):
-        for run_id, created, run_type in conn.execute(
-                f"SELECT id, created_at, {json_field(conn, 'plan', 'run', 'type')} FROM runs "
-                f"WHERE id IN ({marks(chunk)})", chunk):
-            found[run_id] = (py_time(created), run_type)
+        for run_id, created in conn.execute(f"SELECT id, created_at FROM runs WHERE id IN ({marks(chunk)})", chunk):
+            found[run_id] = py_time(created)
+    return found
+
+
+def run_types(db: Readable, run_ids: list[str]) -> dict[str, str | None]:
+    """run id -> its plan's ``run.type`` (None: the plan declares none). A plan is large (on PostgreSQL
+    its JSON is stored compressed apart from the row): read it only for the runs asked about."""
+    found: dict[str, str | None] = {}
+    with db.read() as conn:
+        for chunk in chunks(run_ids):
+            found.update(conn.execute(f"SELECT id, {json_field(conn, 'plan', 'run', 'type')} FROM runs "
+                                      f"WHERE id IN ({marks(chunk)})", chunk))
+    return found
+
+
+def phase_categories(db: Readable, phase_pks: list[int]) -> dict[int, str | None]:
+    """phase pk -> its spec's category (None: not given)."""
+    found: dict[int, str | None] = {}
+    with db.read() as conn:
+        for chunk in chunks(phase_pks):
+            found.update(conn.execute(f"SELECT pk, {json_field(conn, 'spec', 'category')} FROM phases "
+                                      f"WHERE pk IN ({marks(chunk)})", chunk))
     return found
 
 
