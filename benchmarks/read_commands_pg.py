@@ -4,15 +4,17 @@ Usage: python -m benchmarks.read_commands_pg [--scale large|small|tiny] [--repea
 
 The store of ``python -m benchmarks`` (store_builder) is copied into a throwaway PostgreSQL
 server (scripts/pg-server; tests/storecopy.py), then each read command's work is timed two ways:
-in process (open the reader, run the read model, close: the database's share) and as a whole
-process (interpreter start, imports — psycopg's ~0.5 s among them on PostgreSQL — the command's
-code and its JSON), each the median of ``--repeats`` runs after a warm-up. Target: PostgreSQL at
-most 1.5x SQLite. Prints figures only; nothing is asserted.
+in process (open the reader, run the read model, close: the database's share), the median of
+``--repeats`` runs after a warm-up, and as the ``autopack`` command a user runs (interpreter start,
+imports — psycopg's ~0.1-0.2 s among them on PostgreSQL — the command's code and its output), the
+median of ``--repeats`` runs on each database taken alternately. Target: PostgreSQL at most 1.5x
+SQLite. Prints figures only; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -60,7 +62,7 @@ def command(name: str, db: Any, sample_run: str, pairs: list[tuple[str, str]]) -
     def pick_next(reader: Any) -> Any:
         from autopack.drain import park_rule
         from autopack.picker import score_runs
-        return [s.to_dict() for s in score_runs(reader, park_rule(_settings(db)))]
+        return [s.to_dict() for s in score_runs(reader, park_rule(_settings(db)), limit=5)]
 
     def dry_run(reader: Any) -> Any:
         from autopack.drain import DrainOptions, plan_candidates
@@ -88,23 +90,30 @@ def _median_s(work: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _process_s(name: str, db: str, sample_run: str, pairs: list[tuple[str, str]], repeats: int) -> float:
-    from benchmarks.timing import autopack_env, time_process
+def cli_args(name: str, db: str, sample_run: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """The arguments of read command ``name`` as a user types them."""
+    return {"status": ["status"], "status RUN": ["status", sample_run], "status --stats": ["status", "--stats"],
+            "show RUN": ["show", sample_run], "pick-next": ["pick-next"], "drain --dry-run": ["drain", "--dry-run"],
+            "ab-test": ["ab-test", "--json", os.devnull, "--control", ",".join(c for c, _ in pairs),
+                        "--treatment", ",".join(t for _, t in pairs)]}[name] + ["--db", db]
 
-    argv = [sys.executable, "-m", "benchmarks.read_commands_pg", "--child", name, "--db", db,
-            "--sample-run", sample_run, "--pairs", ",".join(f"{c}:{t}" for c, t in pairs)]
-    return time_process(argv, ROOT, autopack_env(), repeats).median_s
 
+def _processes_s(name: str, dbs: tuple[str, str], sample_run: str, pairs: list[tuple[str, str]],
+                 repeats: int) -> tuple[float, float]:
+    """Median wall seconds of ``autopack <name>`` on each of ``dbs``, the two run alternately (this
+    machine's speed drifts: alternating keeps a drift out of the ratio), after a warm-up of each."""
+    from benchmarks.timing import autopack_argv, autopack_env, run_once
 
-def _child(args: argparse.Namespace) -> int:
-    """One read command as a whole process (what --child names), its result written as JSON to nowhere."""
-    from autopack.store.location import parse_location
-    from autopack.text import to_json
-
-    pairs = [tuple(p.split(":", 1)) for p in args.pairs.split(",") if p]
-    result = command(args.child, parse_location(args.db), args.sample_run, pairs)()  # type: ignore[arg-type]
-    to_json(result)
-    return 0
+    env = autopack_env()
+    argvs = [autopack_argv(*cli_args(name, db, sample_run, pairs)) for db in dbs]
+    samples: tuple[list[float], list[float]] = ([], [])
+    with tempfile.TemporaryDirectory(prefix="autopack-bench-") as scratch:
+        for argv in argvs:
+            run_once(argv, Path(scratch), env)
+        for _ in range(repeats):
+            for argv, taken in zip(argvs, samples):
+                taken.append(run_once(argv, Path(scratch), env)[0])
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def _pg_copy(sqlite_path: Path, scratch: Path) -> tuple[str, float]:
@@ -133,13 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=sorted(SCALES), default="large")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--db", help=argparse.SUPPRESS)
-    parser.add_argument("--sample-run", help=argparse.SUPPRESS)
-    parser.add_argument("--pairs", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        return _child(args)
 
     from benchmarks.store_builder import cached_store
     from autopack.store.location import PostgresUrl
@@ -152,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         url, copy_s = _pg_copy(store.path, scratch)
         print(f"copied to PostgreSQL in {copy_s:.1f} s", flush=True)
         print(f"{'command':<18} {'in process: SQLite':>19} {'PostgreSQL':>11} {'ratio':>6}   "
-              f"{'whole process: SQLite':>22} {'PostgreSQL':>11} {'ratio':>6}")
+              f"{'autopack command: SQLite':>25} {'PostgreSQL':>11} {'ratio':>6}")
         for name in COMMANDS:
             inner = [_median_s(command(name, db, store.sample_run, pairs), args.repeats)
                      for db in (store.path, PostgresUrl(url))]
-            outer = [_process_s(name, str(db), store.sample_run, pairs, args.repeats) for db in (store.path, url)]
+            outer = _processes_s(name, (str(store.path), url), store.sample_run, pairs, args.repeats)
             print(f"{name:<18} {inner[0] * 1000:>16.1f} ms {inner[1] * 1000:>8.1f} ms {inner[1] / inner[0]:>5.2f}x   "
-                  f"{outer[0] * 1000:>19.1f} ms {outer[1] * 1000:>8.1f} ms {outer[1] / outer[0]:>5.2f}x", flush=True)
+                  f"{outer[0] * 1000:>22.1f} ms {outer[1] * 1000:>8.1f} ms {outer[1] / outer[0]:>5.2f}x", flush=True)
         print(f"(target: PostgreSQL at most {TARGET_RATIO}x SQLite; medians of {args.repeats} runs after a warm-up)")
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "pg-server"), "stop", str(scratch)], capture_output=True)
