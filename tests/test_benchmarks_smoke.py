@@ -93,3 +93,17 @@ def test_the_sandbox_benchmark_times_both_modes(tmp_path):
     usable_bwrap()
     plain, boxed = suite_timings(tmp_path, 1)
     assert len(plain) == len(boxed) == 1 and min(plain + boxed) > 0
+
+
+def test_the_postgresql_read_benchmark_times_every_read_command_on_both_databases(tmp_path, pg_server, capsys):
+    """Each read command, as the command a user runs and as its read model, on a copy of the store in a
+    throwaway server: a row of figures per command (pg_server: skipped, or failed in CI, without a server)."""
+    import re
+
+    from benchmarks import read_commands_pg
+
+    assert read_commands_pg.main(["--scale", "tiny", "--repeats", "1", "--cache-dir", str(tmp_path)]) == 0
+    rows = {line.split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name in read_commands_pg.COMMANDS:
+        assert len(re.findall(r" \d+\.\d ms", rows[name])) == 4, rows[name]
+        assert len(re.findall(r" \d+\.\d\dx", rows[name])) == 2, rows[name]
