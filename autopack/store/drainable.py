@@ -80,21 +80,21 @@ def _created_at(conn: ReadConn, run_ids: list[str]) -> dict[str, datetime]:
 def run_types(db: Readable, run_ids: list[str]) -> dict[str, str | None]:
     """run id -> its plan's ``run.type`` (None: the plan declares none). A plan is large (on PostgreSQL
     its JSON is stored compressed apart from the row): read it only for the runs asked about."""
-    found: dict[str, str | None] = {}
-    with db.read() as conn:
-        for chunk in chunks(run_ids):
-            found.update(conn.execute(f"SELECT id, {json_field(conn, 'plan', 'run', 'type')} FROM runs "
-                                      f"WHERE id IN ({marks(chunk)})", chunk))
-    return found
+    return _json_scalar(db, "runs", "id", run_ids, "plan", "run", "type")
 
 
 def phase_categories(db: Readable, phase_pks: list[int]) -> dict[int, str | None]:
     """phase pk -> its spec's category (None: not given)."""
-    found: dict[int, str | None] = {}
+    return _json_scalar(db, "phases", "pk", phase_pks, "spec", "category")
+
+
+def _json_scalar(db: Readable, table: str, key: str, keys: list, column: str, *path: str) -> dict:
+    """key -> one scalar inside ``table``'s JSON ``column``, for the rows whose ``key`` is in ``keys``."""
+    found: dict = {}
     with db.read() as conn:
-        for chunk in chunks(phase_pks):
-            found.update(conn.execute(f"SELECT pk, {json_field(conn, 'spec', 'category')} FROM phases "
-                                      f"WHERE pk IN ({marks(chunk)})", chunk))
+        for chunk in chunks(keys):
+            found.update(conn.execute(f"SELECT {key}, {json_field(conn, column, *path)} FROM {table} "
+                                      f"WHERE {key} IN ({marks(chunk)})", chunk))
     return found
 
 
