@@ -135,7 +135,33 @@ def cap_text(text: str, cap: int = MESSAGE_CAP) -> str:
 # --- reading ----------------------------------------------------------------------
 
 
+def merged_document(paths: Sequence[Path]) -> bytes:
+    """Several JUnit XML files as one document: a ``<testsuites>`` holding each file's suites, in order
+    (what autopack keeps of a project that writes a report per package or class). A symlink, or a file
+    that is not JUnit XML, is left out; ``parse_junit`` is what reports a malformed one."""
+    from xml.etree.ElementTree import Element, tostring
+
+    merged = Element("testsuites")
+    for path in paths:
+        if Path(path).is_symlink():  # as a single report is kept: not through a symlink
+            continue
+        try:
+            document = _read_document(Path(path))
+        except JUnitError:
+            continue
+        merged.extend(list(document) if document.tag == "testsuites" else [document])
+    return tostring(merged, encoding="utf-8", xml_declaration=True)
+
+
 def _read_junit_file(path: Path, ecosystem: str | None, root: Path | None) -> list[TestOutcome]:
+    document = _read_document(path)
+    if ecosystem == "node":
+        return [_node_outcome(case, suites, path, root) for case, suites in _cases_with_suites(document)]
+    return [_testcase_outcome(case, path) for case in document.iter("testcase")]
+
+
+def _read_document(path: Path) -> Any:
+    """The root element of the JUnit XML file at ``path``; JUnitError when it cannot be one."""
     try:
         data = read_regular(path, MAX_JUNIT_BYTES)
     except OSError as error:
@@ -149,9 +175,7 @@ def _read_junit_file(path: Path, ecosystem: str | None, root: Path | None) -> li
         raise JUnitError(
             f"malformed JUnit XML: {path} has root <{document.tag}>, expected <testsuites> or <testsuite>"
         )
-    if ecosystem == "node":
-        return [_node_outcome(case, suites, path, root) for case, suites in _cases_with_suites(document)]
-    return [_testcase_outcome(case, path) for case in document.iter("testcase")]
+    return document
 
 
 def _parse_xml(data: bytes, path: Path) -> Any:

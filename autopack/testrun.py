@@ -31,9 +31,10 @@ from autopack.junit import (
     TestOutcome,
     check_inside,
     junit_files,
-    merge_outcomes,
-    parse_junit,
     junit_document,
+    merge_outcomes,
+    merged_document,
+    parse_junit,
 )
 from autopack.orphans import (SUITE_PIDFILE, Suite, record_suite, signal_suite, stop_orphaned_suite, stop_suite,
                               subreaper)
@@ -174,8 +175,8 @@ def run_tests(
             junit_error = f"no test results in the command's output (read as {converter})"
     else:
         reports = junit_files(report_root, pattern)
-        if report_root is cwd and len(reports) == 1:  # the project's own report: kept with autopack's
-            _keep_copy(reports[0], junit_file)
+        if report_root is cwd and reports:  # the project's own reports: kept with autopack's
+            _keep_copy(reports, junit_file)
         if not reports:
             junit_error = NO_JUNIT if junit_xml or pytest else (
                 f"{NO_JUNIT} (the test command is not pytest; set junit_xml)")
@@ -195,12 +196,13 @@ def run_tests(
     return TestReport(command=command, outcomes=tuple(outcomes), junit_error=junit_error, **asdict(result))
 
 
-def _keep_copy(report: Path, junit_file: Path) -> None:
+def _keep_copy(reports: list[Path], junit_file: Path) -> None:
     """A copy of the project's JUnit file at autopack's own report path, where the store's copy is
-    taken from (autopack.test_logs); a symlink, or a file that is not regular, is not copied."""
+    taken from (autopack.test_logs), or of its several files merged into one document; a symlink, or
+    a file that is not regular, is not copied."""
     from autopack.test_logs import read_own_file
 
-    data, _ = read_own_file(report)
+    data = read_own_file(reports[0])[0] if len(reports) == 1 else merged_document(reports)
     if data is not None:
         with writing(junit_file, "the test report"):
             junit_file.write_bytes(data)

@@ -181,6 +181,26 @@ def test_a_project_junit_file_is_kept_beside_the_log_and_none_outside_the_worktr
     assert (outside / "out.xml").read_text() == xml and not junit.exists()  # not deleted as stale, not read
 
 
+def test_a_project_writing_several_junit_files_has_them_kept_as_one_document(tmp_path):
+    """One report per package or class (Maven's surefire-reports, go-junit-report per package): all of
+    them are kept, merged, where the store's copy is taken from; what is not JUnit is left out."""
+    from autopack.junit import parse_junit
+
+    project = tmp_path / "project"
+    (project / "reports").mkdir(parents=True)
+    one = '<testsuite name="a" tests="1"><testcase classname="a" name="t"/></testsuite>'
+    two = ('<testsuites><testsuite name="b" tests="2"><testcase classname="b" name="u"/>'
+           '<testcase classname="b" name="v"><failure message="boom">trace</failure></testcase></testsuite></testsuites>')
+    log, junit = tmp_path / "logs" / "s.log", tmp_path / "junit" / "s.xml"
+    report = run_tests(f"printf '{one}' > reports/1.xml && printf '{two}' > reports/2.xml && printf '<html/>' > reports/3.xml",
+                       project, timeout_s=60, log_path=log, junit_path=junit, junit_xml="reports")
+    assert report.junit_error and "reports/3.xml" in report.junit_error  # the malformed one is still reported
+    kept = parse_junit([junit])
+    assert [(o.test_id, o.outcome, o.message) for o in kept] == [
+        ("a::t", "passed", ""), ("b::u", "passed", ""), ("b::v", "failed", "boom\ntrace")]
+    assert files_to_store(log, junit).junit is not None
+
+
 def _record_run(store, root: Path) -> str:
     """A run in the store to hang test runs on (its plan is not carried out)."""
     from autopack.plan import plan_from_dict
