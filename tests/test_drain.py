@@ -410,6 +410,8 @@ def test_drain_one_requeues_a_failed_phase_and_refuses_a_complete_one_unless_for
 def test_pick_next_prints_the_best_run_and_nothing_when_there_is_nothing_to_drain(wb: Workbench) -> None:
     empty = wb.cli("pick-next")
     assert (empty.returncode, empty.stdout) == (0, "")
+    explained = wb.cli("pick-next", "--explain")  # no empty table
+    assert (explained.returncode, explained.stdout, explained.stderr) == (0, "", "nothing to drain\n")
     nulls = wb.cli("pick-next", "--format", "json")
     assert nulls.returncode == 0
     assert json.loads(nulls.stdout) == {"schema": 1, "run_id": None, "run_type": None, "score": None}

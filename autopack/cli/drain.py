@@ -239,5 +239,7 @@ def pick_next(
         return
     if best:
         print(f"{best.run_id}\t{best.run_type}")
-    if explain:
+    if explain and scores:
         render.print_pick_explanation(scores, WEIGHTS)
+    elif explain:  # stdout stays empty, as a script reads it
+        print("nothing to drain", file=sys.stderr)
