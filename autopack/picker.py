@@ -22,6 +22,7 @@ from autopack.domain.lifecycle import TRANSIENT, PhaseState, drain_rank
 
 WEIGHTS = {"drainable": 10.0, "escalated": 5.0, "transient": 3.0, "age_hours": 1.0, "cost_usd": -2.0}
 AGE_CAP_HOURS = 48.0
+EXPLAINED_RUNS = 5  # the top runs `pick-next --explain` shows
 
 
 @dataclass(frozen=True)

@@ -61,8 +61,8 @@ def command(name: str, db: Any, sample_run: str, pairs: list[tuple[str, str]]) -
 
     def pick_next(reader: Any) -> Any:
         from autopack.drain import park_rule
-        from autopack.picker import score_runs
-        return [s.to_dict() for s in score_runs(reader, park_rule(_settings(db)), limit=5)]
+        from autopack.picker import EXPLAINED_RUNS, score_runs
+        return [s.to_dict() for s in score_runs(reader, park_rule(_settings(db)), limit=EXPLAINED_RUNS)]
 
     def dry_run(reader: Any) -> Any:
         from autopack.drain import DrainOptions, plan_candidates

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 # The rows `drain --dry-run` prints at least (more with a larger --batch-size); --json prints all.
 DRY_RUN_ROWS = 50
-EXPLAINED_RUNS = 5  # pick-next --explain: the top runs it shows
 WORKERS = Bounds(1, 64)
 
 
@@ -211,13 +210,13 @@ def drain_one(
 @app.command("pick-next")
 def pick_next(
     output_format: Annotated[str, typer.Option("--format", help="text: run_id<TAB>run_type; json: the choice and its score.")] = "text",
-    explain: Annotated[bool, typer.Option("--explain", help=f"Show each score component for the top {EXPLAINED_RUNS} runs.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each score component for the top 5 runs.")] = False,
     db: DbOption = None,
 ) -> None:
     """The run to drain next (deterministic). Nothing to drain: empty output, exit 0."""
     from autopack import render
     from autopack.drain import park_rule
-    from autopack.picker import WEIGHTS, score_runs
+    from autopack.picker import EXPLAINED_RUNS, WEIGHTS, score_runs
     from autopack.store import open_reader
 
     if output_format not in ("text", "json"):
